@@ -1,0 +1,144 @@
+"""The ledger: one row per LLM call, the raw material of the meter.
+
+Every call the engine makes (successful or not) becomes a `CallRecord`. Rows can be streamed to
+a JSONL file as they happen (whole lines, flushed), so a crash loses at most the call in flight.
+Summaries group rows by problem, tree or role; token totals are what the backend reported unless
+a row says `estimated` (no usage in the response, or usage corrected for a server that counted
+one choice of n).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Iterable
+
+
+@dataclass(frozen=True)
+class CallTag:
+    """Where a call comes from in the search; carried into its ledger row."""
+
+    problem: str | None = None
+    tree: int | None = None
+    rollout: int | None = None
+
+
+@dataclass
+class CallRecord:
+    role: str
+    problem: str | None = None
+    tree: int | None = None
+    rollout: int | None = None
+    model: str = ""
+    n: int = 1  # choices asked for
+    choices: int = 0  # choices received
+    requests: int = 0  # HTTP requests made (retries and n fallback included)
+    attempts: int = 0  # attempts of the first request, retries included
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated: bool = False  # some of these tokens are our count, not the server's
+    charged_unknown: int = 0  # failed attempts the server may have charged (counted at their reservation)
+    max_tokens: int = 0  # per choice, after the budget's clamp
+    latency_s: float = 0.0
+    outcome: str = "ok"  # ok | error kind (rate_limit, server, timeout, connection, malformed, client) | budget
+    error: str = ""
+    cost_usd: float = 0.0
+    started: float = field(default_factory=time.time)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Totals:
+    calls: int = 0
+    failed: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    estimated_calls: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, r: CallRecord) -> None:
+        self.calls += 1
+        self.failed += r.outcome != "ok"
+        self.requests += r.requests
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.cached_tokens += r.cached_tokens
+        self.estimated_calls += r.estimated
+        self.cost_usd += r.cost_usd
+        self.latency_s += r.latency_s
+
+
+class Ledger:
+    """An in-memory list of rows, optionally mirrored to a JSONL file as each row is added."""
+
+    def __init__(self, path: str | os.PathLike | None = None, fsync: bool = False):
+        self.rows: list[CallRecord] = []
+        self.path = Path(path) if path is not None else None
+        self._fsync = fsync
+        self._fh: IO[str] | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+
+    def add(self, row: CallRecord) -> None:
+        self.rows.append(row)
+        if self._fh is not None:
+            self._fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")
+            self._fh.flush()
+            if self._fsync:
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def totals(self, rows: Iterable[CallRecord] | None = None) -> Totals:
+        t = Totals()
+        for r in self.rows if rows is None else rows:
+            t.add(r)
+        return t
+
+    def by(self, key: str) -> dict[object, Totals]:
+        """Totals grouped by a row field: 'problem', 'tree', 'role', 'outcome', ..."""
+        groups: dict[object, Totals] = defaultdict(Totals)
+        for r in self.rows:
+            groups[getattr(r, key)].add(r)
+        return dict(groups)
+
+    @staticmethod
+    def read(path: str | os.PathLike) -> "Ledger":
+        """Load rows from a JSONL trace; a torn last line (crash mid-write) is skipped."""
+        led = Ledger()
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                led.rows.append(CallRecord(**d))
+        return led

@@ -1,0 +1,365 @@
+"""The LLM client: one `openai.AsyncOpenAI` underneath, with the engine's single retry policy.
+
+Per attempt, in this order: reserve from the budget (waiting if the budget is tight), pass the
+request-rate throttle, take a concurrency slot, make the HTTP request, settle the budget to the
+real usage. Reserving before taking a slot means a slot is only ever held by a funded call, so
+budget waits cannot deadlock the pool.
+
+Retries (tenacity; the openai client's own retries are off so there is one policy): 429, 5xx,
+timeouts, connection errors and malformed bodies are retried with full-jitter exponential
+backoff, or after exactly `Retry-After` when the server sends it. Other 4xx are not retried.
+A call that still fails raises `LLMError` with its kind; either way it is a row in the ledger.
+
+What a failed attempt cost: 429/5xx/connection refused charge nothing and the reservation is
+released; a timeout or a malformed body may have been charged by the server, so the budget keeps
+the whole reservation (an upper bound) and the row records it as `charged_unknown`.
+
+Usage: the server's `usage` (prompt, completion, cached) is used when present. Without it we
+count with `fot.tokens` and mark the row `estimated`. For n > 1 we check `completion_tokens`
+against the texts: some servers count one choice only; then we scale up and mark it.
+
+n > 1: sent as `n` until a backend returns fewer choices than asked (llama.cpp ignores `n`);
+the rest are made up with separate concurrent requests (seed offset per extra request so they
+are different samples), and from then on this client sends separate requests straight away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import openai
+from asyncio_throttle import Throttler
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from . import tokens
+from .budget import Budget, BudgetExhausted, Price, Reservation
+from .ledger import CallRecord, CallTag, Ledger
+
+RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
+CHARGED_UNKNOWN = frozenset({"timeout", "malformed"})  # the server may have done the work
+
+
+class LLMError(Exception):
+    """A call that failed after its retries (or was not retryable). `kind` says how."""
+
+    def __init__(self, kind: str, message: str, record: CallRecord | None = None):
+        self.kind = kind
+        self.record = record
+        super().__init__(f"{kind}: {message}")
+
+
+class MalformedResponse(Exception):
+    pass
+
+
+@dataclass
+class Choice:
+    text: str
+    finish_reason: str | None = None
+    logprobs: list[float] | None = None  # per completion token, when asked for and given
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if not self.logprobs:
+            return None
+        return sum(self.logprobs) / len(self.logprobs)
+
+
+@dataclass
+class Completion:
+    choices: list[Choice]
+    record: CallRecord
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.choices]
+
+
+def classify(exc: BaseException) -> str:
+    """Map an exception from one attempt to an error kind."""
+    if isinstance(exc, openai.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return "server" if exc.status_code >= 500 or exc.status_code in (408, 409) else "client"
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError,
+                        ValueError, TypeError, AttributeError)):
+        return "malformed"
+    return "other"
+
+
+def retry_after_s(exc: BaseException | None) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or HTTP date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(ra) if ra else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class LLMClient:
+    """Chat completions against one OpenAI-compatible backend and model."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        concurrency: int = 16,
+        rps: float | None = None,
+        timeout: float = 120.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        budget: Budget | None = None,
+        ledger: Ledger | None = None,
+        price: Price | None = None,
+        min_tokens: int = 1,
+    ):
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.model = model
+        self.base_url = base_url
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.budget = budget
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.price = price or (budget.price if budget is not None else None)
+        self.min_tokens = min_tokens
+        # the key goes to the openai client and nowhere else: never into rows, errors or logs
+        self._secret = api_key or ""
+        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
+                                          max_retries=0, timeout=timeout)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._throttle = Throttler(rate_limit=rps, period=1.0) if rps else None
+        self.n_supported: bool | None = None  # learnt from the first n > 1 response
+        self._prompt_ratio: float | None = None  # max observed server prompt tokens / our estimate
+        self._completion_ratio: float = 1.0  # server completion tokens / our count, from n = 1 calls
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "LLMClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the public call -----------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: Sequence[dict],
+        *,
+        role: str = "answer",
+        tag: CallTag | None = None,
+        n: int = 1,
+        max_tokens: int = 512,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        logprobs: bool = False,
+        budget: Budget | None = None,
+    ) -> Completion:
+        """One logical call (maybe several HTTP requests); always leaves one row in the ledger."""
+        tag = tag or CallTag()
+        budget = budget if budget is not None else self.budget
+        row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout,
+                         model=self.model, n=n)
+        params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "stop": stop,
+                                  "logprobs": True if logprobs else None}
+        t0 = time.monotonic()
+        try:
+            if n > 1 and self.n_supported is False:
+                choices = await self._separate(messages, n, 0, max_tokens, seed, params, budget, row)
+            else:
+                choices = await self._request(messages, n, max_tokens, seed, params, budget, row)
+                if len(choices) < n:
+                    self.n_supported = False
+                    choices += await self._separate(messages, n - len(choices), 1, max_tokens, seed, params,
+                                                    budget, row)
+                elif n > 1:
+                    self.n_supported = True
+        except BudgetExhausted as e:
+            row.outcome, row.error = "budget", str(e)
+            raise
+        except LLMError as e:
+            row.outcome, row.error = e.kind, str(e)
+            e.record = row
+            raise
+        finally:
+            row.latency_s = time.monotonic() - t0
+            if self.price is not None:
+                row.cost_usd = self.price.cost(row.prompt_tokens, row.completion_tokens, row.cached_tokens) + \
+                    self.price.cost(row.charged_unknown, 0)
+            self.ledger.add(row)
+        row.choices = len(choices)
+        return Completion(choices=choices, record=row)
+
+    async def _separate(self, messages, count, seed_offset, max_tokens, seed, params, budget, row) -> list[Choice]:
+        async def one(i: int) -> list[Choice]:
+            s = None if seed is None else seed + seed_offset + i
+            return await self._request(messages, 1, max_tokens, s, params, budget, row)
+
+        results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+        out: list[Choice] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            out += r
+        return out
+
+    # -- one HTTP request with retries ---------------------------------------------------------
+
+    def _prompt_reservation(self, messages: Sequence[dict]) -> tuple[int, int]:
+        """(estimate, reservation) for the prompt. The reservation is an upper bound: the byte
+        bound until the server has told us a prompt size, then our estimate scaled by the largest
+        server/estimate ratio seen (+15% and a margin), never above the byte bound."""
+        est = tokens.count_messages(messages)
+        bound = tokens.byte_bound(messages)
+        if self._prompt_ratio is None:
+            return est, bound
+        return est, min(bound, math.ceil(est * max(1.0, self._prompt_ratio) * 1.15) + 16)
+
+    def _wait(self, retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        ra = retry_after_s(exc)
+        if ra is not None:
+            return min(ra, self.backoff_max) * random.uniform(1.0, 1.1)
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (retry_state.attempt_number - 1))
+        return random.uniform(0, cap)
+
+    async def _request(self, messages, n, max_tokens, seed, params, budget, row) -> list[Choice]:
+        prompt_est, prompt_reserve = self._prompt_reservation(messages)
+        row.requests += 1
+
+        async def attempt() -> list[Choice]:
+            row.attempts += 1
+            res: Reservation | None = None
+            mt = max_tokens
+            if budget is not None:
+                res = await budget.reserve(prompt_reserve, max_tokens, n=n, min_tokens=self.min_tokens)
+                mt = res.max_tokens
+            row.max_tokens = mt
+            kwargs = {k: v for k, v in params.items() if v is not None}
+            if n > 1:
+                kwargs["n"] = n
+            if seed is not None:
+                kwargs["seed"] = seed
+            try:
+                if self._throttle is not None:
+                    async with self._throttle:
+                        pass
+                async with self._sem:
+                    resp = await self._client.chat.completions.create(
+                        model=self.model, messages=list(messages), max_tokens=mt, timeout=self.timeout, **kwargs)
+                choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
+            except BaseException as exc:
+                if res is not None:
+                    kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
+                    if kind in CHARGED_UNKNOWN:
+                        budget.settle(res, res.prompt_tokens, res.tokens - res.prompt_tokens)
+                        row.charged_unknown += res.tokens
+                    else:
+                        budget.release(res)
+                raise
+            if res is not None:
+                budget.settle(res, prompt, completion, cached)
+            row.prompt_tokens += prompt
+            row.completion_tokens += completion
+            row.cached_tokens += cached
+            row.estimated = row.estimated or estimated
+            return choices
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) in RETRYABLE),
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except BudgetExhausted:
+            raise
+        except Exception as exc:
+            kind = classify(exc)
+            raise LLMError(kind, f"{type(exc).__name__} from {self.base_url} after {row.attempts} attempt(s): "
+                                 f"{_short(exc, self._secret)}") from exc
+
+    def _read(self, resp: Any, messages, prompt_est: int) -> tuple[list[Choice], int, int, int, bool]:
+        """Choices and usage from a response; raises MalformedResponse on garbage."""
+        raw_choices = getattr(resp, "choices", None)
+        if not isinstance(raw_choices, list) or not raw_choices:
+            raise MalformedResponse(f"response has no choices: {str(resp)[:120]!r}")
+        choices = []
+        for c in raw_choices:
+            msg = getattr(c, "message", None)
+            text = getattr(msg, "content", None)
+            if not isinstance(text, str):
+                raise MalformedResponse("a choice has no text content")
+            lps = None
+            lp = getattr(c, "logprobs", None)
+            if lp is not None and getattr(lp, "content", None):
+                lps = [t.logprob for t in lp.content]
+            choices.append(Choice(text=text, finish_reason=getattr(c, "finish_reason", None), logprobs=lps))
+        counted = [tokens.count_text(c.text) for c in choices]
+        usage = getattr(resp, "usage", None)
+        if usage is None or usage.prompt_tokens is None or usage.completion_tokens is None:
+            return choices, prompt_est, sum(counted), 0, True
+        prompt, completion = int(usage.prompt_tokens), int(usage.completion_tokens)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+        if prompt_est > 0:
+            ratio = prompt / prompt_est
+            self._prompt_ratio = ratio if self._prompt_ratio is None else max(self._prompt_ratio, ratio)
+        estimated = False
+        if len(choices) == 1 and counted[0] > 0:
+            self._completion_ratio = 0.9 * self._completion_ratio + 0.1 * (completion / counted[0])
+        elif len(choices) > 1 and counted[0] > 0 and completion > 0:
+            one = self._completion_ratio * counted[0]
+            everything = self._completion_ratio * sum(counted)
+            if abs(math.log(completion / one)) < abs(math.log(completion / everything)):
+                # the server counted one choice: scale its count to the rest and say so
+                completion = completion + round(completion / counted[0] * sum(counted[1:]))
+                estimated = True
+        return choices, prompt, completion, cached, estimated
+
+
+def _short(exc: BaseException, secret: str = "") -> str:
+    s = str(exc).replace("\n", " ")
+    if len(secret) >= 8:
+        s = s.replace(secret, "***")
+    return s[:300]
