@@ -139,6 +139,7 @@ class LLMClient:
         max_attempts: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        retry_after_max: float = 120.0,
         budget: Budget | None = None,
         ledger: Ledger | None = None,
         price: Price | None = None,
@@ -154,6 +155,7 @@ class LLMClient:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
         self.budget = budget
         self.ledger = ledger if ledger is not None else Ledger()
         self.price = price or (budget.price if budget is not None else None)
@@ -258,7 +260,7 @@ class LLMClient:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         ra = retry_after_s(exc)
         if ra is not None:
-            return min(ra, self.backoff_max) * random.uniform(1.0, 1.1)
+            return min(ra, self.retry_after_max) * random.uniform(1.0, 1.1)
         cap = min(self.backoff_max, self.backoff_base * 2 ** (retry_state.attempt_number - 1))
         return random.uniform(0, cap)
 
@@ -288,11 +290,12 @@ class LLMClient:
                         model=self.model, messages=list(messages), max_tokens=mt, timeout=self.timeout, **kwargs)
                 choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
             except BaseException as exc:
+                kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
+                if kind in CHARGED_UNKNOWN:
+                    row.charged_unknown += prompt_reserve + n * mt  # an upper bound of what was charged
                 if res is not None:
-                    kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
                     if kind in CHARGED_UNKNOWN:
                         budget.settle(res, res.prompt_tokens, res.tokens - res.prompt_tokens)
-                        row.charged_unknown += res.tokens
                     else:
                         budget.release(res)
                 raise

@@ -14,9 +14,12 @@ import math
 from typing import Any, Sequence
 
 # Chat templates wrap each message in a few special tokens (role header, end-of-turn) and
-# prime the assistant turn. 8 per message + 8 covers ChatML, Llama-3 and SmolLM2 templates.
-PER_MESSAGE_OVERHEAD = 8
-PER_PROMPT_OVERHEAD = 8
+# prime the assistant turn: about 5 per message + 3 in ChatML (Qwen, SmolLM2) and Llama-3.
+PER_MESSAGE_OVERHEAD = 5
+PER_PROMPT_OVERHEAD = 3
+# For the upper bound we allow more: a template may spell its markers out in plain text.
+BOUND_PER_MESSAGE = 16
+BOUND_PER_PROMPT = 16
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,6 +55,6 @@ def byte_bound(messages: Sequence[dict]) -> int:
     GPT-2/cl100k/o200k, Llama-3, Qwen and SmolLM2 tokenizers all emit at least one byte per
     token, so this bound holds for them without knowing which one the server runs.
     """
-    return PER_PROMPT_OVERHEAD + sum(
-        PER_MESSAGE_OVERHEAD + len(str(m.get("content") or "").encode("utf-8")) for m in messages
+    return BOUND_PER_PROMPT + sum(
+        BOUND_PER_MESSAGE + len(str(m.get("content") or "").encode("utf-8")) for m in messages
     )
