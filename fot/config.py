@@ -1,0 +1,61 @@
+"""One configuration dataclass for the whole search; every constant of MCTSr and FoT is here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    trees: int = 4
+    rollouts: int = 8
+
+    # MCTSr (Zhang et al. 2024)
+    c: float = 1.4  # UCT exploration constant
+    eps: float = 1e-5  # UCT: keeps unvisited nodes finite
+    max_children: int = 3
+    reward_samples: int = 3  # k self-evaluation samples per new node
+    full_score: float = 95.0  # self-evaluation scores >= this are suppressed ...
+    full_score_penalty: float = 50.0  # ... by subtracting this
+    rescore_selected: bool = True  # one more reward sample of the selected node, alongside its critique
+    answer_max_tokens: int = 512
+    critique_max_tokens: int = 384
+    eval_max_tokens: int = 64
+    min_tokens: int = 16  # a call that cannot get this many completion tokens is not made
+
+    # Forest (Bi et al. 2025)
+    inputs: tuple[str, ...] = ("raw", "rephrase", "shuffle", "example")  # cycled over trees
+    temperatures: tuple[float, ...] = (0.7, 1.0)  # cycled over trees
+    seed: int = 0
+    activation_threshold: float = 0.0  # sparse activation: trees whose best Q is below do not vote
+    majority: float = 0.5  # a decision by vote needs more than this share of the active trees
+    logprob_threshold: float | None = -1.5  # regenerate a step whose mean token log-prob is lower
+    max_corrections: int = 1  # regenerations per step (log-prob or rule check)
+    early_stop: bool = False  # stop the other trees once a majority of all trees finished agreeing
+    verifier: str = "auto"  # auto | self | rule | reward_model
+    expert_max_tokens: int = 256
+    decision_reserve: float = 0.05  # share of a problem budget kept for the expert decision
+    max_consecutive_failures: int = 2  # a tree stops after this many failed rollouts in a row
+
+    def __post_init__(self) -> None:
+        checks = {
+            "trees": self.trees >= 1, "rollouts": self.rollouts >= 0, "c": self.c >= 0, "eps": self.eps > 0,
+            "max_children": self.max_children >= 1, "reward_samples": self.reward_samples >= 1,
+            "answer_max_tokens": self.answer_max_tokens >= 1, "inputs": bool(self.inputs),
+            "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
+            "max_corrections": self.max_corrections >= 0, "decision_reserve": 0 <= self.decision_reserve < 1,
+            "verifier": self.verifier in ("auto", "self", "rule", "reward_model"),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        unknown = set(self.inputs) - {"raw", "rephrase", "shuffle", "example"}
+        if unknown:
+            raise ValueError(f"unknown tree inputs {sorted(unknown)}; known: raw, rephrase, shuffle, example")
+
+    def with_(self, **overrides) -> "SearchConfig":
+        names = {f.name for f in fields(self)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown search settings: {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

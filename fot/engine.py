@@ -1,0 +1,182 @@
+"""The library API: `async with Engine(...) as engine: result = await engine.solve(question)`.
+
+An `Engine` owns one LLM client (so one concurrency cap, throttle and retry policy for everything
+it runs), one ledger and an optional run budget; each problem gets its own child budget and each
+tree a share of that. `solve` never sees a reference answer: grading is the meter's job, after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import AsyncIterator, Iterable
+
+import openai
+
+from .budget import Budget, Price
+from .config import SearchConfig
+from .forest import run_forest
+from .ledger import Ledger
+from .llm import LLMClient
+from .problems import Problem
+from .tasks import Task, detect_task, get_task
+from .verifiers import RewardModel
+
+
+class BackendUnreachable(RuntimeError):
+    pass
+
+
+@dataclass
+class Result:
+    id: str
+    question: str
+    task: str
+    answer: str | None
+    text: str
+    decision: str
+    trees: list[dict]
+    snapshots: list[list[dict]]  # per tree: [{rollout, tokens, answer, q, calls}, ...]
+    tokens: dict
+    calls: int
+    cost_usd: float
+    wall_s: float
+    expert_tokens: int = 0
+    error: str = ""
+    answers_seen: list[str] = field(default_factory=list)  # every distinct answer any node produced
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Engine:
+    def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
+                 concurrency: int = 16, rps: float | None = None, timeout: float = 120.0, max_attempts: int = 6,
+                 price: Price | None = None, run_budget: int | None = None, run_budget_usd: float | None = None,
+                 trace: str | os.PathLike | None = None, config: SearchConfig | None = None,
+                 reward_model: tuple[str, str] | None = None):
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise ValueError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
+        self.base_url = base_url
+        self.model = model or os.environ.get("FOT_MODEL")
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.config = config or SearchConfig()
+        self.price = price
+        self.ledger = Ledger(trace)
+        self.budget = Budget(tokens=run_budget, usd=run_budget_usd, price=price, name="run")
+        self._client_kw = dict(concurrency=concurrency, rps=rps, timeout=timeout, max_attempts=max_attempts)
+        self.llm: LLMClient | None = None
+        self._reward_model = reward_model
+        self.reward_llm: LLMClient | None = None
+
+    async def __aenter__(self) -> "Engine":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self, check_timeout: float = 10.0) -> None:
+        """Check the backend answers (and pick its first model if none was named)."""
+        probe = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or "not-needed", max_retries=1,
+                                   timeout=check_timeout)
+        try:
+            models = await probe.models.list()
+            ids = [m.id for m in models.data]
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise BackendUnreachable(f"backend at {self.base_url} is unreachable ({type(e).__name__})") from None
+        except openai.APIStatusError as e:
+            if e.status_code in (401, 403):
+                raise BackendUnreachable(f"backend at {self.base_url} refused the API key (HTTP {e.status_code})") \
+                    from None
+            ids = []  # some servers have no /models; the first chat call will tell
+        finally:
+            await probe.close()
+        if self.model is None:
+            if not ids:
+                raise BackendUnreachable(f"backend at {self.base_url} lists no models; pass a model name")
+            self.model = ids[0]
+        self.llm = LLMClient(self.base_url, self.model, self._api_key, ledger=self.ledger, price=self.price,
+                             budget=self.budget, min_tokens=self.config.min_tokens, **self._client_kw)
+        if self._reward_model is not None:
+            url, name = self._reward_model
+            self.reward_llm = LLMClient(url, name, self._api_key, ledger=self.ledger, price=self.price,
+                                        min_tokens=self.config.min_tokens, **self._client_kw)
+
+    async def aclose(self) -> None:
+        for c in (self.llm, self.reward_llm):
+            if c is not None:
+                await c.aclose()
+        self.ledger.close()
+
+    async def solve(self, problem: str | Problem, *, task: str | Task = "auto", trees: int | None = None,
+                    rollouts: int | None = None, budget: int | None = None, budget_usd: float | None = None,
+                    example_pool: list[tuple[str, str]] | None = None, **settings) -> Result:
+        """Search one problem. `budget` caps its tokens (never exceeded); settings override SearchConfig."""
+        if self.llm is None:
+            await self.start()
+        assert self.llm is not None
+        if isinstance(problem, str):
+            problem = Problem(id=f"q{len(self.ledger.rows)}-{time.monotonic_ns() % 10**6}", question=problem)
+        the_task = detect_task([problem.question], [None]) if task == "auto" else get_task(task)
+        cfg = self.config.with_(trees=trees, rollouts=rollouts, **settings)
+        if budget is not None and budget < 0:
+            raise ValueError("budget must be >= 0 tokens")
+        pb = self.budget.child(tokens=budget, usd=budget_usd, name=f"problem:{problem.id}")
+        verifier = None
+        if cfg.verifier == "reward_model":
+            if self.reward_llm is None:
+                raise ValueError("verifier='reward_model' needs Engine(reward_model=(base_url, model))")
+            verifier = RewardModel(self.reward_llm, cfg.eval_max_tokens, cfg.full_score, cfg.full_score_penalty)
+        t0 = time.monotonic()
+        question = problem.question  # the reference (problem.answer) is never passed on
+        error = ""
+        try:
+            fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier,
+                                  example_pool=example_pool)
+        except Exception as e:  # a fault we did not expect must not lose the other problems
+            error = f"{type(e).__name__}: {e}"
+            fr = None
+        wall = time.monotonic() - t0
+        rows = [r for r in self.ledger.rows if r.problem == problem.id]
+        tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
+                  "cached": pb.spent.cached_tokens, "total": pb.spent_tokens}
+        if fr is None:
+            return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, len(rows),
+                          pb.spent.usd, wall, error=error)
+        trees_out = [{"index": r.index, "input": r.input_kind, "temperature": r.temperature, "answer": r.answer,
+                      "q": r.q, "rollouts": r.rollouts_done, "corrections": r.corrections, "stopped": r.stopped,
+                      "tokens": r.tokens, "error": r.error} for r in fr.trees]
+        snaps = [[asdict(s) for s in r.snapshots] for r in fr.trees]
+        seen: list[str] = []
+        for r in fr.trees:
+            for a in r.answers_seen:
+                if not any(the_task.equivalent(a, b, question) for b in seen):
+                    seen.append(a)
+        if fr.answer is None and not error:
+            error = "; ".join(fr.errors) or "no tree produced an answer"
+        return Result(problem.id, question, the_task.name, fr.answer, fr.text, fr.decision.how, trees_out, snaps,
+                      tokens, len(rows), pb.spent.usd, wall, expert_tokens=fr.expert_tokens, error=error,
+                      answers_seen=seen)
+
+    async def solve_many(self, problems: Iterable[str | Problem], *, parallel: int = 4,
+                         **kwargs) -> AsyncIterator[Result]:
+        """Solve problems `parallel` at a time; yields each result as soon as it is done."""
+        queue = list(problems)
+        sem = asyncio.Semaphore(max(1, parallel))
+
+        async def one(p: str | Problem) -> Result:
+            async with sem:
+                return await self.solve(p, **kwargs)
+
+        pending = [asyncio.create_task(one(p)) for p in queue]
+        try:
+            for fut in asyncio.as_completed(pending):
+                yield await fut
+        finally:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,250 @@
+"""`python -m fot.solve PROBLEMS`: run the forest on every problem of a file, resumably.
+
+Each result is one JSON line in `--out`, written (and fsynced) as soon as its problem finishes;
+re-running with the same `--out` skips the ids already there. At the end, a summary: accuracy
+of the returned answers with a 95% bootstrap interval, oracle pass@k (labelled: any node right),
+tokens and dollars per solved problem, wall time, calls and errors.
+
+Exit status: 0 done; 2 bad usage or bad input; 1 backend unreachable or another failure;
+130 interrupted (finished results are kept; run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .budget import Price
+from .config import SearchConfig
+from .engine import BackendUnreachable, Engine
+from .meter import grade, summarize
+from .problems import Problem, ProblemFileError, load_problems
+from .tasks import TASKS, detect_task, get_task
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _positive_int(name: str, minimum: int):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {v}")
+        return v
+    return parse
+
+
+def _non_negative_float(name: str):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
+        if not v >= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s}")
+        return v
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m fot.solve", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("problems", help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer")
+    b = ap.add_argument_group("backend")
+    b.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"),
+                   help="OpenAI-compatible server (default $OPENAI_BASE_URL)")
+    b.add_argument("--model", default=os.environ.get("FOT_MODEL"), help="model name (default $FOT_MODEL, "
+                   "else the server's first model)")
+    b.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
+    b.add_argument("--sim", action="store_true", help="run against fot.sim, the SIMULATED backend (a test double)")
+    b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=16, help="requests in flight")
+    b.add_argument("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
+    b.add_argument("--timeout", type=_non_negative_float("--timeout"), default=120.0, help="seconds per request")
+    s = ap.add_argument_group("search")
+    s.add_argument("--task", default="auto", choices=["auto", *TASKS])
+    s.add_argument("--trees", type=_positive_int("--trees", 1), default=4)
+    s.add_argument("--rollouts", type=_positive_int("--rollouts", 0), default=8)
+    s.add_argument("--budget", type=_positive_int("--budget", 0), default=None, help="tokens per problem (hard cap)")
+    s.add_argument("--run-budget", type=_positive_int("--run-budget", 0), default=None, help="tokens for the run")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
+    s.add_argument("--early-stop", action="store_true", help="stop once a majority of trees agree")
+    o = ap.add_argument_group("output")
+    o.add_argument("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
+    o.add_argument("--limit", type=_positive_int("--limit", 1), default=None, help="first N problems only")
+    o.add_argument("--trace", default=None, help="write every call to this JSONL file")
+    o.add_argument("--retry-errors", action="store_true", help="on resume, redo problems that ended in an error")
+    o.add_argument("--quiet", action="store_true", help="no progress display")
+    p = ap.add_argument_group("prices (USD per million tokens)")
+    p.add_argument("--price-in", type=_non_negative_float("--price-in"), default=None)
+    p.add_argument("--price-out", type=_non_negative_float("--price-out"), default=None)
+    p.add_argument("--price-cached", type=_non_negative_float("--price-cached"), default=None)
+    return ap
+
+
+def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
+    """Results already in `out`. A torn last line (a crash mid-write) is cut off; with
+    `retry_errors`, lines that ended in an error are dropped so those problems run again."""
+    if not out.exists():
+        return {}
+    raw = out.read_bytes()
+    keep: list[bytes] = []
+    done: dict[str, dict] = {}
+    changed = False
+    for line in raw.splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+            if not line.endswith(b"\n") or not isinstance(row, dict) or "id" not in row:
+                raise ValueError
+        except ValueError:
+            changed = True
+            continue
+        if retry_errors and row.get("error"):
+            changed = True
+            continue
+        if str(row["id"]) in done:
+            changed = True
+            continue
+        done[str(row["id"])] = row
+        keep.append(line)
+    if changed:
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_bytes(b"".join(keep))
+        os.replace(tmp, out)
+    return done
+
+
+def _fmt(x: float | None, spec: str = ",.0f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def print_summary(console: Console, rows: list[dict], price: Price | None, backend: str, wall: float) -> dict:
+    s = summarize(rows, price)
+    t = Table(title=f"fot: {s.problems} problems on {backend}", show_header=False)
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    if s.accuracy is not None:
+        lo, hi = s.accuracy_ci95
+        t.add_row("accuracy (returned answer)", f"{s.accuracy:.1%}  [95% CI {lo:.1%} - {hi:.1%}]  ({s.correct}/{s.graded})")
+        t.add_row("oracle pass@k (any node right; not accuracy)", f"{s.oracle_pass_at_k:.1%}")
+    else:
+        t.add_row("accuracy", "n/a (no references to grade against)")
+    t.add_row("tokens per problem (mean / median)", f"{s.tokens_mean:,.0f} / {s.tokens_median:,.0f}")
+    t.add_row("  prompt / completion / cached (mean)",
+              f"{s.prompt_tokens_mean:,.0f} / {s.completion_tokens_mean:,.0f} / {s.cached_tokens_mean:,.0f}")
+    t.add_row("tokens per solved problem", _fmt(s.tokens_per_solved))
+    if price is not None:
+        t.add_row("dollars (total / per solved)", f"${s.usd_total:.4f} / " + (
+            "n/a" if s.usd_per_solved is None else f"${s.usd_per_solved:.4f}"))
+    t.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items())))
+    t.add_row("calls / errors", f"{s.calls:,} / {s.errors}")
+    t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
+    console.print(t)
+    return s.to_dict()
+
+
+async def run(args: argparse.Namespace, problems: list[Problem], task_name: str, out: Path,
+              done: dict[str, dict], console: Console) -> int:
+    price = None
+    if args.price_in is not None or args.price_out is not None:
+        price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
+    todo = [p for p in problems if p.id not in done]
+    refs = {p.id: p.answer for p in problems}
+    cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, seed=args.seed, early_stop=args.early_stop)
+    async with AsyncExitStack() as stack:
+        if args.sim:
+            from .sim import SimConfig, SimServer
+            from .sim.solver import normalize_question
+
+            sim = await stack.enter_async_context(SimServer(SimConfig(
+                seed=args.seed, problems={normalize_question(p.question): p.answer for p in problems
+                                          if p.answer is not None})))
+            base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
+        else:
+            if not args.base_url:
+                console.print("fot.solve: no backend: pass --base-url URL (or set OPENAI_BASE_URL), or --sim for "
+                              "the simulated test backend", style="red")
+                return EXIT_USAGE
+            base_url, model, backend = args.base_url, args.model, args.base_url
+        api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
+        engine = Engine(base_url, model, api_key, concurrency=args.concurrency, rps=args.rps, timeout=args.timeout,
+                        price=price, run_budget=args.run_budget, trace=args.trace, config=cfg)
+        try:
+            await engine.start()
+        except BackendUnreachable as e:
+            console.print(f"fot.solve: {e}", style="red")
+            return EXIT_FAIL
+        stack.push_async_callback(engine.aclose)
+        backend = f"{backend} [{engine.model}]"
+        if done:
+            console.print(f"resuming: {len(done)} finished problems in {out} are skipped", style="dim")
+        rows = list(done.values())
+        t0 = time.monotonic()
+        progress = Progress(TextColumn("[bold]solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[acc]}"), console=Console(stderr=True),
+                            disable=args.quiet or not todo)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with progress, open(out, "a", encoding="utf-8") as fh:
+            bar = progress.add_task("solve", total=len(todo), acc="")
+            by_id = {p.id: p for p in todo}
+            async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget):
+                row = result.to_dict()
+                row = grade(row, get_task(task_name), refs.get(result.id))
+                row.pop("question", None)
+                fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                rows.append(row)
+                graded = [r for r in rows if r.get("correct") is not None]
+                acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
+                progress.update(bar, advance=1, acc=acc)
+                by_id.pop(result.id, None)
+        summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0)
+        summary.update({"backend": backend, "task": task_name, "trees": args.trees, "rollouts": args.rollouts,
+                        "budget": args.budget, "simulated": bool(args.sim)})
+        out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        problems = load_problems(args.problems)
+    except ProblemFileError as e:
+        console.print(f"fot.solve: {e}", style="red", markup=False, highlight=False)
+        return EXIT_USAGE
+    if args.limit:
+        problems = problems[: args.limit]
+    task = args.task
+    if task == "auto":
+        task = detect_task([p.question for p in problems], [p.answer for p in problems], args.problems).name
+    out = Path(args.out) if args.out else Path("fot-results") / f"{Path(args.problems).stem}.jsonl"
+    try:
+        done = read_finished(out, args.retry_errors)
+    except OSError as e:
+        console.print(f"fot.solve: cannot read {out}: {e.strerror or e}", style="red")
+        return EXIT_USAGE
+    done = {k: v for k, v in done.items() if k in {p.id for p in problems}}
+    try:
+        return asyncio.run(run(args, problems, task, out, done, console))
+    except KeyboardInterrupt:
+        console.print(f"fot.solve: interrupted; finished results are in {out}; run the same command to resume",
+                      style="yellow")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The task protocol and the answer-extraction helpers that the built-in tasks share."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    instructions: str  # appended to the question in the answer prompt
+
+    def extract(self, text: str) -> str | None:
+        """The final answer stated in a model's text, or None."""
+
+    def equivalent(self, a: str, b: str, question: str) -> bool:
+        """Whether two extracted answers say the same thing (used for voting; no reference)."""
+
+    def grade(self, answer: str | None, reference: str, question: str) -> bool:
+        """Whether an answer is right against the reference (the meter only)."""
+
+    def rule_check(self, question: str, text: str) -> bool | None:
+        """True/False when a rule can judge the text without the reference; None when it cannot."""
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    if not starts:
+        return None
+    i = starts[-1]
+    depth, j = 1, i
+    while j < len(text) and depth:
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+        j += 1
+    if depth:
+        return None
+    return text[i : j - 1].strip()
+
+
+NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*\**\s*([^\n]*)", re.I)
+
+
+def _clean_number(s: str) -> str | None:
+    s = s.replace("$", "").replace(",", "").strip().rstrip(".")
+    try:
+        f = Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
+
+
+def extract_number(text: str) -> str | None:
+    """A number from a weak model's text: \\boxed{}, then 'The answer is ...', then the last number."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        m = NUMBER.search(boxed.replace("\\$", "").replace("\\!", ""))
+        if m and (n := _clean_number(m.group())) is not None:
+            return n
+    found = ANSWER_IS.findall(text)
+    if found:
+        m = NUMBER.search(found[-1])
+        if m and (n := _clean_number(m.group())) is not None:
+            return n
+    nums = NUMBER.findall(text)
+    for cand in reversed(nums):
+        if (n := _clean_number(cand)) is not None:
+            return n
+    return None
+
+
+def numbers_equal(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return Fraction(a.replace(",", "")) == Fraction(b.replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return False
