@@ -20,10 +20,12 @@ from .tasks import Task
 
 SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)", re.I)
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+OUT_OF = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*100\b", re.I)
 
 
 def parse_score(text: str) -> float | None:
-    """'Score: N' (the last one), else the last number in [-100, 100]; None when there is none."""
+    """'Score: N' (the last one), else the last number in [-100, 100] ('70/100' reads as 70); None if none."""
+    text = OUT_OF.sub(r"\1", text)
     found = SCORE.findall(text)
     cands = found or NUMBER.findall(text)
     for c in reversed(cands):

@@ -47,6 +47,7 @@ class SimConfig:
     usage_one_choice: bool = False  # like some servers: completion_tokens of choice 0 only
     prefix_cache: bool = True
     cache_block: int = 16  # tokens per prefix-cache block
+    record: bool = False  # keep every request body in `SimBackend.bodies` (tests: what did the engine send?)
 
     def __post_init__(self) -> None:
         bad = set(self.faults) - set(FAULT_KINDS)
@@ -88,6 +89,7 @@ class SimBackend:
         self._seen: Counter = Counter()
         self._cache: OrderedDict[int, None] = OrderedDict()
         self._slots: asyncio.Semaphore | None = None
+        self.bodies: list[str] = []
 
     @property
     def solver(self) -> SimSolver:
@@ -169,6 +171,8 @@ class SimBackend:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         c = self.config
         self.stats.requests += 1
+        if c.record:
+            self.bodies.append(await request.text())
         try:
             body = await request.json()
             messages = body["messages"]

@@ -106,6 +106,42 @@ def arithmetic_truth(question: str) -> str | None:
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
 
 
+def game24_numbers(question: str) -> list[int] | None:
+    m = re.fullmatch(r"\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*", question)
+    return [int(x) for x in m.groups()] if m else None
+
+
+def game24_solution(nums: list[int]) -> str | None:
+    """A solution found by brute force over orders, operators and bracketings (or None)."""
+    import itertools
+
+    from ..expr import ExprError, parse
+
+    for a, b, c, d in itertools.permutations(nums):
+        for o1, o2, o3 in itertools.product("+-*/", repeat=3):
+            for form in (f"(({a} {o1} {b}) {o2} {c}) {o3} {d}", f"({a} {o1} {b}) {o2} ({c} {o3} {d})",
+                         f"({a} {o1} ({b} {o2} {c})) {o3} {d}", f"{a} {o1} (({b} {o2} {c}) {o3} {d})",
+                         f"{a} {o1} ({b} {o2} ({c} {o3} {d}))"):
+                try:
+                    if parse(form).value == 24:
+                        return form
+                except ExprError:
+                    continue
+    return None
+
+
+def game24_right(expression: str | None, nums: list[int]) -> bool:
+    from ..expr import ExprError, parse
+
+    if not expression:
+        return False
+    try:
+        p = parse(expression.split("=")[0])
+    except ExprError:
+        return False
+    return p.value == 24 and sorted(p.numbers) == sorted(Fraction(n) for n in nums)
+
+
 def extract_answer(text: str) -> str | None:
     m = BOXED.findall(text)
     if m:
@@ -175,6 +211,9 @@ class SimSolver:
         for known, ref in self.problems.items():
             if sorted(s.strip() for s in known.split(".") if s.strip()) == sentences:
                 return ref  # the same premises in another order
+        nums = game24_numbers(question)
+        if nums is not None:
+            return game24_solution(nums) or "no solution"
         computed = arithmetic_truth(question)
         if computed is not None:
             return computed
@@ -186,6 +225,10 @@ class SimSolver:
         rng = random.Random(stable_hash(self.seed, "problem", normalize_question(question)))
         hardness = rng.gauss(0.0, self.profile.hardness_sd)
         k = len(self.profile.distractor_weights)
+        nums = game24_numbers(question)
+        if nums is not None:  # wrong Game-of-24 expressions: the numbers in other orders, all with +
+            orders = [nums[i:] + nums[:i] for i in range(4)]
+            return hardness, [" + ".join(str(x) for x in o) + (" - 0" * i) for i, o in enumerate(orders)][:k]
         try:
             t = Fraction(truth)
             offsets = [1, -1, 2, -2, 10, -10, 3, 5]
@@ -224,6 +267,11 @@ class SimSolver:
         rng = random.Random(stable_hash(*sample_key))
         p = self.profile
 
+        nums = game24_numbers(variant)
+
+        def is_right(ans: str | None) -> bool:
+            return game24_right(ans, nums) if nums is not None else same_answer(ans, truth)
+
         def wrong() -> str:
             return rng.choices(distractors, weights=p.distractor_weights[: len(distractors)])[0]
 
@@ -236,7 +284,7 @@ class SimSolver:
             return Output(solution(truth if right else wrong()), right)
         if role == "refine":
             draft = user.split("Draft answer:\n", 1)[1].split("\n\nCritique:\n", 1)[0]
-            was_right = same_answer(extract_answer(draft), truth)
+            was_right = is_right(extract_answer(draft))
             if was_right:
                 right = rng.random() >= p.p_break
             else:
@@ -247,13 +295,13 @@ class SimSolver:
             return Output(f"The draft has these issues: {self._filler(rng, n)}.", None)
         if role == "evaluate":
             graded = user.split("Answer to grade:\n", 1)[1]
-            right = same_answer(extract_answer(graded), truth)
+            right = is_right(extract_answer(graded))
             mean, sd = p.eval_right if right else p.eval_wrong
             score = int(round(min(100.0, max(-100.0, rng.gauss(mean, sd)))))
             return Output(f"The answer {'seems sound' if score > 0 else 'has problems'}. Score: {score}", None)
         if role == "expert":
             cands = re.findall(r"Candidate (\d+):\n(.*?)(?=\n\nCandidate \d+:|\n\nThe candidates disagree|$)", user, re.S)
-            right_ids = [int(k) for k, text in cands if same_answer(extract_answer(text), truth)]
+            right_ids = [int(k) for k, text in cands if is_right(extract_answer(text))]
             all_ids = [int(k) for k, _ in cands] or [1]
             if right_ids and rng.random() < p.p_expert:
                 pick = rng.choice(right_ids)

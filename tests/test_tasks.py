@@ -1,0 +1,112 @@
+"""Extraction and grading on real-looking model outputs, and the safe expression parser."""
+
+import pytest
+
+from fot import expr
+from fot.tasks import AIME, GSM8K, Arith, Game24, Generic, MathTask, detect_task, get_task
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("3 + 4 = 7. So the answer is \\boxed{7}.", "7"),
+    ("Step 1: 3+4 is 7\nThe answer is 7.", "7"),
+    ("The final answer is: **$1,234**", "1234"),
+    ("I think it is 12, no wait, 13", "13"),
+    ("Result: \\boxed{-6}", "-6"),
+    ("The answer is 2.50 dollars", "5/2"),
+    ("no number here", None),
+])
+def test_numeric_extraction_is_tolerant(text, expected):
+    assert Arith().extract(text) == expected
+
+
+def test_gsm8k_reference_format_and_grading():
+    t = GSM8K()
+    ref = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
+    assert t.grade("72", ref) and t.grade("72.0", ref) and not t.grade("24", ref) and not t.grade(None, ref)
+
+
+def test_aime_range():
+    t = AIME()
+    assert t.extract("so \\boxed{033}") == "33"
+    assert t.extract("so \\boxed{1200}") is None
+    assert t.grade("33", "033")
+
+
+@pytest.mark.parametrize("output,reference,right", [
+    ("Thus $x = \\boxed{\\frac{1}{2}}$.", "0.5", True),
+    ("\\boxed{\\dfrac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}", True),
+    ("We get \\boxed{(3, \\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
+    ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", False),
+    ("\\boxed{x^2+2x+1}", "(x+1)^2", True),
+])
+def test_math_answers_with_math_verify(output, reference, right):
+    t = MathTask()
+    assert t.grade(t.extract(output), reference) is right
+
+
+def test_math_boxed_with_nested_braces():
+    assert MathTask().extract("so \\boxed{\\frac{a}{b^{2}}} done") == "\\frac{a}{b^{2}}"
+
+
+@pytest.mark.parametrize("output,right", [
+    ("(10 - 4) * (13 - 9) = 24 \\boxed{(10 - 4) * (13 - 9)}", True),
+    ("4 * (9 + 10 - 13) = 24", True),
+    ("\\boxed{4 × (9 + 10 − 13)}", True),
+    ("\\boxed{4 * 6}", False),  # 6 is not one of the numbers
+    ("\\boxed{(13 - 9) * (10 - 4) + 4 - 4}", False),  # a number used twice
+    ("\\boxed{4 + 9 + 10 + 13}", False),  # 36
+    ("I give up", False),
+])
+def test_game24_grading_is_exact_and_needs_no_reference(output, right):
+    t = Game24()
+    q = "4 9 10 13"
+    assert t.grade(t.extract(output), None, q) is right
+    assert t.rule_check(q, output) is right
+
+
+def test_game24_rational_intermediate():
+    assert Game24().grade("8 / (3 - 8 / 3)", None, "3 3 8 8")
+
+
+def test_game24_equivalence_groups_any_two_solutions():
+    t = Game24()
+    assert t.equivalent("(10 - 4) * (13 - 9)", "4 * (9 + 10 - 13)", "4 9 10 13")
+    assert not t.equivalent("(10 - 4) * (13 - 9)", "4 + 9 + 10 + 13", "4 9 10 13")
+
+
+def test_generic_normalised_match():
+    t = Generic()
+    assert t.grade(t.extract("Final answer: The Eiffel Tower."), "eiffel tower")
+    assert not t.grade("Big Ben", "eiffel tower")
+
+
+@pytest.mark.parametrize("bad", ["__import__('os').system('x')", "2 ** 100", "open('f')", "1 +", "(1 + 2",
+                                 "1 / 0", "a + b", "9" * 600])
+def test_the_expression_parser_refuses_anything_but_arithmetic(bad):
+    with pytest.raises(expr.ExprError):
+        expr.parse(bad)
+
+
+def test_expression_parser_values():
+    assert expr.parse("(1 + 3) * 6").value == 24
+    p = expr.parse("8 / (3 - 8 / 3)")
+    assert p.value == 24 and sorted(p.numbers) == [3, 3, 8, 8]
+    assert expr.parse("-(2 - 5)").value == 3
+
+
+def test_arith_generator_is_seeded_and_correct():
+    a, b = Arith.generate(20, seed=3), Arith.generate(20, seed=3)
+    assert a == b and len({r["question"] for r in a}) == 20
+    for r in a:
+        assert Arith.looks_like(r["question"])
+        assert str(expr.parse(r["question"][8:-1]).value) == r["answer"]
+
+
+def test_detection():
+    assert detect_task(["4 9 10 13", "1 1 4 6"], [None, None]).name == "game24"
+    assert detect_task(["What is 3 + 4?"], ["7"]).name == "arith"
+    assert detect_task(["Janet has ducks..."], ["She has... #### 18"]).name == "gsm8k"
+    assert detect_task(["Find x."], ["\\frac{1}{2}"]).name == "math"
+    assert detect_task(["Who wrote Hamlet?"], ["Shakespeare"]).name == "generic"
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("chess")
