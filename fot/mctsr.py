@@ -177,7 +177,7 @@ class MCTSrTree:
         dummy = self.root.add(self._new_node(self.rng.choice(prompts.DUMMY_ANSWERS), dummy=True))
 
         async def first() -> None:
-            text = await self._generate(prompts.answer(self.question, self.hint), "answer", 0)
+            text = await self._generate(prompts.answer(self.question, self.hint, self.task.instructions), "answer", 0)
             node = self.root.add(self._new_node(text))
             await self._score(node, k, 0)
 
@@ -196,7 +196,7 @@ class MCTSrTree:
             feedback, _ = await asyncio.gather(feedback_call, self._score(node, 1, r))
         else:
             feedback = await feedback_call
-        text = await self._generate(prompts.refine(self.question, node.text, feedback.text), "refine", r)
+        text = await self._generate(prompts.refine(self.question, node.text, feedback.text, self.task.instructions), "refine", r)
         child = node.add(self._new_node(text))
         await self._score(child, cfg.reward_samples, r)
         backpropagate(node)

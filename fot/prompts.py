@@ -28,9 +28,10 @@ def _msgs(user: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def answer(question: str, hint: str = "") -> list[dict]:
+def answer(question: str, hint: str = "", instructions: str = "") -> list[dict]:
     extra = f"\n\n{hint}" if hint else ""
-    return _msgs(f"Question: {question}{extra}\n\nSolve the question step by step.")
+    how = f" {instructions}" if instructions else ""
+    return _msgs(f"Question: {question}{extra}\n\nSolve the question step by step.{how}")
 
 
 def critique(question: str, draft: str) -> list[dict]:
@@ -40,10 +41,11 @@ def critique(question: str, draft: str) -> list[dict]:
     )
 
 
-def refine(question: str, draft: str, feedback: str) -> list[dict]:
+def refine(question: str, draft: str, feedback: str, instructions: str = "") -> list[dict]:
+    how = f" {instructions}" if instructions else ""
     return _msgs(
         f"Question: {question}\n\nDraft answer:\n{draft}\n\nCritique:\n{feedback}\n\n"
-        "Rewrite the answer, fixing the flaws the critique found."
+        f"Rewrite the answer, fixing the flaws the critique found.{how}"
     )
 
 

@@ -34,6 +34,11 @@ from .tasks import TASKS, detect_task, get_task
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def say(message: str) -> None:
+    """Errors and notices go to stderr as plain, unwrapped lines (easy to grep, never reflowed)."""
+    print(f"fot.solve: {message}", file=sys.stderr, flush=True)
+
+
 def _positive_int(name: str, minimum: int):
     def parse(s: str) -> int:
         try:
@@ -156,7 +161,7 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
 
 
 async def run(args: argparse.Namespace, problems: list[Problem], task_name: str, out: Path,
-              done: dict[str, dict], console: Console) -> int:
+              done: dict[str, dict]) -> int:
     price = None
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
@@ -174,8 +179,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
         else:
             if not args.base_url:
-                console.print("fot.solve: no backend: pass --base-url URL (or set OPENAI_BASE_URL), or --sim for "
-                              "the simulated test backend", style="red")
+                say("no backend: pass --base-url URL (or set OPENAI_BASE_URL), or --sim for the simulated test "
+                    "backend")
                 return EXIT_USAGE
             base_url, model, backend = args.base_url, args.model, args.base_url
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -184,12 +189,12 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         try:
             await engine.start()
         except BackendUnreachable as e:
-            console.print(f"fot.solve: {e}", style="red")
+            say(str(e))
             return EXIT_FAIL
         stack.push_async_callback(engine.aclose)
         backend = f"{backend} [{engine.model}]"
         if done:
-            console.print(f"resuming: {len(done)} finished problems in {out} are skipped", style="dim")
+            say(f"resuming: {len(done)} finished problems in {out} are skipped")
         rows = list(done.values())
         t0 = time.monotonic()
         progress = Progress(TextColumn("[bold]solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -220,11 +225,10 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    console = Console(stderr=True)
     try:
         problems = load_problems(args.problems)
     except ProblemFileError as e:
-        console.print(f"fot.solve: {e}", style="red", markup=False, highlight=False)
+        say(str(e))
         return EXIT_USAGE
     if args.limit:
         problems = problems[: args.limit]
@@ -235,14 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         done = read_finished(out, args.retry_errors)
     except OSError as e:
-        console.print(f"fot.solve: cannot read {out}: {e.strerror or e}", style="red")
+        say(f"cannot read {out}: {e.strerror or e}")
         return EXIT_USAGE
     done = {k: v for k, v in done.items() if k in {p.id for p in problems}}
     try:
-        return asyncio.run(run(args, problems, task, out, done, console))
+        return asyncio.run(run(args, problems, task, out, done))
     except KeyboardInterrupt:
-        console.print(f"fot.solve: interrupted; finished results are in {out}; run the same command to resume",
-                      style="yellow")
+        say(f"interrupted; finished results are in {out}; run the same command to resume")
         return EXIT_INTERRUPTED
 
 
