@@ -56,7 +56,7 @@ class Engine:
                  concurrency: int = 16, rps: float | None = None, timeout: float = 120.0, max_attempts: int = 6,
                  price: Price | None = None, run_budget: int | None = None, run_budget_usd: float | None = None,
                  trace: str | os.PathLike | None = None, config: SearchConfig | None = None,
-                 reward_model: tuple[str, str] | None = None):
+                 reward_model: tuple[str, str] | None = None, context_window: int | None = None):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise ValueError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
@@ -67,7 +67,8 @@ class Engine:
         self.price = price
         self.ledger = Ledger(trace)
         self.budget = Budget(tokens=run_budget, usd=run_budget_usd, price=price, name="run")
-        self._client_kw = dict(concurrency=concurrency, rps=rps, timeout=timeout, max_attempts=max_attempts)
+        self._client_kw = dict(concurrency=concurrency, rps=rps, timeout=timeout, max_attempts=max_attempts,
+                               context_window=context_window)
         self.llm: LLMClient | None = None
         self._reward_model = reward_model
         self.reward_llm: LLMClient | None = None

@@ -144,6 +144,7 @@ class LLMClient:
         ledger: Ledger | None = None,
         price: Price | None = None,
         min_tokens: int = 1,
+        context_window: int | None = None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -160,6 +161,7 @@ class LLMClient:
         self.ledger = ledger if ledger is not None else Ledger()
         self.price = price or (budget.price if budget is not None else None)
         self.min_tokens = min_tokens
+        self.context_window = context_window  # prompt + completion limit of the server, when small and known
         # the key goes to the openai client and nowhere else: never into rows, errors or logs
         self._secret = api_key or ""
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
@@ -264,8 +266,20 @@ class LLMClient:
         cap = min(self.backoff_max, self.backoff_base * 2 ** (retry_state.attempt_number - 1))
         return random.uniform(0, cap)
 
+    def _fit_context(self, prompt_est: int, max_tokens: int) -> int:
+        """Clamp max_tokens so prompt + completion fits the server's context; refuse a prompt that cannot."""
+        if self.context_window is None:
+            return max_tokens
+        prompt = math.ceil(prompt_est * max(1.0, self._prompt_ratio or 1.0) * 1.1) + 8
+        room = self.context_window - prompt
+        if room < max(1, self.min_tokens):
+            raise LLMError("context", f"the prompt (about {prompt} tokens) does not fit the server's context of "
+                                      f"{self.context_window} tokens with room for an answer; not sent")
+        return min(max_tokens, room)
+
     async def _request(self, messages, n, max_tokens, seed, params, budget, row) -> list[Choice]:
         prompt_est, prompt_reserve = self._prompt_reservation(messages)
+        max_tokens = self._fit_context(prompt_est, max_tokens)
         row.requests += 1
 
         async def attempt() -> list[Choice]:

@@ -74,6 +74,10 @@ def parser() -> argparse.ArgumentParser:
                    "else the server's first model)")
     b.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
     b.add_argument("--sim", action="store_true", help="run against fot.sim, the SIMULATED backend (a test double)")
+    b.add_argument("--gguf", default=os.environ.get("FOT_GGUF"),
+                   help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
+    b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
+    b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
     b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=16, help="requests in flight")
     b.add_argument("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
     b.add_argument("--timeout", type=_non_negative_float("--timeout"), default=120.0, help="seconds per request")
@@ -167,6 +171,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
     todo = [p for p in problems if p.id not in done]
     refs = {p.id: p.answer for p in problems}
+    context_window = None
     cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, seed=args.seed, early_stop=args.early_stop)
     async with AsyncExitStack() as stack:
         if args.sim:
@@ -177,15 +182,24 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 seed=args.seed, problems={normalize_question(p.question): p.answer for p in problems
                                           if p.answer is not None})))
             base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
-        else:
-            if not args.base_url:
-                say("no backend: pass --base-url URL (or set OPENAI_BASE_URL), or --sim for the simulated test "
-                    "backend")
-                return EXIT_USAGE
+        elif args.base_url:
             base_url, model, backend = args.base_url, args.model, args.base_url
+        else:
+            from .local import LocalModelError, LocalServer, LocalServerConfig
+
+            say("no --base-url: starting the embedded local model server (llama.cpp)")
+            try:
+                local = await stack.enter_async_context(LocalServer(LocalServerConfig(
+                    gguf=args.gguf, n_ctx=args.n_ctx, n_threads=args.n_threads)))
+            except LocalModelError as e:
+                say(str(e))
+                return EXIT_FAIL
+            base_url, model, context_window = local.base_url, local.model, args.n_ctx
+            backend = f"local llama.cpp server ({local.gguf.name})"
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
         engine = Engine(base_url, model, api_key, concurrency=args.concurrency, rps=args.rps, timeout=args.timeout,
-                        price=price, run_budget=args.run_budget, trace=args.trace, config=cfg)
+                        price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
+                        context_window=context_window)
         try:
             await engine.start()
         except BackendUnreachable as e:

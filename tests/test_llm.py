@@ -230,3 +230,15 @@ async def test_the_api_key_never_reaches_the_trace_or_errors(make_sim, tmp_path)
     assert secret not in str(info.value) and secret not in repr(info.value)
     assert secret not in (tmp_path / "trace.jsonl").read_text()
     assert secret not in json.dumps(vars(info.value.record))
+
+
+async def test_a_small_context_clamps_max_tokens_and_refuses_prompts_that_cannot_fit(make_sim):
+    sim = await make_sim()
+    async with client_for(sim, context_window=300, min_tokens=16) as llm:
+        c = await llm.chat(prompts.answer(Q), max_tokens=1000)
+        assert c.record.max_tokens < 300 - c.record.prompt_tokens + 20
+        before = sim.stats.requests
+        with pytest.raises(LLMError) as info:
+            await llm.chat(prompts.answer("What is 1 + 1? " + "Consider every case. " * 200), max_tokens=100)
+    assert info.value.kind == "context" and info.value.record.outcome == "context"
+    assert sim.stats.requests == before  # never sent to fail
