@@ -78,13 +78,18 @@ def parser() -> argparse.ArgumentParser:
                    help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
     b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
     b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
-    b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=16, help="requests in flight")
+    b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=None,
+                   help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time)")
     b.add_argument("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
     b.add_argument("--timeout", type=_non_negative_float("--timeout"), default=120.0, help="seconds per request")
     s = ap.add_argument_group("search")
     s.add_argument("--task", default="auto", choices=["auto", *TASKS])
-    s.add_argument("--trees", type=_positive_int("--trees", 1), default=4)
-    s.add_argument("--rollouts", type=_positive_int("--rollouts", 0), default=8)
+    s.add_argument("--trees", type=_positive_int("--trees", 1), default=None,
+                   help="trees per problem (default 4; 3 on the embedded local model)")
+    s.add_argument("--rollouts", type=_positive_int("--rollouts", 0), default=None,
+                   help="rollouts per tree (default 8; 1 on the embedded local model)")
+    s.add_argument("--reward-samples", type=_positive_int("--reward-samples", 1), default=None,
+                   help="self-evaluation samples per node (default 3; 1 on the embedded local model)")
     s.add_argument("--budget", type=_positive_int("--budget", 0), default=None, help="tokens per problem (hard cap)")
     s.add_argument("--run-budget", type=_positive_int("--run-budget", 0), default=None, help="tokens for the run")
     s.add_argument("--seed", type=int, default=0)
@@ -172,7 +177,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
     todo = [p for p in problems if p.id not in done]
     refs = {p.id: p.answer for p in problems}
     context_window = None
-    cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, seed=args.seed, early_stop=args.early_stop)
+    concurrency = args.concurrency or 16
+    preset = {"trees": 4, "rollouts": 8, "reward_samples": 3}
     async with AsyncExitStack() as stack:
         if args.sim:
             from .sim import SimConfig, SimServer
@@ -195,9 +201,19 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 say(str(e))
                 return EXIT_FAIL
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
+            concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
+            preset = {"trees": 3, "rollouts": 1, "reward_samples": 1}  # minutes, not hours, on 2 cores
+            chosen = {k: getattr(args, k) or v for k, v in preset.items()}
+            say(f"embedded model: --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
+                f"{chosen['reward_samples']} unless given")
             backend = f"local llama.cpp server ({local.gguf.name})"
+        for k, v in preset.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+        cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
+                           seed=args.seed, early_stop=args.early_stop)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
-        engine = Engine(base_url, model, api_key, concurrency=args.concurrency, rps=args.rps, timeout=args.timeout,
+        engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                         price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
                         context_window=context_window)
         try:

@@ -90,10 +90,14 @@ def test_bad_options_exit_2(tmp_path, args):
     assert info.value.code == 2
 
 
-def test_no_backend_is_a_usage_error(tmp_path, capsys, monkeypatch):
+def test_no_backend_and_no_local_extra_names_the_install_command(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    assert main([str(_problems(tmp_path)), "--out", str(tmp_path / "o.jsonl")]) == 2
-    assert "--base-url" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    assert main([str(_problems(tmp_path)), "--out", str(tmp_path / "o.jsonl")]) == 1
+    assert "pip install -e '.[local]'" in capsys.readouterr().err
 
 
 def test_unreachable_backend_exits_1_quickly_naming_the_url(tmp_path, capsys):

@@ -13,6 +13,7 @@ from fot.tasks import AIME, GSM8K, Arith, Game24, Generic, MathTask, detect_task
     ("I think it is 12, no wait, 13", "13"),
     ("Result: \\boxed{-6}", "-6"),
     ("The answer is 2.50 dollars", "5/2"),
+    ("So, the final answer is 2 + 7 = 9.", "9"),
     ("no number here", None),
 ])
 def test_numeric_extraction_is_tolerant(text, expected):

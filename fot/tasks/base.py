@@ -65,7 +65,8 @@ def extract_number(text: str) -> str | None:
             return n
     found = ANSWER_IS.findall(text)
     if found:
-        m = NUMBER.search(found[-1])
+        phrase = found[-1].split("=")[-1]  # "the answer is 2 + 7 = 9": the result, not the first operand
+        m = NUMBER.search(phrase)
         if m and (n := _clean_number(m.group())) is not None:
             return n
     nums = NUMBER.findall(text)
