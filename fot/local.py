@@ -120,6 +120,12 @@ class LocalServer:
             raise
         return self
 
+    def died(self) -> str | None:
+        """None while the server runs; otherwise how it ended and the end of its log."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"the local model server exited with status {self.proc.returncode}:\n{self._tail()}"
+
     def _tail(self) -> str:
         if self._log is None:
             return ""

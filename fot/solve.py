@@ -179,6 +179,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
     context_window = None
     concurrency = args.concurrency or 16
     preset = {"trees": 4, "rollouts": 8, "reward_samples": 3}
+    local = None
     async with AsyncExitStack() as stack:
         if args.sim:
             from .sim import SimConfig, SimServer
@@ -247,6 +248,9 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 progress.update(bar, advance=1, acc=acc)
                 by_id.pop(result.id, None)
         summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0)
+        if local is not None and (death := local.died()):
+            say(death)
+            return EXIT_FAIL
         summary.update({"backend": backend, "task": task_name, "trees": args.trees, "rollouts": args.rollouts,
                         "budget": args.budget, "simulated": bool(args.sim)})
         out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
