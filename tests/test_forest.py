@@ -164,3 +164,45 @@ async def test_references_in_the_sim_problem_file_drive_a_gsm8k_shaped_problem(m
     # the rephrased and the shuffled inputs are still recognised as the same problem by the sim
     assert [t["input"] for t in r.trees] == ["raw", "rephrase", "shuffle"]
     assert [t["answer"] for t in r.trees] == ["31"] * 3 and r.decision == "unanimous"
+
+
+async def test_an_external_reward_model_scores_instead_of_self_evaluation(make_sim):
+    policy = await make_sim(seed=1)
+    judge = await make_sim(seed=2, model="judge")
+    async with Engine(policy.base_url, reward_model=(judge.base_url, "judge")) as engine:
+        r = await engine.solve("What is 4 * 4?", task="arith", trees=2, rollouts=2, verifier="reward_model")
+        roles = {row.role for row in engine.ledger.rows}
+    assert r.answer is not None
+    assert "reward_model" in roles and "evaluate" not in roles
+    assert judge.stats.requests > 0 and policy.stats.requests > 0
+
+
+class Colour:
+    """A task brought by agent code: the answer is a colour word."""
+
+    name = "colour"
+    instructions = "Answer with one colour word as \\boxed{COLOUR}."
+
+    def extract(self, text):
+        import re
+        m = re.findall(r"\\boxed\{(\w+)\}", text)
+        return m[-1].lower() if m else None
+
+    def equivalent(self, a, b, question=""):
+        return a.lower() == b.lower()
+
+    def grade(self, answer, reference, question=""):
+        return answer is not None and answer.lower() == reference.lower()
+
+    def rule_check(self, question, text):
+        return None
+
+
+async def test_a_custom_task_from_agent_code(make_sim):
+    q = "What colour is a clear daytime sky?"
+    sim = await make_sim(problems={normalize_question(q): "blue"}, record=True,
+                         profile=SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0))
+    async with Engine(sim.base_url) as engine:
+        r = await engine.solve(q, task=Colour(), trees=2, rollouts=1)
+    assert r.task == "colour" and r.answer == "blue"
+    assert any("one colour word" in b for b in sim.backend.bodies)  # its instructions reached the prompt
