@@ -44,8 +44,10 @@ class Result:
     cost_usd: float
     wall_s: float
     expert_tokens: int = 0
+    expert_usage: dict = field(default_factory=dict)
     error: str = ""
     answers_seen: list[str] = field(default_factory=list)  # every distinct answer any node produced
+    settings: dict = field(default_factory=dict)  # what the meter needs to replay the decision
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,9 +147,11 @@ class Engine:
         rows = [r for r in self.ledger.rows if r.problem == problem.id]
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
                   "cached": pb.spent.cached_tokens, "total": pb.spent_tokens}
+        settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
+                    "majority": cfg.majority, "early_stop": cfg.early_stop, "seed": cfg.seed}
         if fr is None:
             return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, len(rows),
-                          pb.spent.usd, wall, error=error)
+                          pb.spent.usd, wall, error=error, settings=settings)
         trees_out = [{"index": r.index, "input": r.input_kind, "temperature": r.temperature, "answer": r.answer,
                       "q": r.q, "rollouts": r.rollouts_done, "corrections": r.corrections, "stopped": r.stopped,
                       "tokens": r.tokens, "error": r.error} for r in fr.trees]
@@ -160,8 +164,9 @@ class Engine:
         if fr.answer is None and not error:
             error = "; ".join(fr.errors) or "no tree produced an answer"
         return Result(problem.id, question, the_task.name, fr.answer, fr.text, fr.decision.how, trees_out, snaps,
-                      tokens, len(rows), pb.spent.usd, wall, expert_tokens=fr.expert_tokens, error=error,
-                      answers_seen=seen)
+                      tokens, len(rows), pb.spent.usd, wall, expert_tokens=fr.expert_tokens,
+                      expert_usage=fr.expert_usage, error=error,
+                      answers_seen=seen, settings=settings)
 
     async def solve_many(self, problems: Iterable[str | Problem], *, parallel: int = 4,
                          **kwargs) -> AsyncIterator[Result]:

@@ -123,6 +123,7 @@ class ForestResult:
     decision: Decision
     trees: list[TreeResult]
     expert_tokens: int = 0
+    expert_usage: dict = field(default_factory=dict)  # prompt, completion, cached of the expert call
     early_stopped: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -215,11 +216,15 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     decision, need_expert = tally([(r.index, r.answer, r.q) for r in trees], task, question,
                                   cfg.activation_threshold, cfg.majority)
     expert_tokens = 0
+    expert_usage = {"prompt": 0, "completion": 0, "cached": 0}
     errors = [f"tree {r.index}: {r.error}" for r in trees if r.error]
     if need_expert:
-        before = budget.spent_tokens
+        sp = budget.spent
+        before = (sp.prompt_tokens, sp.completion_tokens, sp.cached_tokens)
         decision = await _expert(question, task, llm, cfg, budget, problem_id, decision, trees, errors)
-        expert_tokens = budget.spent_tokens - before
+        expert_usage = {"prompt": sp.prompt_tokens - before[0], "completion": sp.completion_tokens - before[1],
+                        "cached": sp.cached_tokens - before[2]}
+        expert_tokens = expert_usage["prompt"] + expert_usage["completion"]
     texts = {r.index: r.text for r in trees}
     if decision.answer is not None and not decision.text:
         for ans, members in decision.groups:
@@ -227,7 +232,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                 best = max(members, key=lambda i: trees[i].q if trees[i].q is not None else float("-inf"))
                 decision.text = texts[best]
     return ForestResult(answer=decision.answer, text=decision.text, decision=decision, trees=trees,
-                        expert_tokens=expert_tokens, early_stopped=early, errors=errors)
+                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early, errors=errors)
 
 
 async def _expert(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,

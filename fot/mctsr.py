@@ -56,6 +56,9 @@ class Snapshot:
     answer: str | None
     q: float | None
     calls: int
+    prompt: int = 0  # the split of `tokens`, for pricing
+    completion: int = 0
+    cached: int = 0
 
 
 def q_value(rewards: list[float]) -> float:
@@ -168,9 +171,12 @@ class MCTSrTree:
 
     def _snapshot(self, rollout: int) -> None:
         b = self.best()
-        self.result.snapshots.append(Snapshot(rollout=rollout, tokens=self.budget.spent_tokens,
-                                              answer=b.answer if b else None, q=b.Q if b else None,
-                                              calls=self.budget.spent.calls))
+        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.Q if b else None))
+
+    def _snap(self, rollout: int, answer: str | None, q: float | None) -> Snapshot:
+        sp = self.budget.spent
+        return Snapshot(rollout=rollout, tokens=sp.total_tokens, answer=answer, q=q, calls=sp.calls,
+                        prompt=sp.prompt_tokens, completion=sp.completion_tokens, cached=sp.cached_tokens)
 
     async def _init(self) -> None:
         k = self.cfg.reward_samples
@@ -243,7 +249,6 @@ class MCTSrTree:
             # the work after the last snapshot (a rollout cut short) still cost tokens
             last = res.snapshots[-1].rollout if res.snapshots else 0
             if res.snapshots:
-                res.snapshots[-1] = Snapshot(last, res.tokens, res.snapshots[-1].answer, res.snapshots[-1].q,
-                                             self.budget.spent.calls)
+                res.snapshots[-1] = self._snap(last, res.snapshots[-1].answer, res.snapshots[-1].q)
             else:
                 self._snapshot(0)

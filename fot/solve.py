@@ -238,7 +238,6 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget):
                 row = result.to_dict()
                 row = grade(row, get_task(task_name), refs.get(result.id))
-                row.pop("question", None)
                 fh.write(json.dumps(row, separators=(",", ":")) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
