@@ -29,6 +29,7 @@ class SearchConfig:
     seed: int = 0
     activation_threshold: float = 0.0  # sparse activation: trees whose best Q is below do not vote
     majority: float = 0.5  # a decision by vote needs more than this share of the active trees
+    tie_break: str = "expert"  # no majority: "expert" (an LLM call compares candidates) or "q" (highest summed Q)
     logprob_threshold: float | None = -1.5  # regenerate a step whose mean token log-prob is lower
     max_corrections: int = 1  # regenerations per step (log-prob or rule check)
     early_stop: bool = False  # stop the other trees once a majority of all trees finished agreeing
@@ -45,6 +46,7 @@ class SearchConfig:
             "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
             "max_corrections": self.max_corrections >= 0, "decision_reserve": 0 <= self.decision_reserve < 1,
             "verifier": self.verifier in ("auto", "self", "rule", "reward_model"),
+            "tie_break": self.tie_break in ("expert", "q"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

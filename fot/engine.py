@@ -148,7 +148,7 @@ class Engine:
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
                   "cached": pb.spent.cached_tokens, "total": pb.spent_tokens}
         settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
-                    "majority": cfg.majority, "early_stop": cfg.early_stop, "seed": cfg.seed}
+                    "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed}
         if fr is None:
             return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, len(rows),
                           pb.spent.usd, wall, error=error, settings=settings)

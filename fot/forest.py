@@ -218,7 +218,10 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     expert_tokens = 0
     expert_usage = {"prompt": 0, "completion": 0, "cached": 0}
     errors = [f"tree {r.index}: {r.error}" for r in trees if r.error]
-    if need_expert:
+    if need_expert and cfg.tie_break == "q":
+        decision = fallback_by_q(decision, {r.index: (r.q if r.q is not None else 0.0) for r in trees})
+        decision.how = "q"
+    elif need_expert:
         sp = budget.spent
         before = (sp.prompt_tokens, sp.completion_tokens, sp.cached_tokens)
         decision = await _expert(question, task, llm, cfg, budget, problem_id, decision, trees, errors)
@@ -250,7 +253,7 @@ async def _expert(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, 
     except (LLMError, BudgetExhausted) as e:
         errors.append(f"expert: {e}")
         return fallback_by_q(decision, qs)
-    picks = BEST.findall(c.text)
+    picks = BEST.findall(c.text) or re.findall(r"candidate\s*(\d+)", c.text, re.I)  # weak models skip the format
     k = int(picks[-1]) if picks else 0
     if not 1 <= k <= len(reps):
         return fallback_by_q(decision, qs)

@@ -248,7 +248,7 @@ class MCTSrTree:
         if not res.snapshots or res.snapshots[-1].tokens != res.tokens:
             # the work after the last snapshot (a rollout cut short) still cost tokens
             last = res.snapshots[-1].rollout if res.snapshots else 0
-            if res.snapshots:
-                res.snapshots[-1] = self._snap(last, res.snapshots[-1].answer, res.snapshots[-1].q)
+            if res.snapshots:  # what the tree returns when stopped here includes that partial work
+                res.snapshots[-1] = self._snap(last, res.answer, res.q)
             else:
                 self._snapshot(0)

@@ -88,3 +88,140 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
         calls=sum(r.get("calls", 0) for r in rows), errors=sum(1 for r in rows if r.get("error")),
         wall_s_mean=statistics.fmean(r.get("wall_s", 0.0) for r in rows) if rows else 0.0, decisions=decisions)
+
+
+# -- anytime and grid: smaller forests replayed from one run's snapshots ---------------------------
+
+GRID_NOTE = ("Cells smaller than the run replay its snapshots: the first t trees at rollout r, decided by the same "
+             "vote. Where that vote needs the expert, the full cell uses the recorded expert call; smaller cells "
+             "use the documented fallback (the answer with the highest summed Q) at no token cost, counted in the "
+             "'expert fallback' column. A run with --tie-break q decides every cell by summed Q, so its replay is exact.")
+
+
+@dataclass
+class Cell:
+    trees: int
+    rollouts: int
+    problems: int
+    graded: int
+    correct: int
+    accuracy: float | None
+    ci95: tuple[float, float] | None
+    tokens_mean: float
+    tokens_per_solved: float | None
+    usd_mean: float | None
+    usd_per_solved: float | None
+    expert_recorded: int  # decisions taken from the run's expert call (full cell only)
+    expert_fallback: int  # decisions where the vote needed the expert and the fallback stood in
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _snapshot_at(snaps: list[dict], r: int) -> dict | None:
+    best = None
+    for s in snaps:
+        if s["rollout"] <= r:
+            best = s
+    return best
+
+
+def replay(row: dict, task: Task, t: int, r: int) -> tuple[str | None, dict, str]:
+    """The answer a forest of the first `t` trees with `r` rollouts would have returned for this
+    problem, its token usage (prompt, completion, cached, total) and how it was decided."""
+    from .forest import Decision, fallback_by_q, tally
+
+    settings = row.get("settings") or {}
+    full = t >= settings.get("trees", len(row["snapshots"])) and r >= settings.get("rollouts", 0)
+    usage = {"prompt": 0, "completion": 0, "cached": 0, "total": 0}
+    trees = []
+    for i in range(min(t, len(row["snapshots"]))):
+        s = _snapshot_at(row["snapshots"][i], r)
+        if s is None:  # cancelled before its first snapshot (early stop)
+            trees.append((i, None, None))
+            continue
+        trees.append((i, s["answer"], s["q"]))
+        usage["prompt"] += s.get("prompt", 0)
+        usage["completion"] += s.get("completion", 0)
+        usage["cached"] += s.get("cached", 0)
+        usage["total"] += s["tokens"]
+    question = row.get("question", "")
+    decision, need_expert = tally(trees, task, question, settings.get("activation_threshold", 0.0),
+                                  settings.get("majority", 0.5))
+    how = decision.how
+    answer = decision.answer
+    if need_expert and settings.get("tie_break") == "q":
+        d = fallback_by_q(decision, {i: (q if q is not None else 0.0) for i, _, q in trees})
+        answer, how = d.answer, "q"
+    elif need_expert:
+        if full and row.get("decision") in ("expert", "fallback_q"):
+            answer, how = row.get("answer"), "expert_recorded"
+            eu = row.get("expert_usage") or {}
+            for k in ("prompt", "completion", "cached"):
+                usage[k] += eu.get(k, 0)
+            usage["total"] += eu.get("prompt", 0) + eu.get("completion", 0)
+        else:
+            d = fallback_by_q(decision, {i: (q if q is not None else 0.0) for i, _, q in trees})
+            answer, how = d.answer, "expert_fallback"
+    return answer, usage, how
+
+
+def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], price: Price | None = None,
+         seed: int = 0) -> list[Cell]:
+    """Accuracy and tokens of every (t, r) cell, replayed from one run's results."""
+    cells = []
+    for t in trees:
+        for r in rollouts:
+            correct, graded, tokens, usd = [], 0, [], []
+            recorded = fallback = 0
+            for row in rows:
+                answer, usage, how = replay(row, task, t, r)
+                recorded += how == "expert_recorded"
+                fallback += how == "expert_fallback"
+                tokens.append(usage["total"])
+                if price is not None:
+                    usd.append(price.cost(usage["prompt"], usage["completion"], usage["cached"]))
+                if row.get("reference") is not None or task.name == "game24":
+                    graded += 1
+                    correct.append(1.0 if task.grade(answer, row.get("reference"), row.get("question", "")) else 0.0)
+            n_right = int(sum(correct))
+            cells.append(Cell(
+                trees=t, rollouts=r, problems=len(rows), graded=graded, correct=n_right,
+                accuracy=n_right / graded if graded else None,
+                ci95=bootstrap_ci(correct, seed=seed) if graded else None,
+                tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
+                tokens_per_solved=sum(tokens) / n_right if n_right else None,
+                usd_mean=statistics.fmean(usd) if usd else None,
+                usd_per_solved=sum(usd) / n_right if (usd and n_right) else None,
+                expert_recorded=recorded, expert_fallback=fallback))
+    return cells
+
+
+def pareto(cells: list[Cell]) -> list[Cell]:
+    """Cells no other cell beats on both counts (at least as accurate for no more tokens)."""
+    scored = [c for c in cells if c.accuracy is not None]
+    front = []
+    for c in sorted(scored, key=lambda c: (c.tokens_mean, -c.accuracy)):
+        if not front or c.accuracy > front[-1].accuracy:
+            front.append(c)
+    return front
+
+
+def cheapest_reaching(cells: list[Cell], target: float) -> Cell | None:
+    ok = [c for c in cells if c.accuracy is not None and c.accuracy >= target]
+    return min(ok, key=lambda c: c.tokens_mean) if ok else None
+
+
+def diversity_pairs(cells: list[Cell]) -> list[tuple[Cell, Cell]]:
+    """(more trees, fewer trees) pairs with the same trees x rollouts: diversity against volume."""
+    by_product: dict[int, list[Cell]] = {}
+    for c in cells:
+        if c.rollouts >= 1:
+            by_product.setdefault(c.trees * c.rollouts, []).append(c)
+    pairs = []
+    for group in by_product.values():
+        group.sort(key=lambda c: c.trees)
+        for i, wide in enumerate(group):
+            for narrow in group[:i]:
+                pairs.append((wide, narrow))
+    return pairs

@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
                    "else the server's first model)")
     b.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
     b.add_argument("--sim", action="store_true", help="run against fot.sim, the SIMULATED backend (a test double)")
+    b.add_argument("--sim-profile", default="", metavar="K=V,...",
+                   help="with --sim: the simulated solver's skill, e.g. p_first=0.4,p_fix=0.3 (see fot.sim.SimProfile)")
     b.add_argument("--gguf", default=os.environ.get("FOT_GGUF"),
                    help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
     b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
@@ -94,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run-budget", type=_positive_int("--run-budget", 0), default=None, help="tokens for the run")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
+    s.add_argument("--tie-break", choices=["expert", "q"], default="expert",
+                   help="no majority: ask an expert prompt (default) or take the highest summed Q")
     s.add_argument("--early-stop", action="store_true", help="stop once a majority of trees agree")
     o = ap.add_argument_group("output")
     o.add_argument("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
@@ -106,6 +110,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--price-out", type=_non_negative_float("--price-out"), default=None)
     p.add_argument("--price-cached", type=_non_negative_float("--price-cached"), default=None)
     return ap
+
+
+def sim_profile(spec: str):
+    """'p_first=0.4,p_fix=0.3' -> SimProfile with those fields changed."""
+    import dataclasses
+
+    from .sim import SimProfile
+
+    profile = SimProfile()
+    fields = {f.name for f in dataclasses.fields(SimProfile)}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, _, value = part.partition("=")
+        if key not in fields or not value:
+            raise ValueError(f"'{part}' is not KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        current = getattr(profile, key)
+        if isinstance(current, tuple):
+            raise ValueError(f"'{key}' takes several numbers; set it from Python")
+        profile = dataclasses.replace(profile, **{key: type(current)(float(value)) if isinstance(current, int)
+                                                  else float(value)})
+    return profile
 
 
 def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
@@ -186,8 +210,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             from .sim.solver import normalize_question
 
             sim = await stack.enter_async_context(SimServer(SimConfig(
-                seed=args.seed, problems={normalize_question(p.question): p.answer for p in problems
-                                          if p.answer is not None})))
+                seed=args.seed, profile=args.sim_profile_parsed,
+                problems={normalize_question(p.question): p.answer for p in problems if p.answer is not None})))
             base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
         elif args.base_url:
             base_url, model, backend = args.base_url, args.model, args.base_url
@@ -205,14 +229,14 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
             preset = {"trees": 3, "rollouts": 1, "reward_samples": 1}  # minutes, not hours, on 2 cores
             chosen = {k: getattr(args, k) or v for k, v in preset.items()}
-            say(f"embedded model: --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
-                f"{chosen['reward_samples']} unless given")
+            say(f"embedded model: using --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
+                f"{chosen['reward_samples']} (its defaults are 3, 1, 1: minutes, not hours, on 2 cores)")
             backend = f"local llama.cpp server ({local.gguf.name})"
         for k, v in preset.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
         cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
-                           seed=args.seed, early_stop=args.early_stop)
+                           seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
         engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                         price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
@@ -257,7 +281,12 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    try:
+        args.sim_profile_parsed = sim_profile(args.sim_profile)
+    except ValueError as e:
+        ap.error(f"--sim-profile: {e}")
     try:
         problems = load_problems(args.problems)
     except ProblemFileError as e:

@@ -1,0 +1,196 @@
+"""`python -m fot.sweep PROBLEMS --trees 1,2,4,8 --rollouts 1,2,4,8 --out DIR [solve options]`
+
+Diversity against volume, measured. By default one run of the largest cell (max trees x max
+rollouts) is made with `fot.solve` (resumable), and every smaller cell is replayed from its
+snapshots (see `fot.meter.grid`). `--independent` also runs every cell for real and checks that
+each measured accuracy lies inside the interval the one big run predicted.
+
+Writes DIR/sweep.json (every cell), DIR/sweep.md (a table to read) and DIR/sweep.png (accuracy
+against mean tokens per problem, one line per tree count, 95% intervals, Pareto frontier marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import solve
+from .budget import Price
+from .meter import GRID_NOTE, Cell, cheapest_reaching, diversity_pairs, grid, pareto
+from .tasks import get_task
+
+
+def _int_list(s: str) -> list[int]:
+    try:
+        vals = sorted({int(x) for x in s.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not vals or vals[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {s!r}")
+    return vals
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("problems")
+    ap.add_argument("--trees", type=_int_list, default=[1, 2, 4, 8])
+    ap.add_argument("--rollouts", type=_int_list, default=[1, 2, 4, 8])
+    ap.add_argument("--out", required=True, help="directory for the run, sweep.json, sweep.md, sweep.png")
+    ap.add_argument("--independent", action="store_true", help="also run every cell on its own and compare")
+    ap.add_argument("--target", type=float, default=None, help="report the cheapest cell reaching this accuracy")
+    ap.add_argument("--price-in", type=float, default=None)
+    ap.add_argument("--price-out", type=float, default=None)
+    ap.add_argument("--price-cached", type=float, default=None)
+    return ap
+
+
+def _load(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, target_cell, target, meta: dict,
+                   validation: list[dict] | None) -> None:
+    lines = [f"# Sweep: {meta['problems_file']}", "",
+             f"Backend: {meta['backend']}. Task: {meta['task']}. {meta['n']} problems. One run of "
+             f"{meta['run_trees']} trees x {meta['run_rollouts']} rollouts; command: `{meta['command']}`.", "",
+             GRID_NOTE, "",
+             "| trees | rollouts | accuracy | 95% CI | tokens/problem | tokens/solved | $/solved | expert: recorded / fallback |",
+             "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | :---: |"]
+    on_front = {(c.trees, c.rollouts) for c in front}
+    for c in cells:
+        ci = "n/a" if c.ci95 is None else f"{c.ci95[0]:.1%} - {c.ci95[1]:.1%}"
+        mark = " **(Pareto)**" if (c.trees, c.rollouts) in on_front else ""
+        lines.append(f"| {c.trees} | {c.rollouts} | {_pct(c.accuracy)}{mark} | {ci} | {c.tokens_mean:,.0f} | "
+                     f"{'n/a' if c.tokens_per_solved is None else f'{c.tokens_per_solved:,.0f}'} | "
+                     f"{'n/a' if c.usd_per_solved is None else f'{c.usd_per_solved:.4f}'} | "
+                     f"{c.expert_recorded} / {c.expert_fallback} |")
+    lines += ["", "## Diversity against volume (same trees x rollouts)", ""]
+    if pairs:
+        lines += ["| wide (t x r) | accuracy | tokens | narrow (t x r) | accuracy | tokens |", "| --- | ---: | ---: | --- | ---: | ---: |"]
+        for wide, narrow in pairs:
+            lines.append(f"| {wide.trees} x {wide.rollouts} | {_pct(wide.accuracy)} | {wide.tokens_mean:,.0f} | "
+                         f"{narrow.trees} x {narrow.rollouts} | {_pct(narrow.accuracy)} | {narrow.tokens_mean:,.0f} |")
+    else:
+        lines.append("No two cells share trees x rollouts.")
+    if target is not None:
+        lines += ["", f"Cheapest cell reaching {target:.0%}: " + (
+            f"{target_cell.trees} x {target_cell.rollouts} at {target_cell.tokens_mean:,.0f} tokens/problem"
+            if target_cell else "none")]
+    if validation is not None:
+        lines += ["", "## Validation: each cell run on its own", "",
+                  "| trees | rollouts | predicted | predicted 95% CI | measured | inside |", "| ---: | ---: | ---: | :---: | ---: | :---: |"]
+        for v in validation:
+            lines.append(f"| {v['trees']} | {v['rollouts']} | {_pct(v['predicted'])} | {v['ci'][0]:.1%} - {v['ci'][1]:.1%} | "
+                         f"{_pct(v['measured'])} | {'yes' if v['inside'] else 'NO'} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(path: Path, cells: list[Cell], front: list[Cell], title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("fot.sweep: the plot needs matplotlib: pip install -e '.[plot]'") from None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for t in sorted({c.trees for c in cells}):
+        row = sorted((c for c in cells if c.trees == t and c.accuracy is not None), key=lambda c: c.tokens_mean)
+        if not row:
+            continue
+        x = [c.tokens_mean for c in row]
+        y = [c.accuracy for c in row]
+        err = [[c.accuracy - c.ci95[0] for c in row], [c.ci95[1] - c.accuracy for c in row]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{t} tree{'s' if t > 1 else ''}")
+        for c in row:
+            ax.annotate(f"r={c.rollouts}", (c.tokens_mean, c.accuracy), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points")
+    if front:
+        ax.plot([c.tokens_mean for c in front], [c.accuracy for c in front], "k--", lw=1, label="Pareto frontier")
+        ax.scatter([c.tokens_mean for c in front], [c.accuracy for c in front], s=120, facecolors="none",
+                   edgecolors="k", zorder=5)
+    ax.set_xlabel("mean tokens per problem")
+    ax.set_ylabel("accuracy of the returned answer")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, passthrough = parser().parse_known_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    T, R = max(args.trees), max(args.rollouts)
+    if T < 1:
+        print("fot.sweep: --trees needs a value >= 1", file=sys.stderr)
+        return 2
+    prices = []
+    for flag, v in (("--price-in", args.price_in), ("--price-out", args.price_out), ("--price-cached", args.price_cached)):
+        if v is not None:
+            prices += [flag, str(v)]
+    run_path = out / "run.jsonl"
+    command = ["python -m fot.solve", args.problems, *passthrough, *prices, "--trees", str(T), "--rollouts", str(R),
+               "--out", str(run_path)]
+    rc = solve.main([args.problems, *passthrough, *prices, "--trees", str(T), "--rollouts", str(R),
+                     "--out", str(run_path), "--quiet"])
+    if rc != 0:
+        return rc
+    rows = _load(run_path)
+    if not rows:
+        print("fot.sweep: the run produced no results", file=sys.stderr)
+        return 1
+    task = get_task(rows[0]["task"])
+    price = Price(args.price_in or 0.0, args.price_out or 0.0, args.price_cached) \
+        if (args.price_in is not None or args.price_out is not None) else None
+    cells = grid(rows, task, args.trees, args.rollouts, price)
+    front = pareto(cells)
+    pairs = diversity_pairs(cells)
+    target_cell = cheapest_reaching(cells, args.target) if args.target is not None else None
+    summary = json.loads(run_path.with_suffix(".summary.json").read_text())
+    meta = {"problems_file": args.problems, "backend": summary.get("backend"), "task": task.name, "n": len(rows),
+            "run_trees": T, "run_rollouts": R, "command": " ".join(command), "simulated": summary.get("simulated")}
+
+    validation = None
+    if args.independent:
+        validation = []
+        for c in cells:
+            if c.trees == 0:
+                continue
+            cell_path = out / "cells" / f"t{c.trees}-r{c.rollouts}.jsonl"
+            rc = solve.main([args.problems, *passthrough, *prices, "--trees", str(c.trees), "--rollouts",
+                             str(c.rollouts), "--out", str(cell_path), "--quiet"])
+            if rc != 0:
+                return rc
+            own = grid(_load(cell_path), task, [c.trees], [c.rollouts], price)[0]
+            inside = c.ci95 is not None and own.accuracy is not None and c.ci95[0] <= own.accuracy <= c.ci95[1]
+            validation.append({"trees": c.trees, "rollouts": c.rollouts, "predicted": c.accuracy, "ci": c.ci95,
+                               "measured": own.accuracy, "inside": inside, "measured_tokens": own.tokens_mean,
+                               "predicted_tokens": c.tokens_mean})
+
+    (out / "sweep.json").write_text(json.dumps({
+        "meta": meta, "note": GRID_NOTE, "cells": [c.to_dict() for c in cells],
+        "pareto": [(c.trees, c.rollouts) for c in front],
+        "diversity_pairs": [[(w.trees, w.rollouts), (n.trees, n.rollouts)] for w, n in pairs],
+        "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
+        "validation": validation}, indent=1) + "\n")
+    write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation)
+    title = f"{meta['task']} on {meta['backend']}" + (" (SIMULATED backend)" if meta["simulated"] else "")
+    plot(out / "sweep.png", cells, front, title)
+    print((out / "sweep.md").read_text())
+    if validation is not None and not all(v["inside"] for v in validation):
+        print("fot.sweep: some independently run cells fall outside the predicted interval", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

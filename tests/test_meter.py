@@ -1,0 +1,145 @@
+"""The meter: grading, intervals, the grid replayed from one run, Pareto frontier, prices, the sweep."""
+
+import json
+import random
+
+import pytest
+
+from fot.budget import Price
+from fot.meter import bootstrap_ci, cheapest_reaching, diversity_pairs, grade, grid, pareto, replay, summarize, Cell
+from fot.tasks import Arith
+from fot.sweep import main as sweep_main
+
+
+def _snap(r, tokens, answer, q, prompt=None, completion=None):
+    prompt = tokens * 3 // 4 if prompt is None else prompt
+    return {"rollout": r, "tokens": tokens, "answer": answer, "q": q, "calls": r + 1, "prompt": prompt,
+            "completion": tokens - prompt if completion is None else completion, "cached": 0}
+
+
+def _row(pid, ref, snapshots, answer, decision="majority", expert_usage=None, trees=3, rollouts=2):
+    return {"id": pid, "question": "What is 1 + 1?", "reference": ref, "answer": answer, "decision": decision,
+            "snapshots": snapshots, "expert_usage": expert_usage or {},
+            "settings": {"trees": trees, "rollouts": rollouts, "activation_threshold": 0.0, "majority": 0.5,
+                         "tie_break": "expert"}}
+
+
+ROW = _row("a", "2", [
+    [_snap(0, 100, "3", 10), _snap(1, 200, "2", 30), _snap(2, 300, "2", 40)],
+    [_snap(0, 110, "3", 20), _snap(1, 220, "3", 25), _snap(2, 330, "2", 35)],
+    [_snap(0, 120, "5", -10), _snap(1, 240, "4", 5), _snap(2, 360, "4", 15)],
+], answer="2")
+
+
+def test_replay_takes_the_first_t_trees_at_rollout_r():
+    t = Arith()
+    # 1 tree, rollout 0: tree 0 says 3
+    assert replay(ROW, t, 1, 0)[:1] == ("3",) and replay(ROW, t, 1, 0)[1]["total"] == 100
+    # 2 trees at rollout 0: both say 3 (unanimous)
+    ans, usage, how = replay(ROW, t, 2, 0)
+    assert (ans, how, usage["total"]) == ("3", "unanimous", 210)
+    # 3 trees at rollout 0: 3, 3, 5 but tree 2 has Q -10 < 0: inactive; 3 and 3 vote
+    assert replay(ROW, t, 3, 0)[0] == "3"
+    # 3 trees at rollout 2: 2, 2, 4 -> majority 2, tokens 300 + 330 + 360
+    ans, usage, how = replay(ROW, t, 3, 2)
+    assert (ans, how, usage["total"]) == ("2", "majority", 990)
+    assert usage["prompt"] == 225 + 247 + 270
+    # a rollout past the end of a tree's snapshots uses its last
+    assert replay(ROW, t, 3, 9)[1]["total"] == 990
+
+
+def test_replay_uses_the_recorded_expert_only_for_the_full_cell():
+    t = Arith()
+    row = _row("b", "2", [[_snap(0, 100, "2", 10), _snap(1, 200, "2", 10)],
+                          [_snap(0, 100, "3", 50), _snap(1, 200, "3", 50)]],
+               answer="2", decision="expert", expert_usage={"prompt": 40, "completion": 10, "cached": 0},
+               trees=2, rollouts=1)
+    ans, usage, how = replay(row, t, 2, 1)
+    assert (ans, how, usage["total"]) == ("2", "expert_recorded", 450)
+    ans, usage, how = replay(row, t, 2, 0)  # smaller cell: the documented fallback, highest summed Q
+    assert (ans, how, usage["total"]) == ("3", "expert_fallback", 200)
+
+
+def test_grid_cells_equal_a_direct_replay_of_the_snapshots():
+    t = Arith()
+    rng = random.Random(0)
+    rows = []
+    for i in range(25):
+        snaps = [[_snap(r, 100 * (r + 1) + k, str(rng.choice([2, 2, 3])), rng.uniform(-20, 60)) for r in range(4)]
+                 for k in range(4)]
+        rows.append(_row(f"p{i}", "2", snaps, answer="2", trees=4, rollouts=3))
+    cells = grid(rows, t, [1, 2, 3, 4], [0, 1, 2, 3])
+    assert len(cells) == 16
+    for c in cells:
+        replays = [replay(r, t, c.trees, c.rollouts) for r in rows]
+        right = sum(1 for a, _, _ in replays if a == "2")
+        assert c.correct == right and c.accuracy == pytest.approx(right / 25)
+        assert c.tokens_mean == pytest.approx(sum(u["total"] for _, u, _ in replays) / 25)
+        assert c.ci95[0] <= c.accuracy <= c.ci95[1]
+
+
+def test_cell_prices():
+    price = Price(input=1.0, output=4.0)
+    row = _row("c", "2", [[_snap(0, 1000, "2", 10, prompt=800, completion=200)]], answer="2", trees=1, rollouts=0)
+    (cell,) = grid([row], Arith(), [1], [0], price)
+    assert cell.usd_mean == pytest.approx((800 * 1.0 + 200 * 4.0) / 1e6)
+    assert cell.usd_per_solved == pytest.approx(cell.usd_mean)
+
+
+def test_bootstrap_interval_covers_the_true_rate_at_about_95_percent():
+    rng = random.Random(1)
+    p, n, trials, covered = 0.7, 80, 300, 0
+    for i in range(trials):
+        sample = [1.0 if rng.random() < p else 0.0 for _ in range(n)]
+        lo, hi = bootstrap_ci(sample, n_boot=1000, seed=i)
+        covered += lo <= p <= hi
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def _cell(t, r, acc, tokens):
+    return Cell(t, r, 10, 10, int(acc * 10), acc, (acc, acc), tokens, None, None, None, 0, 0)
+
+
+def test_pareto_frontier_cheapest_cell_and_diversity_pairs_on_known_points():
+    cells = [_cell(1, 1, 0.5, 100), _cell(1, 2, 0.55, 200), _cell(2, 1, 0.7, 210), _cell(1, 4, 0.6, 400),
+             _cell(2, 2, 0.65, 420), _cell(4, 1, 0.8, 430), _cell(4, 2, 0.8, 800)]
+    front = [(c.trees, c.rollouts) for c in pareto(cells)]
+    assert front == [(1, 1), (1, 2), (2, 1), (4, 1)]
+    assert (cheapest_reaching(cells, 0.75).trees, cheapest_reaching(cells, 0.75).rollouts) == (4, 1)
+    assert cheapest_reaching(cells, 0.9) is None
+    pairs = {((w.trees, w.rollouts), (n.trees, n.rollouts)) for w, n in diversity_pairs(cells)}
+    assert ((2, 1), (1, 2)) in pairs and ((4, 1), (1, 4)) in pairs and ((4, 1), (2, 2)) in pairs
+
+
+def test_grading_and_summary_label_oracle_separately():
+    t = Arith()
+    rows = [grade({"answer": "2", "answers_seen": ["3", "2"], "tokens": {"prompt": 80, "completion": 20,
+                   "cached": 0, "total": 100}, "calls": 3}, t, "2"),
+            grade({"answer": "3", "answers_seen": ["3", "4"], "tokens": {"prompt": 80, "completion": 20,
+                   "cached": 0, "total": 100}, "calls": 3}, t, "4"),
+            grade({"answer": "5", "answers_seen": ["5"], "tokens": {"prompt": 80, "completion": 20, "cached": 0,
+                   "total": 100}, "calls": 3}, t, None)]
+    assert [r["correct"] for r in rows] == [True, False, None]
+    assert [r["oracle_correct"] for r in rows] == [True, True, None]
+    s = summarize(rows)
+    assert (s.graded, s.correct, s.accuracy, s.oracle_pass_at_k) == (2, 1, 0.5, 1.0)
+    assert s.tokens_per_solved == 300
+
+
+def test_sweep_writes_json_markdown_and_a_png_and_independent_cells_agree(tmp_path):
+    probs = tmp_path / "p.jsonl"
+    probs.write_text("".join(json.dumps(r) + "\n" for r in Arith.generate(16, seed=2, digits=2)))
+    out = tmp_path / "sweep"
+    rc = sweep_main([str(probs), "--sim", "--trees", "1,2", "--rollouts", "0,1,2", "--out", str(out),
+                     "--independent", "--tie-break", "q", "--price-in", "1", "--price-out", "2"])
+    assert rc == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert len(data["cells"]) == 6 and data["meta"]["simulated"] is True
+    # with the summed-Q tie-break the decision rule is the same everywhere: the replay is exact
+    for v in data["validation"]:
+        assert v["inside"] and v["measured"] == v["predicted"]
+        assert v["measured_tokens"] == pytest.approx(v["predicted_tokens"])
+    assert all(c["usd_mean"] > 0 for c in data["cells"])
+    assert "| trees | rollouts |" in (out / "sweep.md").read_text()
+    png = (out / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
