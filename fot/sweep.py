@@ -116,7 +116,8 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str) -> None:
         ax.plot([c.tokens_mean for c in front], [c.accuracy for c in front], "k--", lw=1, label="Pareto frontier")
         ax.scatter([c.tokens_mean for c in front], [c.accuracy for c in front], s=120, facecolors="none",
                    edgecolors="k", zorder=5)
-    ax.set_xlabel("mean tokens per problem")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean tokens per problem (log scale)")
     ax.set_ylabel("accuracy of the returned answer")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
         "validation": validation}, indent=1) + "\n")
     write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation)
-    title = f"{meta['task']} on {meta['backend']}" + (" (SIMULATED backend)" if meta["simulated"] else "")
+    backend = str(meta["backend"])
+    title = f"{meta['task']} on {backend}" + (" (SIMULATED)" if meta["simulated"] and "SIMULATED" not in backend else "")
     plot(out / "sweep.png", cells, front, title)
     print((out / "sweep.md").read_text())
     if validation is not None and not all(v["inside"] for v in validation):
