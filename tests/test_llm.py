@@ -242,3 +242,14 @@ async def test_a_small_context_clamps_max_tokens_and_refuses_prompts_that_cannot
             await llm.chat(prompts.answer("What is 1 + 1? " + "Consider every case. " * 200), max_tokens=100)
     assert info.value.kind == "context" and info.value.record.outcome == "context"
     assert sim.stats.requests == before  # never sent to fail
+
+
+def test_a_trace_torn_by_a_crash_is_continued_on_a_fresh_line(tmp_path):
+    from fot.ledger import CallRecord
+
+    path = tmp_path / "trace.jsonl"
+    path.write_text('{"role": "answer", "prompt_tokens": 5}\n{"role": "crit')
+    with Ledger(path) as led:
+        led.add(CallRecord(role="refine", prompt_tokens=7))
+    rows = Ledger.read(path).rows
+    assert [(r.role, r.prompt_tokens) for r in rows] == [("answer", 5), ("refine", 7)]
