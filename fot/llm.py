@@ -314,7 +314,10 @@ class LLMClient:
                         budget.release(res)
                 raise
             if res is not None:
-                budget.settle(res, prompt, completion, cached)
+                if estimated:  # our count may be below the server's: the budget takes the upper bound
+                    budget.settle(res, res.prompt_tokens, res.tokens - res.prompt_tokens)
+                else:
+                    budget.settle(res, prompt, completion, cached)
             row.prompt_tokens += prompt
             row.completion_tokens += completion
             row.cached_tokens += cached

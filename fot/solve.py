@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
                    "else the server's first model)")
     b.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
     b.add_argument("--sim", action="store_true", help="run against fot.sim, the SIMULATED backend (a test double)")
+    b.add_argument("--sim-fault", action="append", default=[], metavar="KIND=RATE",
+                   help="with --sim: inject faults (429, 500, 503, hang, truncate, nonjson, no_usage, short_n)")
     b.add_argument("--sim-profile", default="", metavar="K=V,...",
                    help="with --sim: the simulated solver's skill, e.g. p_first=0.4,p_fix=0.3 (see fot.sim.SimProfile)")
     b.add_argument("--gguf", default=os.environ.get("FOT_GGUF"),
@@ -123,13 +125,32 @@ def sim_profile(spec: str):
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, _, value = part.partition("=")
         if key not in fields or not value:
-            raise ValueError(f"'{part}' is not KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+            raise ValueError(f"--sim-profile: '{part}' is not KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
         current = getattr(profile, key)
         if isinstance(current, tuple):
-            raise ValueError(f"'{key}' takes several numbers; set it from Python")
+            raise ValueError(f"--sim-profile: '{key}' takes several numbers; set it from Python")
         profile = dataclasses.replace(profile, **{key: type(current)(float(value)) if isinstance(current, int)
                                                   else float(value)})
     return profile
+
+
+def sim_faults(specs: list[str]) -> dict[str, float]:
+    from .sim import FAULT_KINDS
+
+    faults: dict[str, float] = {}
+    for spec in specs:
+        kind, _, rate = spec.partition("=")
+        try:
+            r = float(rate)
+        except ValueError:
+            r = -1.0
+        if kind not in FAULT_KINDS or not 0 <= r <= 1:
+            raise ValueError(f"--sim-fault {spec!r}: expected KIND=RATE, KIND one of {', '.join(FAULT_KINDS)}, "
+                             f"RATE in [0, 1]")
+        faults[kind] = r
+    if sum(faults.values()) > 1:
+        raise ValueError("--sim-fault rates sum to more than 1")
+    return faults
 
 
 def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
@@ -210,7 +231,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             from .sim.solver import normalize_question
 
             sim = await stack.enter_async_context(SimServer(SimConfig(
-                seed=args.seed, profile=args.sim_profile_parsed,
+                seed=args.seed, profile=args.sim_profile_parsed, faults=args.sim_faults_parsed, hang_s=600.0,
                 problems={normalize_question(p.question): p.answer for p in problems if p.answer is not None})))
             base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
         elif args.base_url:
@@ -285,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         args.sim_profile_parsed = sim_profile(args.sim_profile)
+        args.sim_faults_parsed = sim_faults(args.sim_fault)
     except ValueError as e:
-        ap.error(f"--sim-profile: {e}")
+        ap.error(str(e))
     try:
         problems = load_problems(args.problems)
     except ProblemFileError as e:
