@@ -36,6 +36,11 @@ from typing import Any, Sequence
 
 import openai
 from asyncio_throttle import Throttler
+
+try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from . import tokens
@@ -299,9 +304,14 @@ class LLMClient:
                 if self._throttle is not None:
                     async with self._throttle:
                         pass
+                body = {"model": self.model, "messages": list(messages), "max_tokens": mt, **kwargs}
                 async with self._sem:
-                    resp = await self._client.chat.completions.create(
-                        model=self.model, messages=list(messages), max_tokens=mt, timeout=self.timeout, **kwargs)
+                    # The openai client's own request path (auth, base URL, errors as typed exceptions),
+                    # without its per-call walk over the typed parameters, which cost more CPU than
+                    # everything else here together (benchmarks/engine.py); we read the JSON ourselves.
+                    http = await self._client.post("/chat/completions", cast_to=httpx.Response, body=body,
+                                                   options={"timeout": self.timeout})
+                    resp = http.json()
                 choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
             except BaseException as exc:
                 kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
@@ -340,28 +350,29 @@ class LLMClient:
                                  f"{_short(exc, self._secret)}") from exc
 
     def _read(self, resp: Any, messages, prompt_est: int) -> tuple[list[Choice], int, int, int, bool]:
-        """Choices and usage from a response; raises MalformedResponse on garbage."""
-        raw_choices = getattr(resp, "choices", None)
+        """Choices and usage from a response body; raises MalformedResponse on garbage."""
+        raw_choices = resp.get("choices") if isinstance(resp, dict) else None
         if not isinstance(raw_choices, list) or not raw_choices:
             raise MalformedResponse(f"response has no choices: {str(resp)[:120]!r}")
         choices = []
         for c in raw_choices:
-            msg = getattr(c, "message", None)
-            text = getattr(msg, "content", None)
+            msg = c.get("message") if isinstance(c, dict) else None
+            text = msg.get("content") if isinstance(msg, dict) else None
             if not isinstance(text, str):
                 raise MalformedResponse("a choice has no text content")
             lps = None
-            lp = getattr(c, "logprobs", None)
-            if lp is not None and getattr(lp, "content", None):
-                lps = [t.logprob for t in lp.content]
-            choices.append(Choice(text=text, finish_reason=getattr(c, "finish_reason", None), logprobs=lps))
+            lp = c.get("logprobs")
+            if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
+                lps = [float(t["logprob"]) for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
+            choices.append(Choice(text=text, finish_reason=c.get("finish_reason"), logprobs=lps or None))
         counted = [tokens.count_text(c.text) for c in choices]
-        usage = getattr(resp, "usage", None)
-        if usage is None or usage.prompt_tokens is None or usage.completion_tokens is None:
+        usage = resp.get("usage")
+        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int) \
+                or not isinstance(usage.get("completion_tokens"), int):
             return choices, prompt_est, sum(counted), 0, True
-        prompt, completion = int(usage.prompt_tokens), int(usage.completion_tokens)
-        details = getattr(usage, "prompt_tokens_details", None)
-        cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+        details = usage.get("prompt_tokens_details")
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
         if prompt_est > 0:
             ratio = prompt / prompt_est
             self._prompt_ratio = ratio if self._prompt_ratio is None else max(self._prompt_ratio, ratio)
