@@ -4,13 +4,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from fot.local import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,15 +82,10 @@ async def test_a_backend_that_goes_away_for_seconds_and_comes_back():
     assert len(failed) <= 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_kill_9_mid_run_then_the_same_command_resumes_with_every_problem_once(tmp_path):
-    port = _free_port()
+    port = free_port()
     sim = subprocess.Popen([sys.executable, "-m", "fot.sim", "--port", str(port), "--ttft", "0.03"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

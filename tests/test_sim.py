@@ -4,7 +4,6 @@ import asyncio
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import urllib.request
 
 import openai
 import pytest
+
+from fot.local import free_port
 
 from fot import LLMClient, prompts
 from fot.sim import SimProfile, SimSolver, arithmetic_truth
@@ -103,14 +104,9 @@ async def test_decode_rate_sets_latency(make_sim):
     assert wall >= c.record.completion_tokens / 1000.0 * 0.9
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_command_line_server_serves_and_stops_on_sigint(tmp_path):
-    port = _free_port()
+    port = free_port()
     probs = tmp_path / "p.jsonl"
     probs.write_text('{"id": "a", "question": "Name the colour of the sky.", "answer": "blue"}\n')
     proc = subprocess.Popen([sys.executable, "-m", "fot.sim", "--port", str(port), "--problems", str(probs),

@@ -3,13 +3,14 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from fot.local import free_port
 
 from fot.solve import main
 from fot.tasks import Arith
@@ -107,15 +108,10 @@ def test_unreachable_backend_exits_1_quickly_naming_the_url(tmp_path, capsys):
     assert "http://127.0.0.1:9/v1" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_ctrl_c_exits_130_keeps_whole_lines_and_resumes(tmp_path):
-    port = _free_port()
+    port = free_port()
     sim = subprocess.Popen([sys.executable, "-m", "fot.sim", "--port", str(port), "--ttft", "0.03"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

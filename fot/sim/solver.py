@@ -151,12 +151,11 @@ def extract_answer(text: str) -> str | None:
 
 
 def same_answer(a: str | None, b: str | None) -> bool:
+    from ..tasks.base import numbers_equal
+
     if a is None or b is None:
         return False
-    try:
-        return Fraction(a.replace(",", "")) == Fraction(b.replace(",", ""))
-    except (ValueError, ZeroDivisionError):
-        return normalize_question(a) == normalize_question(b)
+    return numbers_equal(a, b) or normalize_question(a) == normalize_question(b)
 
 
 @dataclass
