@@ -187,6 +187,9 @@ class Budget:
 
     async def reserve(self, prompt_tokens: int, max_tokens: int, n: int = 1, min_tokens: int = 1) -> Reservation:
         """Reserve, waiting while outstanding calls may give back enough for a full call."""
+        res = self.try_reserve(prompt_tokens, max_tokens, n, min_tokens)
+        if res is not None:  # the common case: funded at once, no lock to take
+            return res
         cond = self._condition()
         async with cond:
             while True:

@@ -47,6 +47,7 @@ from . import tokens
 from .budget import Budget, BudgetExhausted, Price, Reservation
 from .ledger import CallRecord, CallTag, Ledger
 
+POOL_SHARD_SIZE, POOL_SHARDS_MAX = 32, 16
 RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
 CHARGED_UNKNOWN = frozenset({"timeout", "malformed"})  # the server may have done the work
 
@@ -169,8 +170,13 @@ class LLMClient:
         self.context_window = context_window  # prompt + completion limit of the server, when small and known
         # the key goes to the openai client and nowhere else: never into rows, errors or logs
         self._secret = api_key or ""
-        self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
-                                          max_retries=0, timeout=timeout)
+        # httpx's connection pool scans every connection on each request, so with hundreds in flight
+        # one pool costs more CPU than the rest of the engine (benchmarks/engine.py): shard it, one
+        # openai client per 32 concurrent requests, taken in turn.
+        shards = max(1, min(POOL_SHARDS_MAX, math.ceil(concurrency / POOL_SHARD_SIZE)))
+        self._clients = [openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
+                                            timeout=timeout) for _ in range(shards)]
+        self._next_client = 0
         self._sem = asyncio.Semaphore(concurrency)
         self._throttle = Throttler(rate_limit=rps, period=1.0) if rps else None
         self.n_supported: bool | None = None  # learnt from the first n > 1 response
@@ -178,7 +184,8 @@ class LLMClient:
         self._completion_ratio: float = 1.0  # server completion tokens / our count, from n = 1 calls
 
     async def aclose(self) -> None:
-        await self._client.close()
+        for c in self._clients:
+            await c.close()
 
     async def __aenter__(self) -> "LLMClient":
         return self
@@ -263,13 +270,21 @@ class LLMClient:
             return est, bound
         return est, min(bound, math.ceil(est * max(1.0, self._prompt_ratio) * 1.15) + 16)
 
-    def _wait(self, retry_state) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
+    def _backoff(self, exc: BaseException | None, failures: int) -> float:
+        """Exactly Retry-After when the server sent one, else full-jitter exponential backoff."""
         ra = retry_after_s(exc)
         if ra is not None:
             return min(ra, self.retry_after_max) * random.uniform(1.0, 1.1)
-        cap = min(self.backoff_max, self.backoff_base * 2 ** (retry_state.attempt_number - 1))
+        cap = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
         return random.uniform(0, cap)
+
+    def _first_wait(self, exc: BaseException) -> float:
+        return self._backoff(exc, 1)
+
+    def _wait(self, retry_state) -> float:
+        """tenacity's wait after a failed retry; the first attempt already failed once before."""
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return self._backoff(exc, retry_state.attempt_number + 1)
 
     def _fit_context(self, prompt_est: int, max_tokens: int) -> int:
         """Clamp max_tokens so prompt + completion fits the server's context; refuse a prompt that cannot."""
@@ -309,7 +324,9 @@ class LLMClient:
                     # The openai client's own request path (auth, base URL, errors as typed exceptions),
                     # without its per-call walk over the typed parameters, which cost more CPU than
                     # everything else here together (benchmarks/engine.py); we read the JSON ourselves.
-                    http = await self._client.post("/chat/completions", cast_to=httpx.Response, body=body,
+                    client = self._clients[self._next_client]
+                    self._next_client = (self._next_client + 1) % len(self._clients)
+                    http = await client.post("/chat/completions", cast_to=httpx.Response, body=body,
                                                    options={"timeout": self.timeout})
                     resp = http.json()
                 choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
@@ -334,13 +351,19 @@ class LLMClient:
             row.estimated = row.estimated or estimated
             return choices
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) in RETRYABLE),
-            reraise=True,
-        )
         try:
+            try:
+                return await attempt()  # the common case, without the retry machinery's overhead
+            except Exception as first:
+                if classify(first) not in RETRYABLE or self.max_attempts < 2:
+                    raise
+                await asyncio.sleep(self._first_wait(first))
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.max_attempts - 1),
+                wait=self._wait,
+                retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) in RETRYABLE),
+                reraise=True,
+            )
             return await retrying(attempt)
         except BudgetExhausted:
             raise

@@ -32,6 +32,7 @@ def _encoding() -> Any | None:
         return None
 
 
+@functools.lru_cache(maxsize=8192)  # system prompts and questions recur in every call of a problem
 def count_text(text: str) -> int:
     """Estimated tokens in `text` (cl100k_base, or bytes/4 without it)."""
     if not text:
