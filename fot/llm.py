@@ -9,6 +9,9 @@ Retries (tenacity; the openai client's own retries are off so there is one polic
 timeouts, connection errors and malformed bodies are retried with full-jitter exponential
 backoff, or after exactly `Retry-After` when the server sends it. Other 4xx are not retried.
 A call that still fails raises `LLMError` with its kind; either way it is a row in the ledger.
+The first attempt runs outside tenacity's loop (it costs CPU on every call; see
+docs/performance.md), and requests go through the openai client's `post` with the JSON body read
+here, which skips the client's expensive walk over its typed parameters.
 
 What a failed attempt cost: 429/5xx/connection refused charge nothing and the reservation is
 released; a timeout or a malformed body may have been charged by the server, so the budget keeps
