@@ -144,13 +144,13 @@ class Engine:
             error = f"{type(e).__name__}: {e}"
             fr = None
         wall = time.monotonic() - t0
-        rows = [r for r in self.ledger.rows if r.problem == problem.id]
+        calls = self.ledger.calls_by_problem.get(problem.id, 0)
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
                   "cached": pb.spent.cached_tokens, "total": pb.spent_tokens}
         settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
                     "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed}
         if fr is None:
-            return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, len(rows),
+            return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, calls,
                           pb.spent.usd, wall, error=error, settings=settings)
         trees_out = [{"index": r.index, "input": r.input_kind, "temperature": r.temperature, "answer": r.answer,
                       "q": r.q, "rollouts": r.rollouts_done, "corrections": r.corrections, "stopped": r.stopped,
@@ -164,7 +164,7 @@ class Engine:
         if fr.answer is None and not error:
             error = "; ".join(fr.errors) or "no tree produced an answer"
         return Result(problem.id, question, the_task.name, fr.answer, fr.text, fr.decision.how, trees_out, snaps,
-                      tokens, len(rows), pb.spent.usd, wall, expert_tokens=fr.expert_tokens,
+                      tokens, calls, pb.spent.usd, wall, expert_tokens=fr.expert_tokens,
                       expert_usage=fr.expert_usage, error=error,
                       answers_seen=seen, settings=settings)
 

@@ -88,6 +88,7 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike | None = None, fsync: bool = False):
         self.rows: list[CallRecord] = []
+        self.calls_by_problem: dict[str | None, int] = defaultdict(int)  # kept as rows arrive: O(1) per problem
         self.path = Path(path) if path is not None else None
         self._fsync = fsync
         self._fh: IO[str] | None = None
@@ -100,6 +101,7 @@ class Ledger:
 
     def add(self, row: CallRecord) -> None:
         self.rows.append(row)
+        self.calls_by_problem[row.problem] += 1
         if self._fh is not None:
             self._fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")
             self._fh.flush()
@@ -143,5 +145,5 @@ class Ledger:
                     d = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                led.rows.append(CallRecord(**d))
+                led.add(CallRecord(**d))
         return led
