@@ -70,24 +70,9 @@ class SimProcess:
 
 # -- 1. overhead -------------------------------------------------------------------------------------
 
-async def _bare(base_url: str, n: int, conc: int) -> float:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
-    sem = asyncio.Semaphore(conc)
-    msgs = prompts.answer("What is 2 + 3?")
-
-    async def one(i: int) -> None:
-        async with sem:
-            await client.chat.completions.create(model="fot-sim", messages=msgs, max_tokens=16, seed=i)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
-    wall = time.perf_counter() - t0
-    await client.close()
-    return n / wall
-
-
-async def _bare_raw(base_url: str, n: int, conc: int) -> float:
-    """The bare client on the same request path fot uses (client.post, JSON read by hand)."""
+async def _bare(base_url: str, n: int, conc: int, raw: bool = False) -> float:
+    """The bare openai client: `chat.completions.create`, or (raw) the request path fot uses
+    (`client.post`, JSON read by hand)."""
     from fot.llm import httpx
 
     client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
@@ -96,9 +81,12 @@ async def _bare_raw(base_url: str, n: int, conc: int) -> float:
 
     async def one(i: int) -> None:
         async with sem:
-            r = await client.post("/chat/completions", cast_to=httpx.Response,
-                                  body={"model": "fot-sim", "messages": msgs, "max_tokens": 16, "seed": i})
-            r.json()
+            if raw:
+                r = await client.post("/chat/completions", cast_to=httpx.Response,
+                                      body={"model": "fot-sim", "messages": msgs, "max_tokens": 16, "seed": i})
+                r.json()
+            else:
+                await client.chat.completions.create(model="fot-sim", messages=msgs, max_tokens=16, seed=i)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -221,7 +209,7 @@ def main() -> int:
         ratios, raw_ratios, bare_tp, raw_tp, fot_tp = [], [], [], [], []
         for _ in range(reps):
             b = asyncio.run(_bare(fast.base_url, n_calls, 32))
-            braw = asyncio.run(_bare_raw(fast.base_url, n_calls, 32))
+            braw = asyncio.run(_bare(fast.base_url, n_calls, 32, raw=True))
             f = asyncio.run(_fot(fast.base_url, n_calls, 32))
             bare_tp.append(b), raw_tp.append(braw), fot_tp.append(f), ratios.append(f / b), raw_ratios.append(f / braw)
         cpu = [asyncio.run(_search_cpu(8, 20)) for _ in range(reps)]
@@ -291,9 +279,10 @@ def main() -> int:
               f"{tk['prompt_tokens_per_rollout']:.0f} / {tk['completion_tokens_per_rollout']:.0f}", "")
     t.add_row("cached share of prompt tokens (sim prefix cache)", f"{tk['cached_share_of_prompt_tokens']:.0%}", "")
     console.print(t)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=1) + "\n")
-    console.print(f"written {OUT}")
+    out = OUT.with_name("engine-quick.json") if args.quick else OUT  # a smoke run never replaces the record
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    console.print(f"written {out}")
     return 0
 
 

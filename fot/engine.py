@@ -126,8 +126,6 @@ class Engine:
             problem = Problem(id=f"q{len(self.ledger.rows)}-{time.monotonic_ns() % 10**6}", question=problem)
         the_task = detect_task([problem.question], [None]) if task == "auto" else get_task(task)
         cfg = self.config.with_(trees=trees, rollouts=rollouts, **settings)
-        if budget is not None and budget < 0:
-            raise ValueError("budget must be >= 0 tokens")
         pb = self.budget.child(tokens=budget, usd=budget_usd, name=f"problem:{problem.id}")
         verifier = None
         if cfg.verifier == "reward_model":

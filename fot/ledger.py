@@ -94,7 +94,11 @@ class Ledger:
         self._fh: IO[str] | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            torn = self.path.exists() and self.path.stat().st_size > 0 and not self.path.read_bytes().endswith(b"\n")
+            torn = False
+            if self.path.exists() and self.path.stat().st_size > 0:
+                with open(self.path, "rb") as fh:
+                    fh.seek(-1, os.SEEK_END)
+                    torn = fh.read(1) != b"\n"
             self._fh = open(self.path, "a", encoding="utf-8")
             if torn:  # a crash mid-line: end that line so the next row is not glued to it
                 self._fh.write("\n")

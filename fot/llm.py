@@ -281,9 +281,6 @@ class LLMClient:
         cap = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
         return random.uniform(0, cap)
 
-    def _first_wait(self, exc: BaseException) -> float:
-        return self._backoff(exc, 1)
-
     def _wait(self, retry_state) -> float:
         """tenacity's wait after a failed retry; the first attempt already failed once before."""
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -360,7 +357,7 @@ class LLMClient:
             except Exception as first:
                 if classify(first) not in RETRYABLE or self.max_attempts < 2:
                     raise
-                await asyncio.sleep(self._first_wait(first))
+                await asyncio.sleep(self._backoff(first, 1))
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(self.max_attempts - 1),
                 wait=self._wait,

@@ -129,7 +129,7 @@ def _snapshot_at(snaps: list[dict], r: int) -> dict | None:
 def replay(row: dict, task: Task, t: int, r: int) -> tuple[str | None, dict, str]:
     """The answer a forest of the first `t` trees with `r` rollouts would have returned for this
     problem, its token usage (prompt, completion, cached, total) and how it was decided."""
-    from .forest import Decision, fallback_by_q, tally
+    from .forest import fallback_by_q, tally
 
     settings = row.get("settings") or {}
     full = t >= settings.get("trees", len(row["snapshots"])) and r >= settings.get("rollouts", 0)

@@ -279,7 +279,6 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         out.parent.mkdir(parents=True, exist_ok=True)
         with progress, open(out, "a", encoding="utf-8") as fh:
             bar = progress.add_task("solve", total=len(todo), acc="")
-            by_id = {p.id: p for p in todo}
             async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget):
                 row = result.to_dict()
                 row = grade(row, get_task(task_name), refs.get(result.id))
@@ -290,7 +289,6 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 graded = [r for r in rows if r.get("correct") is not None]
                 acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
                 progress.update(bar, advance=1, acc=acc)
-                by_id.pop(result.id, None)
         summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0)
         if local is not None and (death := local.died()):
             say(death)

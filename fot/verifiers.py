@@ -44,9 +44,9 @@ class SelfEvaluation:
     role = "evaluate"
 
     def __init__(self, llm: LLMClient, max_tokens: int = 64, full_score: float = 95.0, penalty: float = 50.0,
-                 temperature: float = 0.7, seed: int | None = None):
+                 temperature: float = 0.7):
         self.llm, self.max_tokens, self.full_score, self.penalty = llm, max_tokens, full_score, penalty
-        self.temperature, self.seed = temperature, seed
+        self.temperature = temperature
 
     def suppress(self, s: float) -> float:
         return s - self.penalty if s >= self.full_score else s

@@ -3,7 +3,6 @@
 import random
 import time
 
-import pytest
 
 from fot import Budget, LLMClient
 from fot.config import SearchConfig

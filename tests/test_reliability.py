@@ -18,19 +18,13 @@ from hypothesis import strategies as st
 from fot import Engine, Problem
 from fot.sim import FAULT_KINDS, SimConfig, SimServer
 from fot.solve import main
-from fot.tasks import Arith
+from helpers import read_rows, write_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _problems(tmp_path, n=6, name="p.jsonl"):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in Arith.generate(n, seed=9)))
-    return path
-
-
-def _rows(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return write_problems(tmp_path, n, seed=9, name=name)
 
 
 @pytest.mark.slow
@@ -42,7 +36,7 @@ def test_solve_survives_each_fault_kind(tmp_path, kind, rate):
     rc = main([str(probs), "--sim", "--sim-fault", f"{kind}={rate}", "--trees", "2", "--rollouts", "2",
                "--timeout", "0.5", "--out", str(out), "--trace", str(trace), "--quiet"])
     assert rc == 0
-    rows = _rows(out)
+    rows = read_rows(out)
     assert sorted(r["id"] for r in rows) == sorted(f"arith-{i:03d}" for i in range(1, 7))  # none lost
     for r in rows:
         assert r["answer"] is not None or r["error"], r
@@ -105,7 +99,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_with_every_problem_once(tm
         assert 4 <= killed_at < 30
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-        rows = _rows(out)  # every line parses: none torn
+        rows = read_rows(out)  # every line parses: none torn
         assert sorted(r["id"] for r in rows) == sorted(f"arith-{i:03d}" for i in range(1, 31))
         summary = json.loads(out.with_suffix(".summary.json").read_text())
         assert summary["problems"] == 30 and summary["graded"] == 30

@@ -13,19 +13,13 @@ import pytest
 from fot.local import free_port
 
 from fot.solve import main
-from fot.tasks import Arith
+from helpers import read_rows, write_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _problems(tmp_path, n=8, name="arith.jsonl"):
-    path = tmp_path / name
-    path.write_text("".join(json.dumps(r) + "\n" for r in Arith.generate(n, seed=4)))
-    return path
-
-
-def _rows(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return write_problems(tmp_path, n, seed=4, name=name)
 
 
 def test_end_to_end_on_the_simulated_backend(tmp_path, capsys):
@@ -35,7 +29,7 @@ def test_end_to_end_on_the_simulated_backend(tmp_path, capsys):
     rc = main([str(probs), "--sim", "--trees", "2", "--rollouts", "2", "--out", str(out), "--trace", str(trace),
                "--price-in", "1", "--price-out", "2", "--quiet"])
     assert rc == 0
-    rows = _rows(out)
+    rows = read_rows(out)
     assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
     for r in rows:
         assert set(r) >= {"id", "answer", "reference", "correct", "oracle_correct", "decision", "tokens", "calls",
@@ -57,12 +51,12 @@ def test_resume_skips_finished_ids_and_repairs_a_torn_line(tmp_path):
     out = tmp_path / "out.jsonl"
     assert main([str(probs), "--sim", "--trees", "1", "--rollouts", "1", "--out", str(out), "--limit", "3",
                  "--quiet"]) == 0
-    first = _rows(out)
+    first = read_rows(out)
     assert len(first) == 3
     with open(out, "a") as fh:
         fh.write('{"id": "arith-00')  # a crash mid-write
     assert main([str(probs), "--sim", "--trees", "1", "--rollouts", "1", "--out", str(out), "--quiet"]) == 0
-    rows = _rows(out)
+    rows = read_rows(out)
     ids = [r["id"] for r in rows]
     assert len(ids) == 8 == len(set(ids))
     assert rows[:3] == first  # the finished ones were kept as they were, not redone
@@ -135,7 +129,7 @@ def test_ctrl_c_exits_130_keeps_whole_lines_and_resumes(tmp_path):
         assert 3 <= n_partial < 30
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
-        ids = [r["id"] for r in _rows(out)]
+        ids = [r["id"] for r in read_rows(out)]
         assert len(ids) == 30 == len(set(ids))
     finally:
         sim.send_signal(signal.SIGINT)

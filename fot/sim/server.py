@@ -179,7 +179,7 @@ class SimBackend:
             if not isinstance(messages, list) or not messages:
                 raise ValueError("messages must be a non-empty list")
             n = int(body.get("n") or 1)
-            temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
+            temperature = float(body.get("temperature") if body.get("temperature") is not None else 1.0)
             seed = body.get("seed")
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
             want_logprobs = bool(body.get("logprobs"))
