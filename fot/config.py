@@ -1,8 +1,14 @@
-"""One configuration dataclass for the whole search; every constant of MCTSr and FoT is here."""
+"""One configuration dataclass for the whole search; every constant of MCTSr and FoT is here.
+
+The pluggable rules (tree inputs, verifier, decision rule) are named by key and checked against
+the registries in `fot.policies`, where each has its one home.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+
+from .policies import DECISION_RULES, INPUT_KINDS, UNSET, VERIFIERS
 
 
 @dataclass(frozen=True)
@@ -11,16 +17,16 @@ class SearchConfig:
     rollouts: int = 8
 
     # MCTSr (Zhang et al. 2024)
-    c: float = 1.4  # UCT exploration constant
-    eps: float = 1e-5  # UCT: keeps unvisited nodes finite
+    c: float = 1.4  # UCT exploration constant (rewards are on a -100..100 scale, so UCT is close to greedy on Q)
+    eps: float = 1e-5  # UCT: keeps the bonus of a node with no readable evaluation finite
     max_children: int = 3
     reward_samples: int = 3  # k self-evaluation samples per new node
     full_score: float = 95.0  # self-evaluation scores >= this are suppressed ...
     full_score_penalty: float = 50.0  # ... by subtracting this
     rescore_selected: bool = True  # one more reward sample of the selected node, alongside its critique
-    answer_max_tokens: int = 512
+    answer_max_tokens: int | None = None  # None: the task's own cap (Task.answer_max_tokens; 512 if it has none)
     critique_max_tokens: int = 384
-    eval_max_tokens: int = 64
+    eval_max_tokens: int = 192  # room for the analysis before the score line
     min_tokens: int = 16  # a call that cannot get this many completion tokens is not made
 
     # Forest (Bi et al. 2025)
@@ -29,11 +35,12 @@ class SearchConfig:
     seed: int = 0
     activation_threshold: float = 0.0  # sparse activation: trees whose best Q is below do not vote
     majority: float = 0.5  # a decision by vote needs more than this share of the active trees
-    tie_break: str = "expert"  # no majority: "expert" (an LLM call compares candidates) or "q" (highest summed Q)
+    decision: str = "majority_first"  # a key of fot.policies.DECISION_RULES
+    tie_break: str = "expert"  # no decision by vote: "expert" (an LLM call compares candidates) or "q" (the rule's fallback)
     logprob_threshold: float | None = -1.5  # regenerate a step whose mean token log-prob is lower
     max_corrections: int = 1  # regenerations per step (log-prob or rule check)
-    early_stop: bool = False  # stop the other trees once a majority of all trees finished agreeing
-    verifier: str = "auto"  # auto | self | rule | reward_model
+    early_stop: bool = False  # cancel the other trees once their votes could no longer change the decision
+    verifier: str = "auto"  # a key of fot.policies.VERIFIERS: auto | self | rule | reward_model
     expert_max_tokens: int = 256
     decision_reserve: float = 0.05  # share of a problem budget kept for the expert decision
     max_consecutive_failures: int = 2  # a tree stops after this many failed rollouts in a row
@@ -42,22 +49,25 @@ class SearchConfig:
         checks = {
             "trees": self.trees >= 1, "rollouts": self.rollouts >= 0, "c": self.c >= 0, "eps": self.eps > 0,
             "max_children": self.max_children >= 1, "reward_samples": self.reward_samples >= 1,
-            "answer_max_tokens": self.answer_max_tokens >= 1, "inputs": bool(self.inputs),
+            "answer_max_tokens": self.answer_max_tokens is None or self.answer_max_tokens >= 1,
+            "eval_max_tokens": self.eval_max_tokens >= 1, "inputs": bool(self.inputs),
             "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
             "max_corrections": self.max_corrections >= 0, "decision_reserve": 0 <= self.decision_reserve < 1,
-            "verifier": self.verifier in ("auto", "self", "rule", "reward_model"),
             "tie_break": self.tie_break in ("expert", "q"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
-        unknown = set(self.inputs) - {"raw", "rephrase", "shuffle", "example"}
-        if unknown:
-            raise ValueError(f"unknown tree inputs {sorted(unknown)}; known: raw, rephrase, shuffle, example")
+        for key, value, registry in (("verifier", (self.verifier,), VERIFIERS), ("decision", (self.decision,), DECISION_RULES),
+                                     ("inputs", tuple(self.inputs), INPUT_KINDS)):
+            unknown = sorted(set(value) - set(registry))
+            if unknown:
+                raise ValueError(f"unknown {key} {', '.join(map(repr, unknown))}; known: {', '.join(registry)}")
 
     def with_(self, **overrides) -> "SearchConfig":
+        """A copy with the given settings changed; UNSET leaves a setting alone (None is a value)."""
         names = {f.name for f in fields(self)}
         unknown = set(overrides) - names
         if unknown:
             raise TypeError(f"unknown search settings: {', '.join(sorted(unknown))}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(self, **{k: v for k, v in overrides.items() if v is not UNSET})

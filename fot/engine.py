@@ -20,9 +20,9 @@ from .config import SearchConfig
 from .forest import run_forest
 from .ledger import Ledger
 from .llm import LLMClient
+from .policies import UNSET, DecisionRule, Verifier
 from .problems import Problem
 from .tasks import Task, detect_task, get_task
-from .verifiers import RewardModel
 
 
 class BackendUnreachable(RuntimeError):
@@ -115,29 +115,35 @@ class Engine:
                 await c.aclose()
         self.ledger.close()
 
-    async def solve(self, problem: str | Problem, *, task: str | Task = "auto", trees: int | None = None,
-                    rollouts: int | None = None, budget: int | None = None, budget_usd: float | None = None,
-                    example_pool: list[tuple[str, str]] | None = None, **settings) -> Result:
-        """Search one problem. `budget` caps its tokens (never exceeded); settings override SearchConfig."""
+    async def solve(self, problem: str | Problem, *, task: str | Task = "auto", trees: int = UNSET,
+                    rollouts: int = UNSET, budget: int | None = None, budget_usd: float | None = None,
+                    example_pool: list[tuple[str, str]] | None = None, verifier: str | Verifier = UNSET,
+                    decision: str | DecisionRule = UNSET, **settings) -> Result:
+        """Search one problem. `budget` caps its tokens (never exceeded); settings override SearchConfig.
+
+        `verifier` and `decision` take a registry key (fot.policies) or agent code's own object;
+        `example_pool` is a list of solved (question, solution) pairs for the "example" tree input."""
         if self.llm is None:
             await self.start()
         assert self.llm is not None
         if isinstance(problem, str):
             problem = Problem(id=f"q{len(self.ledger.rows)}-{time.monotonic_ns() % 10**6}", question=problem)
         the_task = detect_task([problem.question], [None]) if task == "auto" else get_task(task)
-        cfg = self.config.with_(trees=trees, rollouts=rollouts, **settings)
+        verifier_obj = decision_obj = None
+        if verifier is not UNSET and not isinstance(verifier, str):
+            verifier_obj, verifier = verifier, UNSET
+        if decision is not UNSET and not isinstance(decision, str):
+            decision_obj, decision = decision, UNSET
+        cfg = self.config.with_(trees=trees, rollouts=rollouts, verifier=verifier, decision=decision, **settings)
+        if cfg.verifier == "reward_model" and verifier_obj is None and self.reward_llm is None:
+            raise ValueError("verifier='reward_model' needs Engine(reward_model=(base_url, model))")
         pb = self.budget.child(tokens=budget, usd=budget_usd, name=f"problem:{problem.id}")
-        verifier = None
-        if cfg.verifier == "reward_model":
-            if self.reward_llm is None:
-                raise ValueError("verifier='reward_model' needs Engine(reward_model=(base_url, model))")
-            verifier = RewardModel(self.reward_llm, cfg.eval_max_tokens, cfg.full_score, cfg.full_score_penalty)
         t0 = time.monotonic()
         question = problem.question  # the reference (problem.answer) is never passed on
         error = ""
         try:
-            fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier,
-                                  example_pool=example_pool)
+            fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
+                                  decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm)
         except Exception as e:  # a fault we did not expect must not lose the other problems
             error = f"{type(e).__name__}: {e}"
             fr = None
@@ -146,12 +152,16 @@ class Engine:
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
                   "cached": pb.spent.cached_tokens, "total": pb.spent_tokens}
         settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
-                    "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed}
+                    "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed,
+                    "decision": getattr(decision_obj, "name", None) if decision_obj is not None else cfg.decision,
+                    "verifier": type(verifier_obj).__name__ if verifier_obj is not None else cfg.verifier}
         if fr is None:
             return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, calls,
                           pb.spent.usd, wall, error=error, settings=settings)
-        trees_out = [{"index": r.index, "input": r.input_kind, "temperature": r.temperature, "answer": r.answer,
-                      "q": r.q, "rollouts": r.rollouts_done, "corrections": r.corrections, "stopped": r.stopped,
+        trees_out = [{"index": r.index, "input": r.input_kind, "input_note": r.input_note, "question": r.question,
+                      "hint": r.hint, "temperature": r.temperature, "answer": r.answer, "q": r.q,
+                      "rollouts": r.rollouts_done, "nodes": r.nodes, "depth": r.depth, "corrections": r.corrections,
+                      "eval_asked": r.eval_asked, "eval_parsed": r.eval_parsed, "stopped": r.stopped,
                       "tokens": r.tokens, "error": r.error} for r in fr.trees]
         snaps = [[asdict(s) for s in r.snapshots] for r in fr.trees]
         seen: list[str] = []

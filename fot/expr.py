@@ -7,7 +7,10 @@ Model output is data, never code: no `eval`. A recursive-descent parser over a f
     factor := NUMBER | '(' expr ')' | '-' factor
 
 returns the value as a Fraction and the numbers in the order they appear (Game of 24 checks that
-each given number is used exactly once).
+each given number is used exactly once). `from_latex` first turns the LaTeX a model writes
+(\\times, \\cdot, \\div, \\frac{a}{b}, \\left( \\right)) into that grammar; anything else
+(powers, factorials, roots, mixed numbers, superscripts) is not in the grammar and is rejected,
+never read as a prefix.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from fractions import Fraction
 
 TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?)|(.))")
 MAX_LEN = 500
+MAX_DIGITS = 30  # a longer number in model output is refused (and never reaches int(), which caps at 4,300 digits)
 
 
 class ExprError(ValueError):
@@ -35,12 +39,44 @@ def _tokens(text: str) -> list[str]:
     out = []
     for num, op in TOKEN.findall(text):
         if num:
+            if len(num) > MAX_DIGITS:
+                raise ExprError(f"number with more than {MAX_DIGITS} digits")
             out.append(num)
         elif op.strip():
             if op not in "+-*/()":
                 raise ExprError(f"unexpected character {op!r}")
             out.append(op)
     return out
+
+
+_FRAC = re.compile(r"\\[dt]?frac\s*\{")
+
+
+def _braced(text: str, i: int) -> int:
+    """Index just past the brace group that opens at text[i] == '{' (ExprError if unbalanced)."""
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return j + 1
+    raise ExprError("unbalanced braces")
+
+
+def from_latex(text: str) -> str:
+    """LaTeX arithmetic as plain arithmetic: \\frac{a}{b} -> ((a)/(b)), \\times and \\cdot -> *, \\div -> /."""
+    if len(text) > MAX_LEN:
+        raise ExprError("expression too long")
+    s = text.replace("$", "").replace("\\left", "").replace("\\right", "").replace("\\,", " ").replace("\\ ", " ")
+    s = re.sub(r"\\(?:times|cdot|ast)", "*", s).replace("\\div", "/")
+    while (m := _FRAC.search(s)) is not None:
+        num_end = _braced(s, m.end() - 1)
+        rest = s[num_end:].lstrip()
+        if not rest.startswith("{"):
+            raise ExprError("\\frac without a denominator")
+        off = len(s) - len(rest)
+        den_end = _braced(s, off)
+        s = s[:m.start()] + f"(({s[m.end():num_end - 1]})/({s[off + 1:den_end - 1]}))" + s[den_end:]
+    return s.replace("{", "(").replace("}", ")")
 
 
 def parse(text: str) -> Parsed:

@@ -1,25 +1,25 @@
 """The forest (Bi et al. 2025): T MCTSr trees on one problem, run concurrently, then one decision.
 
-- Input diversity: tree i gets input kind `inputs[i % len]` (raw question, a rephrasing by the
-  model, the premises shuffled, or the most similar worked example from a pool prepended) and
-  temperature `temperatures[i % len]`, with its own seed.
-- Sparse activation: only trees whose best Q reaches `activation_threshold` vote (all trees with
-  an answer if none does; the decision says so).
+- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.policies.INPUT_KINDS`: the raw
+  question, a rephrasing by the model, the question's givens reordered, or a worked example shown
+  first) and temperature `temperatures[i % len]`, with its own seed. A kind that cannot vary the
+  input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
 - Dynamic self-correction happens inside each tree (`MCTSrTree._generate`).
-- Consensus-guided decision (`decide`): unanimous / majority of the active trees; with no
-  majority, an expert prompt compares one representative of each answer and picks; if that call
-  fails or cannot be parsed, the answer with the highest summed Q (recorded as `fallback_q`).
-- Optional early stop: once more than half of all trees have finished with the same answer, no
-  other tree can change the vote; the rest are cancelled.
+- The decision is a `fot.policies.DecisionRule` (default `majority_first`; the paper's order is
+  `activation_first`): sparse activation, a vote, and with no decision by vote an expert prompt
+  that compares one representative of each answer; if that call fails or cannot be read, the
+  rule's fallback (the largest group, then the best Q in it).
+- Optional early stop: once the rule says no remaining tree's vote could change the decision
+  (`DecisionRule.settled`, which respects activation), the rest are cancelled.
 
 Trees share nothing until the decision, so tree t's snapshots at rollout r are exactly what a
-forest of the first t trees with r rollouts would have seen; the result keeps them for the meter.
+forest of the first t trees with r rollouts would have seen; the result keeps them for the meter,
+which replays them through the same decision-rule object.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from dataclasses import dataclass, field
 
@@ -29,91 +29,15 @@ from .config import SearchConfig
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import MCTSrTree, TreeResult
+from .policies import (INPUT_KINDS, VERIFIERS, Decision, DecisionRule, InputContext, TreeInput, Verifier,
+                       VerifierContext, Vote, decision_rule)
 from .tasks import Task
-from .verifiers import RuleVerifier, SelfEvaluation, Verifier
 
 BEST = re.compile(r"best\s*[:=]?\s*(?:candidate\s*)?(\d+)", re.I)
 
 
-@dataclass
-class Decision:
-    answer: str | None
-    text: str
-    how: str  # unanimous | majority | expert | fallback_q | single | none
-    active: list[int]  # tree indexes that voted
-    groups: list[tuple[str, list[int]]]  # (answer, trees) for each distinct answer among the active
-    sparse_fallback: bool = False  # no tree passed the threshold, so all trees with an answer voted
-
-
-def group_answers(items: list[tuple[int, str]], task: Task, question: str) -> list[tuple[str, list[int]]]:
-    groups: list[tuple[str, list[int]]] = []
-    for idx, ans in items:
-        for rep, members in groups:
-            if task.equivalent(rep, ans, question):
-                members.append(idx)
-                break
-        else:
-            groups.append((ans, [idx]))
-    return groups
-
-
-def tally(trees: list[tuple[int, str | None, float | None]], task: Task, question: str, threshold: float,
-          majority: float) -> tuple[Decision, bool]:
-    """The vote without the expert: (decision so far, whether the expert is needed).
-
-    `trees` are (index, answer, best Q). Pure, so the meter replays it for smaller forests."""
-    answered = [(i, a, q if q is not None else float("-inf")) for i, a, q in trees if a is not None]
-    active = [(i, a, q) for i, a, q in answered if q >= threshold]
-    sparse_fallback = False
-    if not active and answered:
-        active, sparse_fallback = answered, True
-    groups = group_answers([(i, a) for i, a, _ in active], task, question)
-    ids = [i for i, _, _ in active]
-    if not groups:
-        return Decision(None, "", "none", ids, groups, sparse_fallback), False
-    groups.sort(key=lambda g: -len(g[1]))
-    top_answer, top_members = groups[0]
-    if len(active) == 1:
-        return Decision(top_answer, "", "single", ids, groups, sparse_fallback), False
-    if len(groups) == 1:
-        return Decision(top_answer, "", "unanimous", ids, groups, sparse_fallback), False
-    if len(top_members) > majority * len(active) and len(top_members) > len(groups[1][1]):
-        return Decision(top_answer, "", "majority", ids, groups, sparse_fallback), False
-    return Decision(None, "", "expert", ids, groups, sparse_fallback), True
-
-
-def fallback_by_q(decision: Decision, qs: dict[int, float]) -> Decision:
-    """The documented fallback when no expert verdict is available: the answer with the highest summed Q."""
-    best = max(decision.groups, key=lambda g: (sum(qs.get(i, 0.0) for i in g[1]), len(g[1])))
-    decision.answer, decision.how = best[0], "fallback_q"
-    return decision
-
-
-def shuffle_premises(question: str, rng: random.Random) -> str:
-    """Shuffle every sentence but the last (the question itself); unchanged if there is only one."""
-    sentences = re.split(r"(?<=[.!])\s+", question.strip())
-    if len(sentences) < 3:
-        return question
-    head, last = sentences[:-1], sentences[-1]
-    for _ in range(5):
-        rng.shuffle(head)
-        if " ".join(head + [last]) != question.strip():
-            break
-    return " ".join(head + [last])
-
-
-def nearest_example(question: str, pool: list[tuple[str, str]]) -> tuple[str, str] | None:
-    """The worked example whose question shares the most words with this one (Jaccard)."""
-    words = set(re.findall(r"\w+", question.lower()))
-    best, best_sim = None, -1.0
-    for q, sol in pool:
-        if q.strip() == question.strip():
-            continue  # never show the problem itself
-        w = set(re.findall(r"\w+", q.lower()))
-        sim = len(words & w) / (len(words | w) or 1)
-        if sim > best_sim:
-            best, best_sim = (q, sol), sim
-    return best
+def votes_of(trees: list[TreeResult]) -> list[Vote]:
+    return [Vote(r.index, r.answer, r.q) for r in trees]
 
 
 @dataclass
@@ -128,33 +52,12 @@ class ForestResult:
     errors: list[str] = field(default_factory=list)
 
 
-async def _tree_input(kind: str, i: int, question: str, llm: LLMClient, budget: Budget, cfg: SearchConfig,
-                      problem_id: str, pool: list[tuple[str, str]] | None) -> tuple[str, str, str]:
-    """(question variant, hint, the kind actually used) for tree i."""
-    if kind == "rephrase":
-        try:
-            c = await llm.chat(prompts.rephrase(question), role="rephrase", tag=CallTag(problem_id, i, 0),
-                               max_tokens=min(cfg.answer_max_tokens, 256), temperature=0.7,
-                               seed=cfg.seed * 1000 + i, budget=budget)
-            text = c.text.strip()
-            if text and len(text) < 4 * len(question) + 200:
-                return text, "", "rephrase"
-        except LLMError:
-            pass
-        return question, "", "raw"
-    if kind == "shuffle":
-        shuffled = shuffle_premises(question, random.Random(cfg.seed * 1000 + i))
-        return shuffled, "", "shuffle" if shuffled != question else "raw"
-    if kind == "example" and pool:
-        ex = nearest_example(question, pool)
-        if ex is not None:
-            return question, f"A worked example of a similar problem:\nQ: {ex[0]}\nA: {ex[1]}", "example"
-    return question, "", "raw"
-
-
 async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget,
-                     problem_id: str, *, verifier: Verifier | None = None,
-                     example_pool: list[tuple[str, str]] | None = None) -> ForestResult:
+                     problem_id: str, *, verifier: Verifier | None = None, decision: DecisionRule | None = None,
+                     example_pool: list[tuple[str, str]] | None = None,
+                     reward_llm: LLMClient | None = None) -> ForestResult:
+    """Search one problem. `verifier` / `decision` default to the ones `cfg` names; `example_pool` is
+    the user's solved problems (the task's own exemplars are added after them)."""
     T = cfg.trees
     if budget.tokens is not None:
         share = int(budget.tokens * (1 - cfg.decision_reserve)) // T
@@ -162,20 +65,24 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     else:
         shares = [budget.child(name=f"{budget.name}/tree{i}") for i in range(T)]
     if verifier is None:
-        self_eval = SelfEvaluation(llm, cfg.eval_max_tokens, cfg.full_score, cfg.full_score_penalty)
-        use_rule = cfg.verifier == "rule" or (cfg.verifier == "auto" and task.rule_check(question, "") is not None)
-        verifier = RuleVerifier(task, question, fallback=self_eval) if use_rule else self_eval
+        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg, reward_llm))
+    rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
+    examples = list(example_pool or []) + list(getattr(task, "exemplars", ()))
+    answer_cap = cfg.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
 
     async def one(i: int) -> TreeResult:
         kind = cfg.inputs[i % len(cfg.inputs)]
+        rank = sum(1 for j in range(i) if cfg.inputs[j % len(cfg.inputs)] == kind)
         temperature = cfg.temperatures[i % len(cfg.temperatures)]
+        seed = cfg.seed * 1000 + i
+        ctx = InputContext(question, task, llm, shares[i], i, rank, problem_id, seed, examples, answer_cap)
         try:
-            variant, hint, used = await _tree_input(kind, i, question, llm, shares[i], cfg, problem_id, example_pool)
+            inp = await INPUT_KINDS[kind].prepare(ctx)
         except BudgetExhausted:
-            variant, hint, used = question, "", "raw"
-        tree = MCTSrTree(index=i, question=variant, original_question=question, task=task, llm=llm,
-                         verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=hint,
-                         temperature=temperature, seed=cfg.seed * 1000 + i, input_kind=used)
+            inp = TreeInput(question, kind="raw", note=f"{kind}: no budget left to prepare it")
+        tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
+                         verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
+                         temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note)
         return await tree.run()
 
     tasks = [asyncio.create_task(one(i)) for i in range(T)]
@@ -187,8 +94,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 finished += [t.result() for t in done]
-                groups = group_answers([(r.index, r.answer) for r in finished if r.answer is not None], task, question)
-                if pending and any(len(m) > T / 2 for _, m in groups):
+                if pending and rule.settled(votes_of(finished), len(pending), task, question):
                     early = True
                     for t in pending:
                         t.cancel()
@@ -213,35 +119,34 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                 r.stopped = "early_stop"
             trees.append(r)
 
-    decision, need_expert = tally([(r.index, r.answer, r.q) for r in trees], task, question,
-                                  cfg.activation_threshold, cfg.majority)
+    votes = votes_of(trees)
+    verdict = rule.decide(votes, task, question)
     expert_tokens = 0
     expert_usage = {"prompt": 0, "completion": 0, "cached": 0}
     errors = [f"tree {r.index}: {r.error}" for r in trees if r.error]
-    if need_expert and cfg.tie_break == "q":
-        decision = fallback_by_q(decision, {r.index: (r.q if r.q is not None else 0.0) for r in trees})
-        decision.how = "q"
-    elif need_expert:
+    if verdict.needs_expert and cfg.tie_break == "q":
+        verdict = rule.fallback(verdict, votes)
+        verdict.how = "q"
+    elif verdict.needs_expert:
         sp = budget.spent
         before = (sp.prompt_tokens, sp.completion_tokens, sp.cached_tokens)
-        decision = await _expert(question, task, llm, cfg, budget, problem_id, decision, trees, errors)
+        verdict = await _expert(question, llm, cfg, budget, problem_id, rule, verdict, trees, errors)
         expert_usage = {"prompt": sp.prompt_tokens - before[0], "completion": sp.completion_tokens - before[1],
                         "cached": sp.cached_tokens - before[2]}
         expert_tokens = expert_usage["prompt"] + expert_usage["completion"]
-    texts = {r.index: r.text for r in trees}
-    if decision.answer is not None and not decision.text:
-        for ans, members in decision.groups:
-            if ans == decision.answer:
+    if verdict.answer is not None and not verdict.text:
+        for ans, members in verdict.groups:
+            if ans == verdict.answer:
                 best = max(members, key=lambda i: trees[i].q if trees[i].q is not None else float("-inf"))
-                decision.text = texts[best]
-    return ForestResult(answer=decision.answer, text=decision.text, decision=decision, trees=trees,
+                verdict.text = trees[best].text
+    return ForestResult(answer=verdict.answer, text=verdict.text, decision=verdict, trees=trees,
                         expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early, errors=errors)
 
 
-async def _expert(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,
-                  decision: Decision, trees: list[TreeResult], errors: list[str]) -> Decision:
-    """No majority: show the expert one representative (best Q) of each answer and let it pick."""
-    qs = {r.index: (r.q if r.q is not None else 0.0) for r in trees}
+async def _expert(question: str, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,
+                  rule: DecisionRule, decision: Decision, trees: list[TreeResult], errors: list[str]) -> Decision:
+    """No decision by vote: show the expert one representative (best Q) of each answer and let it pick."""
+    qs = {r.index: (r.q if r.q is not None else float("-inf")) for r in trees}
     reps = []
     for ans, members in decision.groups:
         best = max(members, key=lambda i: qs[i])
@@ -252,10 +157,10 @@ async def _expert(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, 
                            budget=budget)
     except (LLMError, BudgetExhausted) as e:
         errors.append(f"expert: {e}")
-        return fallback_by_q(decision, qs)
+        return rule.fallback(decision, votes_of(trees))
     picks = BEST.findall(c.text) or re.findall(r"candidate\s*(\d+)", c.text, re.I)  # weak models skip the format
     k = int(picks[-1]) if picks else 0
     if not 1 <= k <= len(reps):
-        return fallback_by_q(decision, qs)
+        return rule.fallback(decision, votes_of(trees))
     decision.answer, decision.text, decision.how = reps[k - 1][0], reps[k - 1][1], "expert"
     return decision

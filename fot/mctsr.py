@@ -1,12 +1,21 @@
 """One MCTS-self-refine tree (Zhang et al. 2024), every constant from `SearchConfig`.
 
     roots       the model's first answer and a dummy answer ("I don't know"), both scored
-    Q(node)     0.5 * (min(rewards) + mean(rewards)), rewards = k self-evaluation samples
+    N(node)     how many reward samples the node has (the official code's count), so N >= 1 once scored
+    Q_own       0.5 * (min(rewards) + mean(rewards)) of the node's own samples; None if none could be read
+    Q(node)     Q_own for a leaf; 0.5 * (Q_own + max child Q) once it has children (backpropagation,
+                recomputed from the node's own samples after every rollout, so it never compounds)
     select      argmax UCT over nodes not fully expanded, where
-                UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps))
-                fully expanded = max_children children and at least one child better than the node
-    expand      critique the selected answer, then rewrite it from the critique (self-refine)
-    backprop    Q'(a) = 0.5 * (Q(a) + max child Q), from the expanded node up to the root
+                UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps)); the two roots have no scored
+                parent (N_parent = 0), so they compete on Q alone, as in the official code
+                fully expanded = max_children children and at least one child whose Q_own beats the node's
+    expand      critique the selected answer, then rewrite it from the critique (self-refine);
+                the selected node gets one more reward sample alongside (official code)
+    answer      the real node with the highest Q_own (its own evaluation, not its children's)
+
+Rewards are on a -100..100 scale and c = 1.4, so once nodes are scored UCT is close to greedy on Q:
+the tree keeps refining its best answer, and returns to a parent when a refinement scores worse.
+docs/search.md compares every step with the paper and the official code.
 
 Within a rollout, independent work runs concurrently: the critique of the selected node and
 its extra reward sample; the k reward samples of the new node (one call with n = k).
@@ -27,8 +36,10 @@ from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
-from .tasks import Task
-from .verifiers import Verifier
+from .policies import Verifier
+from .tasks import Task, extract_boxed
+
+UNSCORED_Q = -100.0  # what selection assumes of a node none of whose evaluations could be read
 
 
 @dataclass(eq=False)
@@ -38,10 +49,18 @@ class Node:
     parent: "Node | None" = None
     children: list["Node"] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
-    Q: float = 0.0
-    visits: int = 0
+    Q: float | None = None  # backed-up value (see the module docstring)
     dummy: bool = False
-    index: int = 0  # creation order: ties in selection go to the older node
+    index: int = 0  # creation order: ties go to the older node
+    rollout: int = 0  # the rollout that created it
+
+    @property
+    def visits(self) -> int:
+        return len(self.rewards)
+
+    @property
+    def q_own(self) -> float | None:
+        return q_value(self.rewards)
 
     def add(self, child: "Node") -> "Node":
         child.parent = self
@@ -61,17 +80,25 @@ class Snapshot:
     cached: int = 0
 
 
-def q_value(rewards: list[float]) -> float:
-    return 0.5 * (min(rewards) + sum(rewards) / len(rewards)) if rewards else 0.0
+def q_value(rewards: list[float]) -> float | None:
+    return 0.5 * (min(rewards) + sum(rewards) / len(rewards)) if rewards else None
+
+
+def _q(v: float | None) -> float:
+    return UNSCORED_Q if v is None else v
 
 
 def uct(node: Node, c: float, eps: float) -> float:
+    """UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps)). A node none of whose evaluations could be read
+    counts as Q = -100 with N = 1 (the official code never has one: it re-asks until a score parses);
+    with N = 0 its bonus (about 470) would make it win every selection, the very bug N >= 1 prevents."""
     parent_visits = node.parent.visits if node.parent is not None else 0
-    return node.Q + c * math.sqrt(math.log(parent_visits + 1) / (node.visits + eps))
+    return _q(node.Q) + c * math.sqrt(math.log(parent_visits + 1) / ((node.visits or 1) + eps))
 
 
 def fully_expanded(node: Node, max_children: int) -> bool:
-    return len(node.children) >= max_children and any(ch.Q > node.Q for ch in node.children)
+    own = _q(node.q_own)
+    return len(node.children) >= max_children and any(_q(ch.q_own) > own for ch in node.children)
 
 
 def select(nodes: list[Node], c: float, eps: float, max_children: int) -> Node | None:
@@ -82,11 +109,15 @@ def select(nodes: list[Node], c: float, eps: float, max_children: int) -> Node |
 
 
 def backpropagate(node: Node) -> None:
-    """Q'(a) = 0.5 * (Q(a) + max child Q), from `node` up to (not including) the hidden root."""
+    """Q(a) = 0.5 * (Q_own(a) + max child Q), from `node` up to (not including) the hidden root."""
     a: Node | None = node
     while a is not None and a.parent is not None:
-        if a.children:
-            a.Q = 0.5 * (a.Q + max(ch.Q for ch in a.children))
+        kids = [ch.Q for ch in a.children if ch.Q is not None]
+        own = a.q_own
+        if not kids:
+            a.Q = own
+        else:
+            a.Q = max(kids) if own is None else 0.5 * (own + max(kids))
         a = a.parent
 
 
@@ -95,6 +126,9 @@ class TreeResult:
     index: int
     input_kind: str
     temperature: float
+    question: str = ""  # the input this tree really saw
+    hint: str = ""
+    input_note: str = ""  # why the input is the raw question when another kind was asked for
     answer: str | None = None
     text: str = ""
     q: float | None = None
@@ -102,6 +136,10 @@ class TreeResult:
     snapshots: list[Snapshot] = field(default_factory=list)
     rollouts_done: int = 0
     corrections: int = 0
+    eval_asked: int = 0  # reward samples asked for
+    eval_parsed: int = 0  # ... of which a score could be read
+    nodes: int = 0
+    depth: int = 0  # of the deepest node; a first answer is depth 0
     stopped: str = "done"  # done | budget | errors | cancelled | early_stop
     error: str = ""
     tokens: int = 0
@@ -110,17 +148,19 @@ class TreeResult:
 class MCTSrTree:
     def __init__(self, *, index: int, question: str, original_question: str, task: Task, llm: LLMClient,
                  verifier: Verifier, config: SearchConfig, budget: Budget, problem_id: str, hint: str = "",
-                 temperature: float = 0.7, seed: int = 0, input_kind: str = "raw"):
+                 temperature: float = 0.7, seed: int = 0, input_kind: str = "raw", input_note: str = ""):
         self.cfg = config
         self.question, self.original_question, self.hint = question, original_question, hint
         self.task, self.llm, self.verifier, self.budget = task, llm, verifier, budget
         self.problem_id, self.temperature = problem_id, temperature
+        self.answer_max_tokens = config.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
         self.rng = random.Random(seed)
         self._seed = seed
         self._calls = 0
-        self.root = Node(text="", answer=None, index=-1)  # hidden: parent of the two real roots
+        self.root = Node(text="", answer=None, index=-1)  # hidden: parent of the two real roots, never scored
         self.nodes: list[Node] = []
-        self.result = TreeResult(index=index, input_kind=input_kind, temperature=temperature)
+        self.result = TreeResult(index=index, input_kind=input_kind, temperature=temperature, question=question,
+                                 hint=hint, input_note=input_note)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -131,32 +171,45 @@ class MCTSrTree:
         self._calls += 1
         return self._seed * 10_007 + self._calls
 
-    async def _generate(self, messages: list[dict], role: str, rollout: int) -> str:
-        """A step, regenerated (up to max_corrections) when it breaks the task's rule or has a low log-prob."""
-        want_lp = self.cfg.logprob_threshold is not None
-        text = ""
-        for attempt in range(self.cfg.max_corrections + 1):
-            c = await self.llm.chat(messages, role=role, tag=self._tag(rollout), max_tokens=self.cfg.answer_max_tokens,
+    async def _generate(self, messages: list[dict], role: str, rollout: int) -> tuple[str, bool]:
+        """(text, truncated) of a step. A step that breaks the task's rule or has a low mean log-prob is
+        regenerated (up to max_corrections) from a refine prompt naming the problem, and the most
+        confident rule-abiding sample is kept, not the last one (the official FoT code does the same)."""
+        cfg = self.cfg
+        want_lp = cfg.logprob_threshold is not None
+        tried: list[tuple[bool, float, int, str, bool]] = []  # (abides, log-prob, -attempt, text, truncated)
+        msgs = messages
+        for attempt in range(cfg.max_corrections + 1):
+            c = await self.llm.chat(msgs, role=role, tag=self._tag(rollout), max_tokens=self.answer_max_tokens,
                                     temperature=self.temperature, seed=self._next_seed(), logprobs=want_lp,
                                     budget=self.budget)
-            text = c.text
-            lp = c.choices[0].mean_logprob
-            low_confidence = want_lp and lp is not None and lp < self.cfg.logprob_threshold
+            text, choice = c.text, c.choices[0]
+            lp = choice.mean_logprob
+            low_confidence = want_lp and lp is not None and lp < cfg.logprob_threshold
             broken = self.task.rule_check(self.original_question, text) is False
-            if not (low_confidence or broken) or attempt == self.cfg.max_corrections:
-                return text
+            tried.append((not broken, lp if lp is not None else 0.0, -attempt, text, choice.finish_reason == "length"))
+            if not (low_confidence or broken) or attempt == cfg.max_corrections:
+                break
             self.result.corrections += 1
-        return text
+            msgs = prompts.refine(self.question, text, prompts.BROKE_RULE if broken else prompts.LOW_CONFIDENCE,
+                                  self.task.instructions)
+        _, _, _, text, truncated = max(tried)
+        return text, truncated
 
     async def _score(self, node: Node, k: int, rollout: int) -> None:
         scores = await self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
                                            seed=self._next_seed())
-        node.rewards.extend(scores)
-        node.Q = q_value(node.rewards)
+        node.rewards.extend(scores.values)
+        self.result.eval_asked += scores.asked
+        self.result.eval_parsed += len(scores.values)
+        if not node.children:
+            node.Q = node.q_own
 
-    def _new_node(self, text: str, dummy: bool = False) -> Node:
+    def _new_node(self, text: str, dummy: bool = False, truncated: bool = False, rollout: int = 0) -> Node:
         answer = None if dummy else self.task.extract(text)
-        node = Node(text=text, answer=answer, dummy=dummy, index=len(self.nodes))
+        if truncated and extract_boxed(text) is None:
+            answer = None  # cut off before its final answer: a stray last number must not vote
+        node = Node(text=text, answer=answer, dummy=dummy, index=len(self.nodes), rollout=rollout)
         self.nodes.append(node)
         if answer is not None and not any(self.task.equivalent(answer, a, self.original_question)
                                           for a in self.result.answers_seen):
@@ -166,12 +219,16 @@ class MCTSrTree:
     # -- the search ----------------------------------------------------------------------------
 
     def best(self) -> Node | None:
+        """The real node with the best own evaluation; if none could be scored, the first real answer."""
         real = [n for n in self.nodes if not n.dummy and n.answer is not None]
-        return max(real, key=lambda n: (n.Q, -n.index)) if real else None
+        scored = [n for n in real if n.q_own is not None]
+        if scored:
+            return max(scored, key=lambda n: (n.q_own, -n.index))
+        return real[0] if real else None
 
     def _snapshot(self, rollout: int) -> None:
         b = self.best()
-        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.Q if b else None))
+        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.q_own if b else None))
 
     def _snap(self, rollout: int, answer: str | None, q: float | None) -> Snapshot:
         sp = self.budget.spent
@@ -183,12 +240,12 @@ class MCTSrTree:
         dummy = self.root.add(self._new_node(self.rng.choice(prompts.DUMMY_ANSWERS), dummy=True))
 
         async def first() -> None:
-            text = await self._generate(prompts.answer(self.question, self.hint, self.task.instructions), "answer", 0)
-            node = self.root.add(self._new_node(text))
+            text, truncated = await self._generate(prompts.answer(self.question, self.hint, self.task.instructions),
+                                                   "answer", 0)
+            node = self.root.add(self._new_node(text, truncated=truncated))
             await self._score(node, k, 0)
 
         await asyncio.gather(first(), self._score(dummy, k, 0))
-        self.root.visits = 1
 
     async def _rollout(self, r: int) -> None:
         cfg = self.cfg
@@ -202,14 +259,11 @@ class MCTSrTree:
             feedback, _ = await asyncio.gather(feedback_call, self._score(node, 1, r))
         else:
             feedback = await feedback_call
-        text = await self._generate(prompts.refine(self.question, node.text, feedback.text, self.task.instructions), "refine", r)
-        child = node.add(self._new_node(text))
+        text, truncated = await self._generate(prompts.refine(self.question, node.text, feedback.text,
+                                                              self.task.instructions), "refine", r)
+        child = node.add(self._new_node(text, truncated=truncated, rollout=r))
         await self._score(child, cfg.reward_samples, r)
         backpropagate(node)
-        a: Node | None = node
-        while a is not None:
-            a.visits += 1
-            a = a.parent
 
     async def run(self) -> TreeResult:
         res = self.result
@@ -240,11 +294,19 @@ class MCTSrTree:
         self._finish()
         return res
 
+    def depth(self, node: Node) -> int:
+        d = 0
+        while node.parent is not None and node.parent is not self.root:
+            node, d = node.parent, d + 1
+        return d
+
     def _finish(self) -> None:
         res = self.result
         b = self.best()
-        res.answer, res.text, res.q = (b.answer, b.text, b.Q) if b else (None, "", None)
+        res.answer, res.text, res.q = (b.answer, b.text, b.q_own) if b else (None, "", None)
         res.tokens = self.budget.spent_tokens
+        res.nodes = len(self.nodes)
+        res.depth = max((self.depth(n) for n in self.nodes), default=0)
         if not res.snapshots or res.snapshots[-1].tokens != res.tokens:
             # the work after the last snapshot (a rollout cut short) still cost tokens
             last = res.snapshots[-1].rollout if res.snapshots else 0

@@ -12,8 +12,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from .budget import Price
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from .policies import DecisionRule
 
 
 def grade(result: dict, task: Task, reference: str | None) -> dict:
@@ -61,6 +66,8 @@ class Summary:
     errors: int
     wall_s_mean: float
     decisions: dict
+    eval_samples: int = 0  # self-evaluation samples asked for ...
+    eval_parse_rate: float | None = None  # ... and the share whose score line could be read
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +84,8 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
     mean = lambda k: statistics.fmean(r["tokens"][k] for r in rows) if rows else 0.0  # noqa: E731
     spent = sum(r["tokens"]["total"] for r in rows)
     usd = sum(r.get("cost_usd") or 0.0 for r in rows)
+    asked = sum(t.get("eval_asked", 0) for r in rows for t in r.get("trees") or [])
+    parsed = sum(t.get("eval_parsed", 0) for r in rows for t in r.get("trees") or [])
     decisions: dict[str, int] = {}
     for r in rows:
         decisions[r.get("decision", "none")] = decisions.get(r.get("decision", "none"), 0) + 1
@@ -87,15 +96,17 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
         tokens_per_solved=spent / correct if correct else None, usd_total=usd,
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
         calls=sum(r.get("calls", 0) for r in rows), errors=sum(1 for r in rows if r.get("error")),
-        wall_s_mean=statistics.fmean(r.get("wall_s", 0.0) for r in rows) if rows else 0.0, decisions=decisions)
+        wall_s_mean=statistics.fmean(r.get("wall_s", 0.0) for r in rows) if rows else 0.0, decisions=decisions,
+        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None)
 
 
 # -- anytime and grid: smaller forests replayed from one run's snapshots ---------------------------
 
 GRID_NOTE = ("Cells smaller than the run replay its snapshots: the first t trees at rollout r, decided by the same "
-             "vote. Where that vote needs the expert, the full cell uses the recorded expert call; smaller cells "
-             "use the documented fallback (the answer with the highest summed Q) at no token cost, counted in the "
-             "'expert fallback' column. A run with --tie-break q decides every cell by summed Q, so its replay is exact.")
+             "decision-rule object as the run. Where that vote needs the expert, the full cell uses the recorded expert "
+             "call; smaller cells use the rule's fallback (the largest group, then the best Q in it) at no token cost, "
+             "counted in the 'expert fallback' column. A run with --tie-break q decides every cell by that fallback, so "
+             "its replay is exact.")
 
 
 @dataclass
@@ -126,56 +137,67 @@ def _snapshot_at(snaps: list[dict], r: int) -> dict | None:
     return best
 
 
-def replay(row: dict, task: Task, t: int, r: int) -> tuple[str | None, dict, str]:
-    """The answer a forest of the first `t` trees with `r` rollouts would have returned for this
-    problem, its token usage (prompt, completion, cached, total) and how it was decided."""
-    from .forest import fallback_by_q, tally
+def rule_of(row: dict) -> "DecisionRule":
+    """The decision rule a result was decided by, rebuilt from its settings (runs before the rule was
+    recorded used the paper's order, `activation_first`)."""
+    from .policies import DECISION_RULES, decision_rule
 
+    settings = row.get("settings") or {}
+    name = settings.get("decision") or "activation_first"
+    if name not in DECISION_RULES:
+        raise ValueError(f"result {row.get('id')!r} was decided by '{name}', which is not registered in "
+                         f"fot.policies.DECISION_RULES; pass the rule object to replay it")
+    return decision_rule(name, settings.get("activation_threshold", 0.0), settings.get("majority", 0.5))
+
+
+def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = None) -> tuple[str | None, dict, str]:
+    """The answer a forest of the first `t` trees with `r` rollouts would have returned for this
+    problem, its token usage (prompt, completion, cached, total) and how it was decided. The vote is
+    the forest's own decision rule (`rule`, else the one the row names), called the same way."""
+    from .policies import Vote
+
+    rule = rule or rule_of(row)
     settings = row.get("settings") or {}
     full = t >= settings.get("trees", len(row["snapshots"])) and r >= settings.get("rollouts", 0)
     usage = {"prompt": 0, "completion": 0, "cached": 0, "total": 0}
-    trees = []
+    votes = []
     for i in range(min(t, len(row["snapshots"]))):
         s = _snapshot_at(row["snapshots"][i], r)
         if s is None:  # cancelled before its first snapshot (early stop)
-            trees.append((i, None, None))
+            votes.append(Vote(i, None, None))
             continue
-        trees.append((i, s["answer"], s["q"]))
+        votes.append(Vote(i, s["answer"], s["q"]))
         usage["prompt"] += s.get("prompt", 0)
         usage["completion"] += s.get("completion", 0)
         usage["cached"] += s.get("cached", 0)
         usage["total"] += s["tokens"]
-    question = row.get("question", "")
-    decision, need_expert = tally(trees, task, question, settings.get("activation_threshold", 0.0),
-                                  settings.get("majority", 0.5))
-    how = decision.how
-    answer = decision.answer
-    if need_expert and settings.get("tie_break") == "q":
-        d = fallback_by_q(decision, {i: (q if q is not None else 0.0) for i, _, q in trees})
-        answer, how = d.answer, "q"
-    elif need_expert:
-        if full and row.get("decision") in ("expert", "fallback_q"):
+    decision = rule.decide(votes, task, row.get("question", ""))
+    how, answer = decision.how, decision.answer
+    if decision.needs_expert and settings.get("tie_break") == "q":
+        answer, how = rule.fallback(decision, votes).answer, "q"
+    elif decision.needs_expert:
+        if full and row.get("decision") in ("expert", "fallback", "fallback_q"):
             answer, how = row.get("answer"), "expert_recorded"
             eu = row.get("expert_usage") or {}
             for k in ("prompt", "completion", "cached"):
                 usage[k] += eu.get(k, 0)
             usage["total"] += eu.get("prompt", 0) + eu.get("completion", 0)
         else:
-            d = fallback_by_q(decision, {i: (q if q is not None else 0.0) for i, _, q in trees})
-            answer, how = d.answer, "expert_fallback"
+            answer, how = rule.fallback(decision, votes).answer, "expert_fallback"
     return answer, usage, how
 
 
 def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], price: Price | None = None,
-         seed: int = 0) -> list[Cell]:
-    """Accuracy and tokens of every (t, r) cell, replayed from one run's results."""
+         seed: int = 0, rule: "DecisionRule | None" = None) -> list[Cell]:
+    """Accuracy and tokens of every (t, r) cell, replayed from one run's results (by `rule` if given,
+    else the rule each row names)."""
     cells = []
     for t in trees:
         for r in rollouts:
             correct, graded, tokens, usd = [], 0, [], []
             recorded = fallback = 0
             for row in rows:
-                answer, usage, how = replay(row, task, t, r)
+                answer, usage, how = replay(row, task, t, r, rule)
                 recorded += how == "expert_recorded"
                 fallback += how == "expert_fallback"
                 tokens.append(usage["total"])

@@ -32,6 +32,7 @@ class Problem:
     question: str
     answer: str | None = None
     meta: dict = field(default_factory=dict)
+    line: int | None = None  # where it is in its file (for error messages)
 
 
 def _problem(path: Path, line: int, obj: object) -> Problem:
@@ -62,7 +63,7 @@ def _problem(path: Path, line: int, obj: object) -> Problem:
     elif isinstance(pid, bool) or not isinstance(pid, (str, int)):
         raise ProblemFileError(path, line, "id", f"expected a string or integer, got {type(pid).__name__}")
     meta = {k: v for k, v in obj.items() if k not in (qf, af, "id")}
-    return Problem(id=str(pid), question=q, answer=ans, meta=meta)
+    return Problem(id=str(pid), question=q, answer=ans, meta=meta, line=line)
 
 
 def load_problems(path: str | os.PathLike) -> list[Problem]:

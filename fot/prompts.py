@@ -23,6 +23,9 @@ DUMMY_ANSWERS = (
 
 ROLES = ("answer", "critique", "refine", "evaluate", "expert", "rephrase")
 
+LOW_CONFIDENCE = "The draft was written with low confidence; some step is likely wrong. Recheck every step."
+BROKE_RULE = "The draft breaks the task's rules (for example a number used twice, or a result that is not the target)."
+
 
 def _msgs(user: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
@@ -50,10 +53,13 @@ def refine(question: str, draft: str, feedback: str, instructions: str = "") -> 
 
 
 def evaluate(question: str, candidate: str) -> list[dict]:
+    """Analysis first, then the score (as the official MCTSr reward prompt): a score written after
+    checking the work means more than one written before it, and the fixed last line is parsed strictly."""
     return _msgs(
         f"Question: {question}\n\nAnswer to grade:\n{candidate}\n\n"
-        "Grade the answer as a strict critic. Reply with one line 'Score: N' where N is an "
-        "integer from -100 (certainly wrong) to 100 (certainly right). Never give full marks lightly."
+        "Grade the answer as a strict critic. First check its reasoning and arithmetic step by step "
+        "and point out every flaw, in a few sentences. Then end with one last line 'Score: N' where N "
+        "is an integer from -100 (certainly wrong) to 100 (certainly right). Never give full marks lightly."
     )
 
 

@@ -29,6 +29,7 @@ from .config import SearchConfig
 from .engine import BackendUnreachable, Engine
 from .meter import grade, summarize
 from .problems import Problem, ProblemFileError, load_problems
+from .policies import DECISION_RULES
 from .tasks import TASKS, detect_task, get_task
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -98,8 +99,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--run-budget", type=_positive_int("--run-budget", 0), default=None, help="tokens for the run")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
+    s.add_argument("--decision", choices=list(DECISION_RULES), default="majority_first",
+                   help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
+                        "paper's order, sparse activation first")
     s.add_argument("--tie-break", choices=["expert", "q"], default="expert",
-                   help="no majority: ask an expert prompt (default) or take the highest summed Q")
+                   help="no decision by vote: ask an expert prompt (default) or take the rule's fallback "
+                        "(largest group, then best Q)")
+    s.add_argument("--examples", default=None, metavar="FILE",
+                   help="your own solved problems (question + worked answer), shown to 'example' trees; "
+                        "never the problem file itself")
     s.add_argument("--early-stop", action="store_true", help="stop once a majority of trees agree")
     o = ap.add_argument_group("output")
     o.add_argument("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
@@ -151,6 +159,36 @@ def sim_faults(specs: list[str]) -> dict[str, float]:
     if sum(faults.values()) > 1:
         raise ValueError("--sim-fault rates sum to more than 1")
     return faults
+
+
+def check_questions(path: str, problems: list[Problem], task) -> None:
+    """A question the task cannot judge (e.g. not a Game-of-24 puzzle) is refused before anything runs."""
+    validate = getattr(task, "validate", None)
+    if validate is None:
+        return
+    for p in problems:
+        why = validate(p.question)
+        if why:
+            raise ProblemFileError(path, p.line, "question", f"problem '{p.id}': {why}")
+
+
+def load_examples(path: str | None, problems_path: str, problems: list[Problem]) -> list[tuple[str, str]] | None:
+    """The user's solved problems for 'example' trees: every one needs a worked answer; the problem
+    file itself is refused, and an example whose question is one of the problems is dropped."""
+    if path is None:
+        return None
+    if Path(path).resolve() == Path(problems_path).resolve():
+        raise ProblemFileError(path, None, None, "--examples is the problem file itself; give solved problems "
+                               "that are not being tested")
+    examples = load_problems(path)
+    for ex in examples:
+        if ex.answer is None or not ex.answer.strip():
+            raise ProblemFileError(path, ex.line, "answer", f"example '{ex.id}' has no worked answer")
+    asked = {" ".join(p.question.lower().split()) for p in problems}
+    kept = [(ex.question, ex.answer) for ex in examples if " ".join(ex.question.lower().split()) not in asked]
+    if len(kept) < len(examples):
+        say(f"--examples: {len(examples) - len(kept)} example(s) are problems of this run and are not shown")
+    return kept
 
 
 def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
@@ -208,6 +246,9 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
         t.add_row("dollars (total / per solved)", f"${s.usd_total:.4f} / " + (
             "n/a" if s.usd_per_solved is None else f"${s.usd_per_solved:.4f}"))
     t.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items())))
+    if s.eval_parse_rate is not None:
+        t.add_row("self-evaluation scores read", f"{s.eval_parse_rate:.1%} of {s.eval_samples:,} samples "
+                  "(unreadable ones are dropped, not scored)")
     t.add_row("calls / errors", f"{s.calls:,} / {s.errors}")
     t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
     console.print(t)
@@ -257,7 +298,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             if getattr(args, k) is None:
                 setattr(args, k, v)
         cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
-                           seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break)
+                           seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break,
+                           decision=args.decision)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
         engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                         price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
@@ -279,7 +321,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         out.parent.mkdir(parents=True, exist_ok=True)
         with progress, open(out, "a", encoding="utf-8") as fh:
             bar = progress.add_task("solve", total=len(todo), acc="")
-            async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget):
+            async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget,
+                                                  example_pool=args.example_pool):
                 row = result.to_dict()
                 row = grade(row, get_task(task_name), refs.get(result.id))
                 fh.write(json.dumps(row, separators=(",", ":")) + "\n")
@@ -317,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     task = args.task
     if task == "auto":
         task = detect_task([p.question for p in problems], [p.answer for p in problems], args.problems).name
+    try:
+        check_questions(args.problems, problems, get_task(task))
+        args.example_pool = load_examples(args.examples, args.problems, problems)
+    except ProblemFileError as e:
+        say(str(e))
+        return EXIT_USAGE
     out = Path(args.out) if args.out else Path("fot-results") / f"{Path(args.problems).stem}.jsonl"
     try:
         done = read_finished(out, args.retry_errors)

@@ -1,49 +1,48 @@
 """Verifiers score candidate answers *during* the search. None of them ever sees a reference.
 
-- `SelfEvaluation`: the model grades its own answer as a strict critic, k samples in [-100, 100],
-  scores >= `full_score` suppressed (MCTSr's full-score suppression). The default.
+- `SelfEvaluation`: the model grades its own answer as a strict critic: a short analysis, then a
+  final line 'Score: N' with N in [-100, 100] (the official MCTSr reward prompt asks for the
+  analysis first, too). Scores >= `full_score` are suppressed (MCTSr's full-score suppression).
+  A sample whose score line cannot be read is dropped and counted, never scored 0.
 - `RewardModel`: the same prompt sent to another OpenAI-compatible endpoint (a judge or reward model).
 - `RuleVerifier`: a task whose rule check is complete (Game of 24) scores by rule: +100 or -100,
   no call needed; otherwise it falls back to another verifier.
+
+They are registered in `fot.policies.VERIFIERS`; the protocol is `fot.policies.Verifier`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Protocol
 
 from . import prompts
 from .budget import Budget
 from .ledger import CallTag
 from .llm import LLMClient
+from .policies import Scores, Verifier
 from .tasks import Task
 
-SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)", re.I)
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-OUT_OF = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*100\b", re.I)
+# the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100"; nothing else on the line
+SCORE_LINE = re.compile(
+    r"^[\s*#>_\[]*score[\s*\]_]*[:=]?[\s*_]*([+-]?\d+(?:\.\d+)?)[\s*_]*(?:/\s*100|out of 100)?[\s*_.]*$", re.I)
 
 
 def parse_score(text: str) -> float | None:
-    """'Score: N' (the last one), else the last number in [-100, 100] ('70/100' reads as 70); None if none."""
-    text = OUT_OF.sub(r"\1", text)
-    found = SCORE.findall(text)
-    cands = found or NUMBER.findall(text)
-    for c in reversed(cands):
-        v = float(c)
-        if -100 <= v <= 100:
-            return v
+    """The number on the last 'Score: N' line, if it is in [-100, 100]; None otherwise.
+
+    Strict on purpose: a weak model's stray number ("5 * 6 = 30, which", "7/10") is not a score."""
+    for line in reversed(text.strip().splitlines()):
+        m = SCORE_LINE.match(line)
+        if m:
+            v = float(m.group(1))
+            return v if -100 <= v <= 100 else None
     return None
-
-
-class Verifier(Protocol):
-    async def score(self, question: str, text: str, k: int, tag: CallTag, budget: Budget | None) -> list[float]:
-        """k reward samples for one candidate text (fewer if some could not be parsed)."""
 
 
 class SelfEvaluation:
     role = "evaluate"
 
-    def __init__(self, llm: LLMClient, max_tokens: int = 64, full_score: float = 95.0, penalty: float = 50.0,
+    def __init__(self, llm: LLMClient, max_tokens: int = 192, full_score: float = 95.0, penalty: float = 50.0,
                  temperature: float = 0.7):
         self.llm, self.max_tokens, self.full_score, self.penalty = llm, max_tokens, full_score, penalty
         self.temperature = temperature
@@ -52,11 +51,11 @@ class SelfEvaluation:
         return s - self.penalty if s >= self.full_score else s
 
     async def score(self, question: str, text: str, k: int, tag: CallTag, budget: Budget | None,
-                    seed: int | None = None) -> list[float]:
+                    seed: int | None = None) -> Scores:
         c = await self.llm.chat(prompts.evaluate(question, text), role=self.role, tag=tag, n=k,
                                 max_tokens=self.max_tokens, temperature=self.temperature, seed=seed, budget=budget)
         scores = [parse_score(t) for t in c.texts]
-        return [self.suppress(s) for s in scores if s is not None]
+        return Scores([self.suppress(s) for s in scores if s is not None], asked=len(c.texts))
 
 
 class RewardModel(SelfEvaluation):
@@ -70,10 +69,10 @@ class RuleVerifier:
         self.task, self.question, self.fallback = task, original_question, fallback
 
     async def score(self, question: str, text: str, k: int, tag: CallTag, budget: Budget | None,
-                    seed: int | None = None) -> list[float]:
+                    seed: int | None = None) -> Scores:
         verdict = self.task.rule_check(self.question, text)
         if verdict is not None:
-            return [100.0 if verdict else -100.0]
+            return Scores([100.0 if verdict else -100.0], asked=1)
         if self.fallback is None:
-            return [0.0]
+            return Scores([], asked=0)
         return await self.fallback.score(question, text, k, tag, budget, seed=seed)

@@ -7,13 +7,20 @@ import time
 from fot import Budget, LLMClient
 from fot.config import SearchConfig
 from fot.engine import Engine
-from fot.forest import nearest_example, run_forest, shuffle_premises, tally
+from fot.forest import run_forest
+from fot.policies import Vote, decision_rule, nearest_examples, shuffle_premises
 from fot.problems import Problem
 from fot.sim import SimProfile
 from fot.sim.solver import normalize_question
 from fot.tasks import Arith, Game24
 
 FAST = dict(logprob_threshold=None, inputs=("raw",))
+
+
+def tally(trees, task, question, threshold, majority, rule="activation_first"):
+    """The decision of `rule` on (index, answer, q) triples, and whether it needs the expert."""
+    d = decision_rule(rule, threshold, majority).decide([Vote(*t) for t in trees], task, question)
+    return d, d.needs_expert
 
 
 def test_tally_paths():
@@ -47,7 +54,8 @@ def test_input_diversity_helpers():
     assert s != q and s.endswith("How many apples are there?") and sorted(s.split()) == sorted(q.split())
     assert shuffle_premises("What is 2 + 2?", random.Random(1)) == "What is 2 + 2?"
     pool = [("Tom has 5 pears. How many pears?", "5"), ("What is the capital of Peru?", "Lima"), (q, "9")]
-    assert nearest_example(q, pool)[0] == "Tom has 5 pears. How many pears?"  # never the problem itself
+    ranked = nearest_examples(q, pool)
+    assert ranked[0][0] == "Tom has 5 pears. How many pears?" and len(ranked) == 2  # never the problem itself
 
 
 async def test_trees_run_concurrently(make_sim):
@@ -96,7 +104,7 @@ async def test_expert_decides_when_trees_disagree(make_sim):
     assert expert_cases >= 3 and len(rows) == expert_cases
 
 
-async def test_expert_failure_falls_back_to_summed_q():
+async def test_expert_failure_falls_back_to_the_largest_group_then_its_best_q():
     from fot.forest import _expert
     from fot.mctsr import TreeResult
 
@@ -108,10 +116,11 @@ async def test_expert_failure_falls_back_to_summed_q():
     assert need
     dead = LLMClient("http://127.0.0.1:9/v1", "none", max_attempts=1, timeout=2)  # nothing listens on port 9
     errors: list[str] = []
-    d = await _expert("What is 2 + 2?", Arith(), dead, SearchConfig(), Budget(), "p", d, trees, errors)
+    rule = decision_rule("activation_first", -101, 0.5)
+    d = await _expert("What is 2 + 2?", dead, SearchConfig(), Budget(), "p", rule, d, trees, errors)
     await dead.aclose()
-    # summed Q: "4" has 10 + 15 = 25, "5" has 30 -> "5"
-    assert (d.answer, d.how) == ("5", "fallback_q") and errors and "expert" in errors[0]
+    # "4" has two trees, "5" one (with the best single Q): agreement wins
+    assert (d.answer, d.how) == ("4", "fallback") and errors and "expert" in errors[0]
 
 
 async def test_game24_uses_its_rule_check_as_verifier_and_for_self_correction(make_sim):

@@ -15,59 +15,78 @@ from fot.verifiers import SelfEvaluation, parse_score
 
 
 def _tree():
-    root = Node("", None, index=-1)
-    a = root.add(Node("a", "1", Q=10.0, visits=2, index=0))
-    d = root.add(Node("d", None, Q=-50.0, visits=1, dummy=True, index=1))
-    root.visits = 3
-    a1 = a.add(Node("a1", "2", Q=40.0, visits=1, index=2))
-    a2 = a.add(Node("a2", "3", Q=-5.0, visits=0, index=3))
+    root = Node("", None, index=-1)  # the hidden root: never scored
+    a = root.add(Node("a", "1", rewards=[10.0, 10.0], index=0))
+    d = root.add(Node("d", None, rewards=[-50.0], dummy=True, index=1))
+    a1 = a.add(Node("a1", "2", rewards=[40.0], index=2))
+    a2 = a.add(Node("a2", "3", rewards=[-5.0], index=3))
+    for n in (a, d, a1, a2):
+        n.Q = n.q_own
     return root, a, d, a1, a2
 
 
-def test_q_is_half_min_plus_mean():
+def test_q_is_half_min_plus_mean_and_none_without_a_readable_sample():
     assert q_value([80, 20, 50]) == pytest.approx(0.5 * (20 + 50))
-    assert q_value([]) == 0.0
+    assert q_value([]) is None  # not 0: "no readable score" is not "a neutral score"
+
+
+def test_n_counts_evaluations_so_a_scored_node_has_n_at_least_one():
+    root, a, d, a1, a2 = _tree()
+    assert (a.visits, d.visits, a1.visits, root.visits) == (2, 1, 1, 0)
 
 
 def test_uct_formula():
     root, a, d, a1, a2 = _tree()
-    assert uct(a, 1.4, 1e-5) == pytest.approx(10 + 1.4 * math.sqrt(math.log(4) / (2 + 1e-5)))
+    # the roots' parent is never scored (N = 0): they compete on Q alone, as in the official code
+    assert uct(a, 1.4, 1e-5) == pytest.approx(10.0) and uct(d, 1.4, 1e-5) == pytest.approx(-50.0)
     assert uct(a1, 1.4, 1e-5) == pytest.approx(40 + 1.4 * math.sqrt(math.log(3) / (1 + 1e-5)))
-    # an unvisited node gets a large bonus, kept finite by eps
-    assert uct(a2, 1.4, 1e-5) == pytest.approx(-5 + 1.4 * math.sqrt(math.log(3) / 1e-5))
+    # the bonus is small on the -100..100 reward scale: it breaks near-ties, it does not swamp Q
+    assert uct(a1, 1.4, 1e-5) - a1.Q < 2
+
+
+def test_an_unscored_node_is_not_a_magnet_for_selection():
+    root, a, d, a1, a2 = _tree()
+    a3 = a.add(Node("a3", "9", index=4))  # every evaluation unreadable
+    assert uct(a3, 1.4, 1e-5) < uct(d, 1.4, 1e-5)
+    assert select([a, d, a1, a2, a3], 1.4, 1e-5, 5) is a1
 
 
 def test_fully_expanded_needs_max_children_and_a_better_child():
     root, a, d, a1, a2 = _tree()
     assert not fully_expanded(a, 3)  # two children of three
     assert fully_expanded(a, 2)  # at the limit, and a1 (40) beats a (10)
-    a1.Q = 5.0
+    a1.rewards = [5.0]
     assert not fully_expanded(a, 2)  # at the limit, but no child is better: still worth refining
 
 
-def test_selection_takes_the_highest_uct_among_nodes_not_fully_expanded():
+def test_selection_exploits_the_best_q():
     root, a, d, a1, a2 = _tree()
     nodes = [a, d, a1, a2]
-    assert select(nodes, 1.4, 1e-5, 3) is a2  # unvisited: huge exploration bonus
-    a2.visits = 1
-    # now exploitation dominates at c = 1.4
-    assert select(nodes, 1.4, 1e-5, 3) is a1
-    assert select(nodes, 1.4, 1e-5, 2) is a1  # a is fully expanded at max_children=2 and drops out
-    assert select([a], 1.4, 1e-5, 2) is None
+    assert select(nodes, 1.4, 1e-5, 3) is a1  # the best answer is refined again
+    a1.rewards, a1.Q = [-30.0], -30.0
+    assert select(nodes, 1.4, 1e-5, 3) is a  # a refinement that scored worse sends the search back to its parent
+    assert select(nodes, 1.4, 1e-5, 2) is a  # a1 no longer beats a, so a is not fully expanded at 2 children
+    assert select([d], 1.4, 1e-5, 2) is d and select([a], 1.4, 1e-5, 1) is a
 
 
-def test_backpropagation_averages_with_the_best_child_up_to_the_root():
+def test_backpropagation_averages_own_q_with_the_best_child_without_compounding():
     root, a, d, a1, a2 = _tree()
-    a11 = a1.add(Node("a11", "4", Q=90.0, index=4))
+    a11 = a1.add(Node("a11", "4", rewards=[90.0], index=4))
+    a11.Q = 90.0
     backpropagate(a1)
     assert a1.Q == pytest.approx(0.5 * (40 + 90))  # 65
     assert a.Q == pytest.approx(0.5 * (10 + 65))  # 37.5, then stops below the hidden root
-    assert a11.Q == 90.0 and d.Q == -50.0
+    backpropagate(a1)  # recomputed from the nodes' own samples: the same again, not halved again
+    assert a1.Q == pytest.approx(65) and a.Q == pytest.approx(37.5)
+    assert a11.Q == 90.0 and d.Q == -50.0 and root.Q is None
 
 
-@pytest.mark.parametrize("text,score", [("Score: 85", 85), ("score = -40.", -40), ("I'd say 70/100", 70),
-                                        ("**Score:** 120 ... Score: 30", 30), ("no idea", None)])
-def test_score_parsing(text, score):
+@pytest.mark.parametrize("text,score", [
+    ("The steps hold.\nScore: 85", 85), ("Checked.\nscore = -40.", -40), ("**Score:** 70/100", 70),
+    ("Score: 30\nOn reflection the last step is wrong.\nScore: -20", -20), ("[Score] 55", 55),
+    ("no idea", None), ("13 - 8 = 5 and then 5 * 6 = 30, which", None), ("7/10", None),
+    ("Score: 120", None), ("I'd give it a score of 80 out of 100 because", None), ("Score: 7/10", None)])
+def test_score_parsing_is_strict_about_the_final_score_line(text, score):
     assert parse_score(text) == score
 
 
@@ -137,3 +156,92 @@ async def test_low_logprob_steps_are_regenerated(make_sim):
     # regenerating low-confidence (here: wrong) first answers lifts first-answer accuracy above 0.3
     right = sum(1 for i, r in enumerate(results) if r.answer == str(i * 3))
     assert right / 20 > 0.5
+
+
+# -- the search on a scripted backend (fot.sim with a script: rewards chosen by the test) -----------
+
+def _graded(user: str) -> str:
+    return user.split("Answer to grade:\n", 1)[1]
+
+
+def _script(score_of, answer="First try: 6 * 7 = 41. \\boxed{41}"):
+    """Answers, refines and scores as the test says; 'Better.' marks each refinement of a draft."""
+    def script(role, user, req):
+        if role == "evaluate":
+            return f"Checked the steps.\nScore: {score_of(_graded(user))}"
+        if role == "refine":
+            draft = user.split("Draft answer:\n", 1)[1].split("\n\nCritique:\n", 1)[0]
+            return draft + " Better."
+        if role == "critique":
+            return "Recheck the product."
+        return answer
+    return script
+
+
+def _dummy(text: str) -> bool:
+    return "know" in text or "understand" in text or "not sure" in text
+
+
+async def _scripted_tree(make_sim, score_of, rollouts=8, k=1):
+    sim = await make_sim(script=_script(score_of))
+    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        tree = _tree_for(llm, cfg, Budget())
+        res = await tree.run()
+    return tree, res
+
+
+async def test_a_tree_exploits_the_branch_its_rewards_favour(make_sim):
+    # each refinement of the real answer scores 15 more (20, 35, 50, ... capped below full marks)
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else min(90, 20 + 15 * t.count("Better.")))
+    dummy = next(n for n in tree.nodes if n.dummy)
+    assert res.rollouts_done == 8
+    assert not dummy.children  # never wasted a rollout on "I don't know"
+    assert res.depth == 8 and res.depth >= 3  # every rollout refined the best answer again
+    assert res.q == 90 and res.answer == "41"
+
+
+async def test_a_refinement_that_scores_worse_sends_the_search_back_to_the_better_parent(make_sim):
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80))
+    first = tree.nodes[1] if tree.nodes[0].dummy else tree.nodes[0]
+    assert not first.dummy and len(first.children) >= 2  # the parent got a second child
+    assert res.q == 80  # and its own, better answer is returned
+
+
+async def test_the_dummy_root_is_not_expanded_while_a_real_answer_scores_higher(make_sim):
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else 30)
+    dummy = next(n for n in tree.nodes if n.dummy)
+    assert not dummy.children and res.rollouts_done == 8
+
+
+async def test_the_dummy_root_is_expanded_when_every_real_answer_scores_lower(make_sim):
+    tree, res = await _scripted_tree(make_sim, lambda t: 10 if _dummy(t) else -70, rollouts=2)
+    dummy = next(n for n in tree.nodes if n.dummy)
+    assert dummy.children  # the check above can fail: here the dummy is the best place to restart
+
+
+async def test_unreadable_self_evaluations_are_dropped_and_counted_not_scored_zero(make_sim):
+    sim = await make_sim(profile=SimProfile(eval_unreadable=1.0))
+    cfg = SearchConfig(rollouts=3, reward_samples=2, logprob_threshold=None)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, cfg, Budget()).run()
+    assert res.eval_asked == 2 * 2 + 3 * (1 + 2) and res.eval_parsed == 0
+    assert res.answer is not None and res.q is None  # an answer, but no evidence for it
+
+
+async def test_self_correction_keeps_the_more_confident_sample(make_sim):
+    # the first answer is below the log-prob threshold; its regeneration is even less confident
+    def script(role, user, req):
+        if role == "refine":  # the regeneration prompt
+            return "Recomputed: \\boxed{40}", False
+        if role == "evaluate":
+            return "Fine.\nScore: 10"
+        return "6 * 7 = 42. \\boxed{42}", True
+
+    sim = await make_sim(script=script, profile=SimProfile(logprob_right=-2.0, logprob_wrong=-4.0))
+    cfg = SearchConfig(rollouts=0, logprob_threshold=-1.5, max_corrections=1)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, cfg, Budget()).run()
+        roles = [r.role for r in llm.ledger.rows]
+    assert res.corrections == 1 and roles.count("answer") == 2  # regenerated once ...
+    assert res.answer == "42"  # ... and the more confident first sample kept

@@ -23,10 +23,11 @@ import random
 import time
 from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from aiohttp import web
 
-from .solver import Request, SimProfile, SimSolver, sim_tokens, stable_hash
+from .solver import Request, ScriptedSolver, SimProfile, SimSolver, sim_tokens, stable_hash
 
 FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "nonjson", "no_usage", "short_n")
 
@@ -48,6 +49,8 @@ class SimConfig:
     prefix_cache: bool = True
     cache_block: int = 16  # tokens per prefix-cache block
     record: bool = False  # keep every request body in `SimBackend.bodies` (tests: what did the engine send?)
+    # tests: a scripted solver instead of the profile, script(role, user_message, request) -> text or (text, right)
+    script: Callable[[str, str, Request], "str | tuple[str, bool | None]"] | None = None
 
     def __post_init__(self) -> None:
         bad = set(self.faults) - set(FAULT_KINDS)
@@ -94,6 +97,8 @@ class SimBackend:
     @property
     def solver(self) -> SimSolver:
         c = self.config
+        if c.script is not None:
+            return ScriptedSolver(profile=c.profile, seed=c.seed, script=c.script)
         return SimSolver(profile=c.profile, problems=c.problems, seed=c.seed)
 
     def app(self) -> web.Application:

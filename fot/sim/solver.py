@@ -30,6 +30,7 @@ import operator
 import random
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 from fractions import Fraction
 
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -51,6 +52,7 @@ class SimProfile:
     p_break: float = 0.08  # refine breaks a right draft
     eval_right: tuple[float, float] = (55.0, 25.0)  # mean, s.d. of self-evaluation of a right answer
     eval_wrong: tuple[float, float] = (5.0, 35.0)
+    eval_unreadable: float = 0.0  # share of self-evaluations with no score line
     p_expert: float = 0.75
     distractor_weights: tuple[float, ...] = (0.5, 0.3, 0.2)
     answer_tokens: int = 90
@@ -302,7 +304,10 @@ class SimSolver:
             right = is_right(extract_answer(graded))
             mean, sd = p.eval_right if right else p.eval_wrong
             score = int(round(min(100.0, max(-100.0, rng.gauss(mean, sd)))))
-            return Output(f"The answer {'seems sound' if score > 0 else 'has problems'}. Score: {score}", None)
+            analysis = f"Checking each step: the answer {'seems sound' if score > 0 else 'has problems'}."
+            if rng.random() < p.eval_unreadable:  # a weak model that forgets the score line
+                return Output(f"{analysis} I would give it {score} or so, and 7/10 for style.", None)
+            return Output(f"{analysis}\nScore: {score}", None)
         if role == "expert":
             cands = re.findall(r"Candidate (\d+):\n(.*?)(?=\n\nCandidate \d+:|\n\nThe candidates disagree|$)", user, re.S)
             right_ids = [int(k) for k, text in cands if is_right(extract_answer(text))]
@@ -320,3 +325,17 @@ class SimSolver:
         p = self.profile
         mean = -0.5 if out.right is None else (p.logprob_right if out.right else p.logprob_wrong)
         return [min(0.0, rng.gauss(mean, 0.3)) for _ in range(n_tokens)]
+
+
+@dataclass
+class ScriptedSolver(SimSolver):
+    """A solver that says what a test scripts: `script(role, user_message, request)` returns the text,
+    or (text, right) where `right` sets the simulated log-probs (the profile's logprob_right/wrong)."""
+
+    script: "Callable[[str, str, Request], str | tuple[str, bool | None]] | None" = None
+
+    def respond(self, req: Request, choice: int) -> Output:
+        user = str(next((m.get("content") or "" for m in reversed(req.messages) if m.get("role") == "user"), ""))
+        out = self.script(self.role_of(user), user, req)
+        text, right = out if isinstance(out, tuple) else (out, None)
+        return Output(text, right)

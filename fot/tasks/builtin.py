@@ -16,6 +16,8 @@ BOXED_INSTRUCTIONS = "Finish with the final answer written as \\boxed{ANSWER}."
 class _Numeric:
     name = "numeric"
     instructions = "Finish with the final answer as a number written as \\boxed{ANSWER}."
+    answer_max_tokens = 512  # completion cap of an answer or refine step (SearchConfig.answer_max_tokens overrides)
+    exemplars: tuple[tuple[str, str], ...] = ()  # worked examples written for fot (never a benchmark's test items)
 
     def extract(self, text: str) -> str | None:
         return extract_number(text)
@@ -37,11 +39,29 @@ class Arith(_Numeric):
     """Generated integer arithmetic (`python -m fot.tasks.arith` writes a problem file)."""
 
     name = "arith"
+    answer_max_tokens = 256
     PATTERN = re.compile(r"^\s*What is (-?\d+(?:\s*[-+*]\s*-?\d+)+)\s*\?\s*$")
+    TWO = re.compile(r"^(\s*What is )(-?\d+)\s*([-+*])\s*(\d+)(\s*\?\s*)$")
+    exemplars = (
+        ("What is 12 + 9?", "12 + 9 = 21. The answer is \\boxed{21}."),
+        ("What is 7 * 8?", "7 * 8 = 56. The answer is \\boxed{56}."),
+        ("What is 3 - 11?", "3 - 11 = -8, because 11 is 8 more than 3. The answer is \\boxed{-8}."),
+        ("What is 6 * 0?", "Any number times 0 is 0. The answer is \\boxed{0}."),
+    )
 
     @classmethod
     def looks_like(cls, q: str) -> bool:
         return bool(cls.PATTERN.match(q))
+
+    def shuffle(self, question: str, rng: random.Random) -> str | None:
+        """The operands in the other order: 'a + b' -> 'b + a', 'a * b' -> 'b * a', 'a - b' -> '-b + a'."""
+        m = self.TWO.match(question)
+        if m is None:
+            return None
+        head, a, op, b, tail = m.groups()
+        if op == "-":
+            return f"{head}-{b} + {a}{tail}"
+        return None if a == b else f"{head}{b} {op} {a}{tail}"
 
     @staticmethod
     def generate(n: int, seed: int = 0, ops: str = "+-*", digits: int = 1, terms: int = 2) -> list[dict]:
@@ -65,6 +85,15 @@ class Arith(_Numeric):
 
 class GSM8K(_Numeric):
     name = "gsm8k"
+    exemplars = (
+        ("A baker makes 4 trays of 12 rolls. She sells 30 rolls and gives away 5. How many rolls are left?",
+         "4 trays of 12 rolls is 4 * 12 = 48 rolls. She sells 30 and gives away 5, so 30 + 5 = 35 are gone. "
+         "48 - 35 = 13 rolls are left. \\boxed{13}"),
+        ("Tom reads 15 pages a day for 6 days, then 20 pages a day for 3 days. How many pages does he read?",
+         "15 * 6 = 90 pages in the first 6 days, 20 * 3 = 60 pages in the next 3. 90 + 60 = 150. \\boxed{150}"),
+        ("A shirt costs $25 and is on sale for 20% off. How much does it cost on sale?",
+         "20% of $25 is 0.2 * 25 = $5. The sale price is 25 - 5 = $20. \\boxed{20}"),
+    )
 
     def reference(self, ref: str) -> str:
         return ref.split("####")[-1].strip() if "####" in ref else ref
@@ -72,6 +101,11 @@ class GSM8K(_Numeric):
 
 class AIME(_Numeric):
     name = "aime"
+    answer_max_tokens = 2048  # olympiad solutions run long; a cut-off one has no final answer to vote with
+    exemplars = (
+        ("Find the remainder when 7^100 is divided by 9.",
+         "Powers of 7 mod 9 cycle: 7, 4, 1 (period 3). 100 = 3 * 33 + 1, so 7^100 = 7^1 = 7 mod 9. \\boxed{7}"),
+    )
     instructions = "The answer is an integer from 0 to 999. Finish with it written as \\boxed{ANSWER}."
 
     def extract(self, text: str) -> str | None:
@@ -87,6 +121,14 @@ class MathTask:
 
     name = "math"
     instructions = BOXED_INSTRUCTIONS
+    answer_max_tokens = 1536  # MATH solutions often pass 512 tokens; a cut-off one has no final answer to vote with
+    exemplars = (
+        ("Solve for x: 3x - 7 = 11.", "Add 7 to both sides: 3x = 18. Divide by 3: x = 6. \\boxed{6}"),
+        ("What is the sum of the interior angles of a hexagon, in degrees?",
+         "A polygon with n sides has interior angles summing to (n - 2) * 180. For n = 6: 4 * 180 = 720. \\boxed{720}"),
+        ("Simplify \\frac{2}{3} + \\frac{1}{6}.",
+         "With denominator 6: \\frac{4}{6} + \\frac{1}{6} = \\frac{5}{6}. \\boxed{\\frac{5}{6}}"),
+    )
 
     def extract(self, text: str) -> str | None:
         b = extract_boxed(text)
@@ -124,46 +166,94 @@ class Game24:
     """Game of 24: combine the four numbers with + - * / (each once) to make 24. Exact arithmetic.
 
     The rule check is complete: whether an expression solves the puzzle needs no reference, so it
-    is both the verifier in the search and the grader after it.
+    is both the verifier in the search and the grader after it. Extraction is strict: the boxed
+    expression (LaTeX operators accepted) must parse whole; without a box, the last "EXPR = 24"
+    whose expression stands alone on its side of the "=". Nothing is ever read as a prefix of
+    something longer (`(1+2+3)*4^2` is not `(1+2+3)*4`).
     """
 
     name = "game24"
+    answer_max_tokens = 384
+    MAX_NUMBER = 10**6  # puzzles with bigger numbers are refused (see `numbers`)
     instructions = ("Use each of the given numbers exactly once with + - * / and parentheses to make 24. "
                     "Finish with the expression only, written as \\boxed{EXPRESSION}, e.g. \\boxed{(1 + 3) * 6}.")
+    exemplars = (  # written for fot; numbers above 13 keep them apart from the usual 1-13 puzzle lists
+        ("2 3 14 15", "15 * 2 = 30, 30 / 3 = 10, 10 + 14 = 24. \\boxed{15 * 2 / 3 + 14}"),
+        ("3 3 14 18", "3 + 3 = 6, 18 - 14 = 4, 6 * 4 = 24. \\boxed{(3 + 3) * (18 - 14)}"),
+        ("1 6 14 16", "14 + 16 = 30, 30 - 6 = 24, 24 * 1 = 24. \\boxed{(14 + 16 - 6) * 1}"),
+    )
+    SIDE = re.compile(r"([^=]*?)=\s*24(?!\d|\.\d)")
+    EXPR_TAIL = re.compile(r"[\d\s+\-*/×÷−()]+$")
 
-    @staticmethod
-    def looks_like(q: str) -> bool:
-        return bool(re.fullmatch(r"\s*\d+(\s+\d+){3}\s*", q))
+    @classmethod
+    def looks_like(cls, q: str) -> bool:
+        return bool(re.fullmatch(r"\s*\d{1,7}(\s+\d{1,7}){3}\s*", q))
 
-    @staticmethod
-    def numbers(question: str) -> list[Fraction]:
-        return [Fraction(x) for x in re.findall(r"\d+", question)[:4]]
+    @classmethod
+    def numbers(cls, question: str) -> list[Fraction] | None:
+        """The puzzle's four numbers; None if it does not have four numbers of at most MAX_NUMBER."""
+        found = re.findall(r"\d+", question)
+        if len(found) < 4 or any(len(x) > 7 or int(x) > cls.MAX_NUMBER for x in found[:4]):
+            return None
+        return [Fraction(x) for x in found[:4]]
+
+    def validate(self, question: str) -> str | None:
+        """Why this question is not a puzzle this task can judge, or None."""
+        if not re.fullmatch(r"\s*\d+(\s+\d+){3}\s*", question):
+            return "a Game-of-24 puzzle is four whole numbers separated by spaces, e.g. '4 7 8 8'"
+        if self.numbers(question) is None:
+            return f"numbers above {self.MAX_NUMBER:,} are not supported"
+        return None
+
+    def shuffle(self, question: str, rng: random.Random) -> str | None:
+        """The same numbers in another order (the FoT 'shuffled input' for a puzzle with no premises)."""
+        nums = question.split()
+        if len(set(nums)) < 2:
+            return None
+        for _ in range(20):
+            order = nums[:]
+            rng.shuffle(order)
+            if order != nums:
+                return " ".join(order)
+        return None
+
+    def _whole(self, candidate: str) -> str | None:
+        try:
+            plain = expr.from_latex(candidate).strip().strip("*").strip()
+            expr.parse(plain)
+            return plain
+        except expr.ExprError:
+            return None
 
     def extract(self, text: str) -> str | None:
-        candidates = []
         b = extract_boxed(text)
         if b is not None:
-            candidates.append(b)
+            return self._whole(b.split("=")[0])
         for line in reversed(text.splitlines()):
-            m = re.findall(r"[\d\s+\-*/×÷()]+", line)
-            candidates += [c for c in m if re.search(r"\d\s*[-+*/×÷]", c)]
-        for c in candidates:
-            c = c.split("=")[0].strip()
-            try:
-                expr.parse(c)
-                return c
-            except expr.ExprError:
-                continue
+            for m in reversed(list(self.SIDE.finditer(line.replace("**", "")))):
+                lhs = expr.from_latex(m.group(1)) if "\\" in m.group(1) else m.group(1)
+                run = self.EXPR_TAIL.search(lhs)
+                if run is None or not re.search(r"\d\s*[-+*/×÷−]", run.group()):
+                    continue
+                before = lhs[: run.start()].rstrip()
+                if before and not (before[-1].isalpha() or before[-1] in ":,;"):
+                    continue  # glued to something outside the grammar ("4^2", "4²", "4!"): not a prefix read
+                got = self._whole(run.group())
+                if got is not None:
+                    return got
         return None
 
     def solves(self, expression: str | None, question: str) -> bool:
         if expression is None:
             return False
+        nums = self.numbers(question)
+        if nums is None:
+            return False
         try:
-            p = expr.parse(expression.split("=")[0])
+            p = expr.parse(expr.from_latex(expression.split("=")[0]))
         except expr.ExprError:
             return False
-        return p.value == 24 and sorted(p.numbers) == sorted(self.numbers(question))
+        return p.value == 24 and sorted(p.numbers) == sorted(nums)
 
     def equivalent(self, a: str, b: str, question: str = "") -> bool:
         sa, sb = self.solves(a, question), self.solves(b, question)
@@ -175,6 +265,8 @@ class Game24:
         return self.solves(answer, question)
 
     def rule_check(self, question: str, text: str) -> bool | None:
+        if self.numbers(question) is None:
+            return None  # not a puzzle this rule can judge
         return self.solves(self.extract(text), question)
 
 
@@ -193,6 +285,11 @@ class Generic:
 
     name = "generic"
     instructions = BOXED_INSTRUCTIONS
+    answer_max_tokens = 512
+    exemplars = (
+        ("Which is heavier, a kilogram of feathers or a kilogram of iron?",
+         "Both weigh one kilogram, so neither is heavier. \\boxed{neither}"),
+    )
 
     def extract(self, text: str) -> str | None:
         b = extract_boxed(text)

@@ -1,0 +1,82 @@
+"""Tree shape and accuracy of one `fot.solve` run: does each MCTSr tree really search?
+
+Runs `python -m fot.solve` in-process with the given arguments and, as each tree finishes, appends its
+shape to `<out>.shapes.jsonl`: depth of the deepest node (a first answer is depth 0), node count, the
+most children any node has, how many nodes have two or more children, and how often the dummy
+"I don't know" root was expanded. It hooks `MCTSrTree.run` from outside, so the same script measures
+any version of the engine (issue 10's before/after). Resumable like `fot.solve` (same `--out`).
+
+    python benchmarks/search_shape.py examples/arith.jsonl --sim --trees 4 --rollouts 8 --out DIR/sim.jsonl
+    python benchmarks/search_shape.py --report DIR/before.jsonl DIR/after.jsonl   # a markdown table
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def shape(tree) -> dict:
+    def depth(n) -> int:
+        d = 0
+        while n.parent is not None and n.parent is not tree.root:
+            n, d = n.parent, d + 1
+        return d
+
+    nodes = tree.nodes
+    dummy = [n for n in nodes if n.dummy]
+    return {"problem": tree.problem_id, "tree": tree.result.index, "nodes": len(nodes),
+            "depth": max((depth(n) for n in nodes), default=0),
+            "max_children": max((len(n.children) for n in nodes), default=0),
+            "branching_nodes": sum(1 for n in nodes if len(n.children) >= 2),
+            "dummy_children": sum(len(n.children) for n in dummy),
+            "rollouts": tree.result.rollouts_done}
+
+
+def run(argv: list[str]) -> int:
+    from fot import mctsr, solve
+
+    out = Path(argv[argv.index("--out") + 1])
+    shapes = out.with_suffix(".shapes.jsonl")
+    shapes.parent.mkdir(parents=True, exist_ok=True)
+    original = mctsr.MCTSrTree.run
+
+    async def run_and_record(self):
+        try:
+            return await original(self)
+        finally:
+            with open(shapes, "a") as fh:
+                fh.write(json.dumps(shape(self)) + "\n")
+
+    mctsr.MCTSrTree.run = run_and_record
+    return solve.main(argv)
+
+
+def report(paths: list[str]) -> str:
+    lines = ["| run | problems | accuracy | oracle pass@k | tokens / problem | mean depth | max depth | "
+             "nodes with >= 2 children (per tree) | dummy expanded (trees) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in paths:
+        rows = [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
+        ids = {r["id"] for r in rows}
+        shp = [json.loads(x) for x in Path(p).with_suffix(".shapes.jsonl").read_text().splitlines() if x.strip()]
+        last = {(s["problem"], s["tree"]): s for s in shp if s["problem"] in ids}  # a resumed run: the kept result
+        shp = list(last.values())
+        graded = [r for r in rows if r.get("correct") is not None]
+        acc = sum(r["correct"] for r in graded) / len(graded) if graded else float("nan")
+        orc = sum(bool(r.get("oracle_correct")) for r in graded) / len(graded) if graded else float("nan")
+        tok = statistics.fmean(r["tokens"]["total"] for r in rows)
+        lines.append(f"| {Path(p).stem} | {len(rows)} | {acc:.1%} | {orc:.1%} | {tok:,.0f} | "
+                     f"{statistics.fmean(s['depth'] for s in shp):.2f} | {max(s['depth'] for s in shp)} | "
+                     f"{statistics.fmean(s['branching_nodes'] for s in shp):.2f} | "
+                     f"{sum(1 for s in shp if s['dummy_children'])}/{len(shp)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--report"]:
+        print(report(sys.argv[2:]))
+        sys.exit(0)
+    sys.exit(run(sys.argv[1:]))
