@@ -57,7 +57,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                      example_pool: list[tuple[str, str]] | None = None,
                      reward_llm: LLMClient | None = None) -> ForestResult:
     """Search one problem. `verifier` / `decision` default to the ones `cfg` names; `example_pool` is
-    the user's solved problems (the task's own exemplars are added after them)."""
+    the user's solved problems (without one, the task's own exemplars)."""
     T = cfg.trees
     if budget.tokens is not None:
         share = int(budget.tokens * (1 - cfg.decision_reserve)) // T
@@ -67,7 +67,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     if verifier is None:
         verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg, reward_llm))
     rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
-    examples = list(example_pool or []) + list(getattr(task, "exemplars", ()))
+    examples = list(example_pool or getattr(task, "exemplars", ()))  # the user's own, else the task's
     answer_cap = cfg.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
 
     async def one(i: int) -> TreeResult:

@@ -63,7 +63,7 @@ class InputContext:
     rank: int  # how many earlier trees got this same kind: the second "example" tree takes the 2nd-nearest
     problem_id: str
     seed: int
-    examples: list[tuple[str, str]]  # solved (question, solution) pairs: the user's, then the task's own
+    examples: list[tuple[str, str]]  # solved (question, solution) pairs: the user's own, else the task's
     max_tokens: int
 
 
@@ -140,8 +140,8 @@ def nearest_examples(question: str, pool: list[tuple[str, str]]) -> list[tuple[s
 
 
 class Example:
-    """A solved problem shown before the question: the nearest from `--examples` (the user's own) and
-    the task's exemplars; the k-th tree of this kind gets the k-th nearest."""
+    """A solved problem shown before the question: the nearest from `--examples` (the user's own, in
+    their domain), else from the task's exemplars; the k-th tree of this kind gets the k-th nearest."""
 
     name = "example"
 

@@ -214,3 +214,20 @@ async def test_a_custom_task_from_agent_code(make_sim):
         r = await engine.solve(q, task=Colour(), trees=2, rollouts=1)
     assert r.task == "colour" and r.answer == "blue"
     assert any("one colour word" in b for b in sim.backend.bodies)  # its instructions reached the prompt
+
+
+async def test_answer_steps_use_the_tasks_cap_and_a_cut_off_answer_does_not_vote(make_sim):
+    import json as _json
+
+    from fot.tasks import MathTask
+
+    sim = await make_sim(record=True, profile=SimProfile(answer_tokens=600, p_first=1.0, hardness_sd=0, tree_sd=0))
+    cfg = SearchConfig(trees=2, rollouts=0, **FAST)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        cut = await run_forest("What is 3 + 5?", Arith(), llm, cfg, Budget(), "a")
+        whole = await run_forest("What is 3 + 6?", MathTask(), llm, cfg, Budget(), "m")
+    caps = [_json.loads(b)["max_tokens"] for b in sim.backend.bodies if "Solve the question step by step" in b]
+    assert sorted(set(caps)) == [Arith.answer_max_tokens, MathTask.answer_max_tokens]
+    # arith's 256-token cap cuts a 600-token solution before its \boxed{}: its stray last number must not vote
+    assert cut.answer is None and all(t.answer is None for t in cut.trees)
+    assert whole.answer == "9"

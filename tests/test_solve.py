@@ -134,3 +134,17 @@ def test_ctrl_c_exits_130_keeps_whole_lines_and_resumes(tmp_path):
     finally:
         sim.send_signal(signal.SIGINT)
         sim.communicate(timeout=10)
+
+
+def test_the_summary_reports_how_many_self_evaluations_could_be_read(tmp_path, capsys):
+    probs = _problems(tmp_path, n=6)
+    out = tmp_path / "out.jsonl"
+    assert main([str(probs), "--sim", "--sim-profile", "eval_unreadable=0.5", "--trees", "2", "--rollouts", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    rows = read_rows(out)
+    asked = sum(t["eval_asked"] for r in rows for t in r["trees"])
+    parsed = sum(t["eval_parsed"] for r in rows for t in r["trees"])
+    assert summary["eval_samples"] == asked > 0 and summary["eval_parse_rate"] == pytest.approx(parsed / asked)
+    assert 0.3 < summary["eval_parse_rate"] < 0.7
+    assert "self-evaluation scores read" in capsys.readouterr().out

@@ -111,3 +111,34 @@ def test_detection():
     assert detect_task(["Who wrote Hamlet?"], ["Shakespeare"]).name == "generic"
     with pytest.raises(ValueError, match="unknown task"):
         get_task("chess")
+
+
+@pytest.mark.parametrize("output", [
+    "\\boxed{(1+2+3)*4^2}", "\\boxed{(1+2+3)*4²}", "\\boxed{(1+2+3)*4½}", "\\boxed{(1+2+3)*4!}",
+    "So (1+2+3)*4^2 = 24", "(1+2+3)*4² = 24", "(1 + 2 + 3) * 4! = 24"])
+def test_game24_never_reads_a_prefix_of_something_longer(output):
+    assert not Game24().grade(Game24().extract(output), None, "1 2 3 4")
+
+
+@pytest.mark.parametrize("output", [
+    "\\boxed{4 \\times 3 \\times 2 \\times 1}", "\\boxed{(1 + 2 + 3) \\cdot 4}", "\\boxed{(4 \\div 1) \\times 3 \\times 2}",
+    "\\boxed{\\left( 1 + 2 + 3 \\right) \\times 4}", "\\boxed{\\frac{4 \\cdot 3 \\cdot 2}{1}}",
+    "$\\boxed{(3 + 1) \\times (2 + 4)}$", "So the answer is (1+2+3)*4 = 24.", "Answer: **(1 + 2 + 3) * 4** = 24"])
+def test_game24_reads_the_latex_models_write(output):
+    assert Game24().grade(Game24().extract(output), None, "1 2 3 4")
+
+
+def test_game24_huge_numbers_are_refused_not_crashed_on():
+    q = "5" * 5000 + " 1 2 3"
+    t = Game24()
+    assert t.validate(q) and not t.solves("1 + 2", q) and not t.grade("(1+2+3)*4", None, q)
+    assert t.rule_check(q, "\\boxed{1 + 2}") is None  # not a puzzle it can judge
+    assert t.extract("\\boxed{" + "9" * 5000 + " - 1}") is None
+    assert t.validate("4 7 8 8") is None and t.validate("4 7 8") and t.validate("four seven eight eight")
+
+
+def test_each_task_caps_answers_to_fit_its_solutions():
+    caps = {name: cls().answer_max_tokens for name, cls in
+            (("arith", Arith), ("gsm8k", GSM8K), ("math", MathTask), ("aime", AIME), ("game24", Game24))}
+    assert caps["math"] >= 1024 and caps["aime"] >= 1024 and caps["gsm8k"] >= 512
+    assert caps["arith"] < caps["gsm8k"]
