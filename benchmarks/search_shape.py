@@ -7,6 +7,7 @@ most children any node has, how many nodes have two or more children, and how of
 any version of the engine (issue 10's before/after). Resumable like `fot.solve` (same `--out`).
 
     python benchmarks/search_shape.py examples/arith.jsonl --sim --trees 4 --rollouts 8 --out DIR/sim.jsonl
+    python benchmarks/search_shape.py ... --sim-noise     # fot.sim whose self-evaluation is noise
     python benchmarks/search_shape.py --report DIR/before.jsonl DIR/after.jsonl   # a markdown table
 """
 
@@ -51,6 +52,14 @@ def run(argv: list[str]) -> int:
                 fh.write(json.dumps(shape(self)) + "\n")
 
     mctsr.MCTSrTree.run = run_and_record
+    if "--sim-noise" in argv:  # a verifier that is noise: right and wrong answers get the same scores
+        argv = [a for a in argv if a != "--sim-noise"]  # (set here so that older engines, whose
+        original_profile = solve.sim_profile  # --sim-profile took no pairs, run the same profile)
+
+        def noisy(spec):
+            import dataclasses
+            return dataclasses.replace(original_profile(spec), eval_right=(20.0, 40.0), eval_wrong=(20.0, 40.0))
+        solve.sim_profile = noisy
     return solve.main(argv)
 
 

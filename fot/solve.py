@@ -78,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sim-fault", action="append", default=[], metavar="KIND=RATE",
                    help="with --sim: inject faults (429, 500, 503, hang, truncate, nonjson, no_usage, short_n)")
     b.add_argument("--sim-profile", default="", metavar="K=V,...",
-                   help="with --sim: the simulated solver's skill, e.g. p_first=0.4,p_fix=0.3 (see fot.sim.SimProfile)")
+                   help="with --sim: the simulated solver's skill, e.g. p_first=0.4,p_fix=0.3,eval_wrong=40:30 "
+                        "(see fot.sim.SimProfile)")
     b.add_argument("--gguf", default=os.environ.get("FOT_GGUF"),
                    help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
     b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
@@ -135,10 +136,16 @@ def sim_profile(spec: str):
         if key not in fields or not value:
             raise ValueError(f"--sim-profile: '{part}' is not KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
         current = getattr(profile, key)
-        if isinstance(current, tuple):
-            raise ValueError(f"--sim-profile: '{key}' takes several numbers; set it from Python")
-        profile = dataclasses.replace(profile, **{key: type(current)(float(value)) if isinstance(current, int)
-                                                  else float(value)})
+        try:
+            if isinstance(current, tuple):  # several numbers: eval_right=20:40
+                parsed = tuple(float(v) for v in value.split(":"))
+                if len(parsed) != len(current) and key != "distractor_weights":
+                    raise ValueError
+            else:
+                parsed = type(current)(float(value)) if isinstance(current, int) else float(value)
+        except ValueError:
+            raise ValueError(f"--sim-profile: '{part}' needs {'numbers joined by :' if isinstance(current, tuple) else 'a number'}") from None
+        profile = dataclasses.replace(profile, **{key: parsed})
     return profile
 
 
