@@ -233,3 +233,24 @@ def test_examples_file_feeds_example_trees_and_the_problem_file_itself_is_refuse
     bad.write_text("\n" + json.dumps({"question": "What is 1 + 1?"}) + "\n")
     assert main([str(probs), "--sim", "--examples", str(bad), "--out", str(tmp_path / "y.jsonl")]) == 2
     assert "bad.jsonl:2: field 'answer'" in capsys.readouterr().err
+
+
+async def test_a_new_input_kind_is_one_class_and_one_registration(make_sim):
+    from fot.policies import TreeInput
+
+    class Reverse:
+        name = "reverse"
+
+        async def prepare(self, ctx):
+            return TreeInput("What is " + " ".join(reversed(ctx.question[8:-1].split())) + "?", kind="reverse")
+
+    with pytest.raises(ValueError):
+        SearchConfig(inputs=("raw", "reverse"))
+    INPUT_KINDS["reverse"] = Reverse()
+    try:
+        sim = await make_sim()
+        async with Engine(sim.base_url) as engine:
+            r = await engine.solve("What is 3 * 5?", task="arith", trees=2, rollouts=0, inputs=("raw", "reverse"))
+        assert [t["question"] for t in r.trees] == ["What is 3 * 5?", "What is 5 * 3?"]
+    finally:
+        del INPUT_KINDS["reverse"]
