@@ -65,7 +65,8 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     else:
         shares = [budget.child(name=f"{budget.name}/tree{i}") for i in range(T)]
     if verifier is None:
-        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg, reward_llm))
+        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
+                                                           cfg.full_score_penalty, reward_llm))
     rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
     examples = list(example_pool or getattr(task, "exemplars", ()))  # the user's own, else the task's
     answer_cap = cfg.answer_max_tokens or getattr(task, "answer_max_tokens", 512)

@@ -36,7 +36,7 @@ from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
-from .policies import Verifier
+from .verifiers import Verifier
 from .tasks import Task, extract_boxed
 
 UNSCORED_Q = -100.0  # what selection assumes of a node none of whose evaluations could be read

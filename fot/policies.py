@@ -1,7 +1,8 @@
 """The pluggable rules of the search, one home each.
 
     INPUT_KINDS     how a tree's input is varied         raw, rephrase, shuffle, example
-    VERIFIERS       how candidates are scored in search   self, rule, reward_model (and "auto")
+    VERIFIERS       how candidates are scored in search   self, rule, reward_model (and "auto"),
+                                                          classes and protocol in fot/verifiers.py
     DECISION_RULES  how the forest picks one answer       majority_first, activation_first
 
 `SearchConfig` names them by key and is checked against these registries; agent code may pass its
@@ -23,9 +24,9 @@ from . import prompts
 from .budget import Budget, BudgetExhausted
 from .ledger import CallTag
 from .llm import LLMError
+from .verifiers import RewardModel, RuleVerifier, Scores, SelfEvaluation, Verifier
 
 if TYPE_CHECKING:
-    from .config import SearchConfig
     from .llm import LLMClient
     from .tasks import Task
 
@@ -159,46 +160,28 @@ INPUT_KINDS: dict[str, InputKind] = {k.name: k for k in (Raw(), Rephrase(), Shuf
 # -- verifiers ---------------------------------------------------------------------------------------
 
 @dataclass
-class Scores:
-    values: list[float]  # the samples that could be read, each in [-100, 100]
-    asked: int  # samples asked for (asked - len(values) could not be read and were dropped)
-
-
-class Verifier(Protocol):
-    async def score(self, question: str, text: str, k: int, tag: CallTag, budget: Budget | None,
-                    seed: int | None = None) -> Scores:
-        """k reward samples for one candidate text; unreadable samples are dropped, not scored."""
-
-
-@dataclass
 class VerifierContext:
     task: "Task"
     question: str  # the original question (a rule check needs the real numbers)
     llm: "LLMClient"
-    config: "SearchConfig"
+    max_tokens: int = 192  # SearchConfig.eval_max_tokens
+    full_score: float = 95.0
+    full_score_penalty: float = 50.0
     reward_llm: "LLMClient | None" = None
 
 
 def _self_eval(ctx: VerifierContext) -> Verifier:
-    from .verifiers import SelfEvaluation
-
-    c = ctx.config
-    return SelfEvaluation(ctx.llm, c.eval_max_tokens, c.full_score, c.full_score_penalty)
+    return SelfEvaluation(ctx.llm, ctx.max_tokens, ctx.full_score, ctx.full_score_penalty)
 
 
 def _rule(ctx: VerifierContext) -> Verifier:
-    from .verifiers import RuleVerifier
-
     return RuleVerifier(ctx.task, ctx.question, fallback=_self_eval(ctx))
 
 
 def _reward_model(ctx: VerifierContext) -> Verifier:
-    from .verifiers import RewardModel
-
     if ctx.reward_llm is None:
         raise ValueError("verifier 'reward_model' needs Engine(reward_model=(base_url, model))")
-    c = ctx.config
-    return RewardModel(ctx.reward_llm, c.eval_max_tokens, c.full_score, c.full_score_penalty)
+    return RewardModel(ctx.reward_llm, ctx.max_tokens, ctx.full_score, ctx.full_score_penalty)
 
 
 def _auto(ctx: VerifierContext) -> Verifier:

@@ -8,23 +8,36 @@
 - `RuleVerifier`: a task whose rule check is complete (Game of 24) scores by rule: +100 or -100,
   no call needed; otherwise it falls back to another verifier.
 
-They are registered in `fot.policies.VERIFIERS`; the protocol is `fot.policies.Verifier`.
+The protocol is `Verifier` below; the registry that names them is `fot.policies.VERIFIERS`.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Protocol
 
 from . import prompts
 from .budget import Budget
 from .ledger import CallTag
 from .llm import LLMClient
-from .policies import Scores, Verifier
 from .tasks import Task
 
 # the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100"; nothing else on the line
 SCORE_LINE = re.compile(
     r"^[\s*#>_\[]*score[\s*\]_]*[:=]?[\s*_]*([+-]?\d+(?:\.\d+)?)[\s*_]*(?:/\s*100|out of 100)?[\s*_.]*$", re.I)
+
+
+@dataclass
+class Scores:
+    values: list[float]  # the samples that could be read, each in [-100, 100]
+    asked: int  # samples asked for (asked - len(values) could not be read and were dropped)
+
+
+class Verifier(Protocol):
+    async def score(self, question: str, text: str, k: int, tag: CallTag, budget: Budget | None,
+                    seed: int | None = None) -> Scores:
+        """k reward samples for one candidate text; unreadable samples are dropped, not scored."""
 
 
 def parse_score(text: str) -> float | None:
