@@ -254,3 +254,12 @@ async def test_a_new_input_kind_is_one_class_and_one_registration(make_sim):
         assert [t["question"] for t in r.trees] == ["What is 3 * 5?", "What is 5 * 3?"]
     finally:
         del INPUT_KINDS["reverse"]
+
+
+def test_the_public_face_exports_the_seams_agent_code_implements():
+    import fot
+
+    for name in ("Engine", "SearchConfig", "UNSET", "Verifier", "Scores", "DecisionRule", "Vote", "Decision",
+                 "InputKind", "TreeInput"):
+        assert name in fot.__all__ and getattr(fot, name) is not None
+    assert all(hasattr(fot, name) for name in fot.__all__)
