@@ -15,7 +15,8 @@ draws its answer from the profile:
 - a refine turns a wrong draft right with probability sigmoid(logit(p_fix) - hardness +
   aptitude) and a right draft wrong with probability p_break;
 - self-evaluation scores are normal draws whose mean depends on whether the graded answer is
-  right (a verifier of known quality), clipped to [-100, 100];
+  right (a verifier of known quality), clipped to [-100, 100], written as a line of analysis then
+  'Score: N' (with probability `eval_unreadable`, a reply with no score line);
 - an expert comparison picks a right candidate, when there is one, with probability p_expert;
 - wrong answers come from a few per-problem distractors with skewed weights, so wrong trees
   sometimes agree, as real ones do.
