@@ -10,11 +10,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 
-import numpy as np
 
 from typing import TYPE_CHECKING
 
 from .budget import Price
+from .stats import wilson_ci
 from .tasks import Task
 
 if TYPE_CHECKING:
@@ -33,17 +33,6 @@ def grade(result: dict, task: Task, reference: str | None) -> dict:
     result["oracle_correct"] = any(task.grade(a, reference, question) for a in result.get("answers_seen") or [])
     result["oracle_correct"] = result["oracle_correct"] or result["correct"]
     return result
-
-
-def bootstrap_ci(values: list[float], level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
-    if not values:
-        return (float("nan"), float("nan"))
-    arr = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 @dataclass
@@ -78,7 +67,7 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
     graded = [r for r in rows if r.get("correct") is not None]
     correct = sum(1 for r in graded if r["correct"])
     acc = correct / len(graded) if graded else None
-    ci = bootstrap_ci([1.0 if r["correct"] else 0.0 for r in graded]) if graded else None
+    ci = wilson_ci(correct, len(graded)) if graded else None
     oracle = sum(1 for r in graded if r.get("oracle_correct")) / len(graded) if graded else None
     totals = [r["tokens"]["total"] for r in rows] or [0]
     mean = lambda k: statistics.fmean(r["tokens"][k] for r in rows) if rows else 0.0  # noqa: E731
@@ -188,7 +177,7 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
 
 
 def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], price: Price | None = None,
-         seed: int = 0, rule: "DecisionRule | None" = None) -> list[Cell]:
+         rule: "DecisionRule | None" = None) -> list[Cell]:
     """Accuracy and tokens of every (t, r) cell, replayed from one run's results (by `rule` if given,
     else the rule each row names)."""
     cells = []
@@ -210,7 +199,7 @@ def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], pr
             cells.append(Cell(
                 trees=t, rollouts=r, problems=len(rows), graded=graded, correct=n_right,
                 accuracy=n_right / graded if graded else None,
-                ci95=bootstrap_ci(correct, seed=seed) if graded else None,
+                ci95=wilson_ci(n_right, graded) if graded else None,
                 tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
                 tokens_per_solved=sum(tokens) / n_right if n_right else None,
                 usd_mean=statistics.fmean(usd) if usd else None,

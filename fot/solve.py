@@ -2,7 +2,7 @@
 
 Each result is one JSON line in `--out`, written (and fsynced) as soon as its problem finishes;
 re-running with the same `--out` skips the ids already there. At the end, a summary: accuracy
-of the returned answers with a 95% bootstrap interval, oracle pass@k (labelled: any node right),
+of the returned answers with a 95% Wilson interval, oracle pass@k (labelled: any node right),
 tokens and dollars per solved problem, wall time, calls and errors.
 
 Exit status: 0 done; 2 bad usage or bad input; 1 backend unreachable or another failure;
