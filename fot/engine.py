@@ -15,6 +15,7 @@ from typing import AsyncIterator, Iterable
 
 import openai
 
+from .baselines import SAMPLING_METHODS, run_sampling
 from .budget import Budget, Price
 from .config import SearchConfig
 from .forest import run_forest
@@ -27,6 +28,9 @@ from .tasks import Task, detect_task, get_task
 
 class BackendUnreachable(RuntimeError):
     pass
+
+
+METHODS = ("forest", "mctsr", *SAMPLING_METHODS)  # mctsr = one tree; cot, sc, bon: fot/baselines.py
 
 
 @dataclass
@@ -48,6 +52,9 @@ class Result:
     error: str = ""
     answers_seen: list[str] = field(default_factory=list)  # every distinct answer any node produced
     settings: dict = field(default_factory=dict)  # what the meter needs to replay the decision
+    method: str = "forest"
+    samples: list[dict] = field(default_factory=list)  # cot / sc / bon: every sample, in seed order
+    evaluation: dict = field(default_factory=dict)  # self-evaluation samples asked for and read
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,14 +122,18 @@ class Engine:
                 await c.aclose()
         self.ledger.close()
 
-    async def solve(self, problem: str | Problem, *, task: str | Task = "auto", trees: int = UNSET,
-                    rollouts: int = UNSET, budget: int | None = None, budget_usd: float | None = None,
-                    example_pool: list[tuple[str, str]] | None = None, verifier: str | Verifier = UNSET,
-                    decision: str | DecisionRule = UNSET, **settings) -> Result:
-        """Search one problem. `budget` caps its tokens (never exceeded); settings override SearchConfig.
+    async def solve(self, problem: str | Problem, *, task: str | Task = "auto", method: str = "forest",
+                    trees: int = UNSET, rollouts: int = UNSET, samples: int = 8, budget: int | None = None,
+                    budget_usd: float | None = None, example_pool: list[tuple[str, str]] | None = None,
+                    verifier: str | Verifier = UNSET, decision: str | DecisionRule = UNSET, **settings) -> Result:
+        """Solve one problem with `method` (a forest by default; `mctsr` is one tree; `cot`, `sc`, `bon`
+        sample `samples` answers, see fot/baselines.py). `budget` caps its tokens (never exceeded);
+        settings override SearchConfig.
 
         `verifier` and `decision` take a registry key (fot.policies) or agent code's own object;
         `example_pool` is a list of solved (question, solution) pairs for the "example" tree input."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
         if self.llm is None:
             await self.start()
         assert self.llm is not None
@@ -134,6 +145,8 @@ class Engine:
             verifier_obj, verifier = verifier, UNSET
         if decision is not UNSET and not isinstance(decision, str):
             decision_obj, decision = decision, UNSET
+        if method == "mctsr":
+            trees = 1
         cfg = self.config.with_(trees=trees, rollouts=rollouts, verifier=verifier, decision=decision, **settings)
         if cfg.verifier == "reward_model" and verifier_obj is None and self.reward_llm is None:
             raise ValueError("verifier='reward_model' needs Engine(reward_model=(base_url, model))")
@@ -141,12 +154,16 @@ class Engine:
         t0 = time.monotonic()
         question = problem.question  # the reference (problem.answer) is never passed on
         error = ""
+        fr = sr = None
         try:
-            fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
-                                  decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm)
+            if method in SAMPLING_METHODS:
+                sr = await run_sampling(question, the_task, self.llm, cfg, pb, problem.id, method=method,
+                                        samples=samples, verifier=verifier_obj, reward_llm=self.reward_llm)
+            else:
+                fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
+                                      decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm)
         except Exception as e:  # a fault we did not expect must not lose the other problems
             error = f"{type(e).__name__}: {e}"
-            fr = None
         wall = time.monotonic() - t0
         calls = self.ledger.calls_by_problem.get(problem.id, 0)
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
@@ -155,26 +172,48 @@ class Engine:
                     "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed,
                     "decision": getattr(decision_obj, "name", None) if decision_obj is not None else cfg.decision,
                     "verifier": type(verifier_obj).__name__ if verifier_obj is not None else cfg.verifier}
-        if fr is None:
-            return Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, calls,
-                          pb.spent.usd, wall, error=error, settings=settings)
-        trees_out = [{"index": r.index, "input": r.input_kind, "input_note": r.input_note, "question": r.question,
-                      "hint": r.hint, "temperature": r.temperature, "answer": r.answer, "q": r.q,
-                      "rollouts": r.rollouts_done, "nodes": r.nodes, "depth": r.depth, "corrections": r.corrections,
-                      "eval_asked": r.eval_asked, "eval_parsed": r.eval_parsed, "stopped": r.stopped,
-                      "tokens": r.tokens, "error": r.error} for r in fr.trees]
-        snaps = [[asdict(s) for s in r.snapshots] for r in fr.trees]
+        if sr is not None:
+            settings = {"samples": len(sr.samples), "seed": cfg.seed, "verifier": settings["verifier"],
+                        "temperature": cfg.temperatures[0]}
+        base = Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, calls, pb.spent.usd, wall,
+                      error=error, settings=settings, method=method)
+        if sr is not None:
+            return self._sampling_result(base, sr, the_task)
+        if fr is not None:
+            return self._forest_result(base, fr, the_task)
+        return base
+
+    @staticmethod
+    def _distinct(answers: Iterable[str], task: Task, question: str) -> list[str]:
         seen: list[str] = []
-        for r in fr.trees:
-            for a in r.answers_seen:
-                if not any(the_task.equivalent(a, b, question) for b in seen):
-                    seen.append(a)
-        if fr.answer is None and not error:
-            error = "; ".join(fr.errors) or "no tree produced an answer"
-        return Result(problem.id, question, the_task.name, fr.answer, fr.text, fr.decision.how, trees_out, snaps,
-                      tokens, calls, pb.spent.usd, wall, expert_tokens=fr.expert_tokens,
-                      expert_usage=fr.expert_usage, error=error,
-                      answers_seen=seen, settings=settings)
+        for a in answers:
+            if not any(task.equivalent(a, b, question) for b in seen):
+                seen.append(a)
+        return seen
+
+    def _sampling_result(self, r: Result, sr, task: Task) -> Result:
+        r.answer, r.text, r.decision = sr.answer, sr.text, sr.how
+        r.samples = [asdict(s) for s in sr.samples]
+        r.evaluation = {"asked": sr.eval_asked, "parsed": sr.eval_parsed}
+        r.answers_seen = self._distinct((s.answer for s in sr.samples if s.answer is not None), task, r.question)
+        if sr.answer is None and not r.error:
+            r.error = "; ".join(s.error for s in sr.samples if s.error) or "no sample produced an answer"
+        return r
+
+    def _forest_result(self, r: Result, fr, task: Task) -> Result:
+        r.answer, r.text, r.decision = fr.answer, fr.text, fr.decision.how
+        r.trees = [{"index": t.index, "input": t.input_kind, "input_note": t.input_note, "question": t.question,
+                    "hint": t.hint, "temperature": t.temperature, "answer": t.answer, "q": t.q,
+                    "rollouts": t.rollouts_done, "nodes": t.nodes, "depth": t.depth, "corrections": t.corrections,
+                    "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "stopped": t.stopped,
+                    "tokens": t.tokens, "error": t.error} for t in fr.trees]
+        r.snapshots = [[asdict(s) for s in t.snapshots] for t in fr.trees]
+        r.evaluation = {"asked": sum(t.eval_asked for t in fr.trees), "parsed": sum(t.eval_parsed for t in fr.trees)}
+        r.expert_tokens, r.expert_usage = fr.expert_tokens, fr.expert_usage
+        r.answers_seen = self._distinct((a for t in fr.trees for a in t.answers_seen), task, r.question)
+        if fr.answer is None and not r.error:
+            r.error = "; ".join(fr.errors) or "no tree produced an answer"
+        return r
 
     async def solve_many(self, problems: Iterable[str | Problem], *, parallel: int = 4,
                          **kwargs) -> AsyncIterator[Result]:

@@ -8,7 +8,8 @@ reach; it is always reported separately and labelled as such, never as accuracy.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 
 from typing import TYPE_CHECKING
@@ -73,8 +74,8 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
     mean = lambda k: statistics.fmean(r["tokens"][k] for r in rows) if rows else 0.0  # noqa: E731
     spent = sum(r["tokens"]["total"] for r in rows)
     usd = sum(r.get("cost_usd") or 0.0 for r in rows)
-    asked = sum(t.get("eval_asked", 0) for r in rows for t in r.get("trees") or [])
-    parsed = sum(t.get("eval_parsed", 0) for r in rows for t in r.get("trees") or [])
+    asked = sum((r.get("evaluation") or {}).get("asked", 0) for r in rows)
+    parsed = sum((r.get("evaluation") or {}).get("parsed", 0) for r in rows)
     decisions: dict[str, int] = {}
     for r in rows:
         decisions[r.get("decision", "none")] = decisions.get(r.get("decision", "none"), 0) + 1
@@ -113,6 +114,14 @@ class Cell:
     usd_per_solved: float | None
     expert_recorded: int  # decisions taken from the run's expert call (full cell only)
     expert_fallback: int  # decisions where the vote needed the expert and the fallback stood in
+    method: str = "forest"  # forest | cot | sc | bon
+    samples: int = 0  # cot / sc / bon: how many samples
+    ids: list[str] = field(default_factory=list)  # the graded problems, sorted ...
+    outcomes: list[bool] = field(default_factory=list)  # ... and whether each was right (for paired comparisons)
+
+    @property
+    def label(self) -> str:
+        return f"{self.trees}x{self.rollouts}" if self.method == "forest" else f"{self.method}@{self.samples}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,36 +185,68 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
     return answer, usage, how
 
 
+def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | None, dict, str]],
+            price: Price | None = None, **label) -> Cell:
+    """One cell: `pick(row)` gives (answer, usage, how) per problem; graded problems are kept in id order
+    so two cells over the same rows can be compared problem by problem."""
+    correct, tokens, usd, ids = [], [], [], []
+    recorded = fallback = 0
+    for row in sorted(rows, key=lambda r: str(r["id"])):
+        answer, usage, how = pick(row)
+        recorded += how == "expert_recorded"
+        fallback += how == "expert_fallback"
+        tokens.append(usage["total"])
+        if price is not None:
+            usd.append(price.cost(usage["prompt"], usage["completion"], usage["cached"]))
+        if row.get("reference") is not None or task.name == "game24":
+            ids.append(str(row["id"]))
+            correct.append(bool(task.grade(answer, row.get("reference"), row.get("question", ""))))
+    n_right, graded = sum(correct), len(correct)
+    return Cell(
+        trees=label.get("trees", 0), rollouts=label.get("rollouts", 0), problems=len(rows), graded=graded,
+        correct=n_right, accuracy=n_right / graded if graded else None,
+        ci95=wilson_ci(n_right, graded) if graded else None,
+        tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
+        tokens_per_solved=sum(tokens) / n_right if n_right else None,
+        usd_mean=statistics.fmean(usd) if usd else None,
+        usd_per_solved=sum(usd) / n_right if (usd and n_right) else None,
+        expert_recorded=recorded, expert_fallback=fallback, method=label.get("method", "forest"),
+        samples=label.get("samples", 0), ids=ids, outcomes=correct)
+
+
 def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], price: Price | None = None,
          rule: "DecisionRule | None" = None) -> list[Cell]:
     """Accuracy and tokens of every (t, r) cell, replayed from one run's results (by `rule` if given,
     else the rule each row names)."""
-    cells = []
-    for t in trees:
-        for r in rollouts:
-            correct, graded, tokens, usd = [], 0, [], []
-            recorded = fallback = 0
-            for row in rows:
-                answer, usage, how = replay(row, task, t, r, rule)
-                recorded += how == "expert_recorded"
-                fallback += how == "expert_fallback"
-                tokens.append(usage["total"])
-                if price is not None:
-                    usd.append(price.cost(usage["prompt"], usage["completion"], usage["cached"]))
-                if row.get("reference") is not None or task.name == "game24":
-                    graded += 1
-                    correct.append(1.0 if task.grade(answer, row.get("reference"), row.get("question", "")) else 0.0)
-            n_right = int(sum(correct))
-            cells.append(Cell(
-                trees=t, rollouts=r, problems=len(rows), graded=graded, correct=n_right,
-                accuracy=n_right / graded if graded else None,
-                ci95=wilson_ci(n_right, graded) if graded else None,
-                tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
-                tokens_per_solved=sum(tokens) / n_right if n_right else None,
-                usd_mean=statistics.fmean(usd) if usd else None,
-                usd_per_solved=sum(usd) / n_right if (usd and n_right) else None,
-                expert_recorded=recorded, expert_fallback=fallback))
-    return cells
+    return [measure(rows, task, lambda row: replay(row, task, t, r, rule), price, trees=t, rollouts=r)
+            for t in trees for r in rollouts]
+
+
+def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str]:
+    """What a cot / sc / bon run with the first `n` samples would have returned, and its tokens."""
+    from .baselines import decide_samples
+
+    first = (row.get("samples") or [])[:n]
+    usage = {k: sum(s.get(k, 0) for s in first) for k in ("prompt", "completion", "cached")}
+    usage["total"] = sum(s.get("tokens", 0) for s in first)
+    answer, how = decide_samples(row.get("method", "sc"), first, task, row.get("question", ""))
+    return answer, usage, how
+
+
+def sample_curve(rows: list[dict], task: Task, ns: list[int], price: Price | None = None) -> list[Cell]:
+    """Accuracy and tokens of a sampling baseline at every n, replayed from one run of the largest."""
+    method = rows[0].get("method", "sc") if rows else "sc"
+    return [measure(rows, task, lambda row: replay_samples(row, task, n), price, method=method, samples=n)
+            for n in ns]
+
+
+def compare(a: Cell, b: Cell):
+    """A minus B, problem by problem (`fot.stats.paired_diff`), and B's tokens over A's."""
+    from .stats import paired_diff
+
+    if a.ids != b.ids:
+        raise ValueError(f"{a.label} and {b.label} were graded on different problems")
+    return paired_diff(a.outcomes, b.outcomes), (b.tokens_mean / a.tokens_mean if a.tokens_mean else float("nan"))
 
 
 def pareto(cells: list[Cell]) -> list[Cell]:

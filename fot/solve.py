@@ -26,7 +26,7 @@ from rich.table import Table
 
 from .budget import Price
 from .config import SearchConfig
-from .engine import BackendUnreachable, Engine
+from .engine import METHODS, BackendUnreachable, Engine
 from .meter import grade, summarize
 from .problems import Problem, ProblemFileError, load_problems
 from .policies import DECISION_RULES
@@ -90,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=_non_negative_float("--timeout"), default=120.0, help="seconds per request")
     s = ap.add_argument_group("search")
     s.add_argument("--task", default="auto", choices=["auto", *TASKS])
+    s.add_argument("--method", default="forest", choices=list(METHODS),
+                   help="forest (default); mctsr = one tree; baselines on the same token axis: cot (one sample), "
+                        "sc (majority of --samples), bon (best of --samples by the same verifier)")
+    s.add_argument("--samples", type=_positive_int("--samples", 1), default=8,
+                   help="samples for sc / bon (default 8); smaller counts are replayed from the run")
     s.add_argument("--trees", type=_positive_int("--trees", 1), default=None,
                    help="trees per problem (default 4; 3 on the embedded local model)")
     s.add_argument("--rollouts", type=_positive_int("--rollouts", 0), default=None,
@@ -242,7 +247,7 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
     if s.accuracy is not None:
         lo, hi = s.accuracy_ci95
         t.add_row("accuracy (returned answer)", f"{s.accuracy:.1%}  [95% CI {lo:.1%} - {hi:.1%}]  ({s.correct}/{s.graded})")
-        t.add_row("oracle pass@k (any node right; not accuracy)", f"{s.oracle_pass_at_k:.1%}")
+        t.add_row("oracle pass@k (any node or sample right; not accuracy)", f"{s.oracle_pass_at_k:.1%}")
     else:
         t.add_row("accuracy", "n/a (no references to grade against)")
     t.add_row("tokens per problem (mean / median)", f"{s.tokens_mean:,.0f} / {s.tokens_median:,.0f}")
@@ -297,9 +302,10 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
             concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
             preset = {"trees": 3, "rollouts": 1, "reward_samples": 1}  # minutes, not hours, on 2 cores
-            chosen = {k: getattr(args, k) or v for k, v in preset.items()}
-            say(f"embedded model: using --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
-                f"{chosen['reward_samples']} (its defaults are 3, 1, 1: minutes, not hours, on 2 cores)")
+            chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}
+            if args.method in ("forest", "mctsr"):
+                say(f"embedded model: using --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
+                    f"{chosen['reward_samples']} (its defaults are 3, 1, 1: minutes, not hours, on 2 cores)")
             backend = f"local llama.cpp server ({local.gguf.name})"
         for k, v in preset.items():
             if getattr(args, k) is None:
@@ -329,7 +335,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         with progress, open(out, "a", encoding="utf-8") as fh:
             bar = progress.add_task("solve", total=len(todo), acc="")
             async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget,
-                                                  example_pool=args.example_pool):
+                                                  example_pool=args.example_pool, method=args.method,
+                                                  samples=args.samples):
                 row = result.to_dict()
                 row = grade(row, get_task(task_name), refs.get(result.id))
                 fh.write(json.dumps(row, separators=(",", ":")) + "\n")
@@ -343,8 +350,9 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         if local is not None and (death := local.died()):
             say(death)
             return EXIT_FAIL
-        summary.update({"backend": backend, "task": task_name, "trees": args.trees, "rollouts": args.rollouts,
-                        "budget": args.budget, "simulated": bool(args.sim)})
+        summary.update({"backend": backend, "task": task_name, "method": args.method, "trees": args.trees,
+                        "rollouts": args.rollouts, "samples": args.samples, "budget": args.budget,
+                        "simulated": bool(args.sim)})
         out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return EXIT_OK
 

@@ -1,0 +1,127 @@
+"""What a user would do instead of a forest with the same tokens: plain sampling.
+
+    cot   one chain-of-thought sample (the forest's own answer prompt)
+    sc    self-consistency: the most common answer of N independent samples
+    bon   best-of-N: the sample that the forest's own verifier scores highest
+
+(`mctsr`, one deep tree, is the forest with T = 1; see `fot.engine.METHODS`.)
+
+Samples are independent requests with seeds `seed*1000 + i`, so the first n samples of a run of
+N are exactly what a run of n would have drawn. Each records its answer, its Q (bon only) and its
+tokens, and `fot.meter.replay_samples` replays every n <= N from one run, as the forest grid is.
+The answer prompt, extractor, temperature and token accounting are the forest's, so the
+comparison is on one token axis. None of this sees a reference answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+
+from . import prompts
+from .budget import Budget, BudgetExhausted
+from .config import SearchConfig
+from .ledger import CallTag
+from .llm import LLMClient, LLMError
+from .mctsr import q_value
+from .policies import VERIFIERS, VerifierContext, group_answers
+from .tasks import Task
+from .verifiers import Verifier
+
+SAMPLING_METHODS = ("cot", "sc", "bon")
+
+
+@dataclass
+class Sample:
+    index: int
+    answer: str | None
+    q: float | None = None  # bon: the verifier's Q; None if not scored or unreadable
+    text: str = ""
+    tokens: int = 0  # this sample's own tokens (its scoring included), not cumulative
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+    error: str = ""
+
+
+@dataclass
+class SamplingResult:
+    answer: str | None
+    text: str
+    how: str  # single | majority | plurality | best_q | none
+    samples: list[Sample] = field(default_factory=list)
+    eval_asked: int = 0
+    eval_parsed: int = 0
+
+
+def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task, question: str) -> tuple[str | None, str]:
+    """(answer, how) from the given samples, in index order; the same function decides a run and its replays."""
+    rows = [asdict(s) if isinstance(s, Sample) else s for s in samples]
+    answered = [r for r in rows if r.get("answer") is not None]
+    if not answered:
+        return None, "none"
+    if method == "bon":
+        best = max(answered, key=lambda r: (r["q"] if r.get("q") is not None else float("-inf"), -r["index"]))
+        return best["answer"], "best_q" if best.get("q") is not None else "best_q_unscored"
+    groups = group_answers([(r["index"], r["answer"]) for r in answered], task, question)  # ties: first seen
+    top, members = groups[0]
+    if len(answered) == 1:
+        return top, "single"
+    return top, "majority" if len(members) * 2 > len(answered) else "plurality"
+
+
+async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget,
+                       problem_id: str, *, method: str, samples: int, verifier: Verifier | None = None,
+                       reward_llm: LLMClient | None = None) -> SamplingResult:
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"unknown sampling method '{method}'; known: {', '.join(SAMPLING_METHODS)}")
+    n = 1 if method == "cot" else samples
+    if n < 1:
+        raise ValueError("samples must be >= 1")
+    if method == "bon" and verifier is None:
+        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
+                                                           cfg.full_score_penalty, reward_llm))
+    cap = cfg.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
+    temperature = cfg.temperatures[0]
+    out = SamplingResult(None, "", "none")
+
+    async def one(i: int) -> Sample:
+        # a child budget per sample: its tokens are its own, the problem budget stays the outer cap
+        own = budget.child(name=f"{budget.name}/sample{i}")
+        s = Sample(index=i, answer=None)
+        try:
+            c = await llm.chat(prompts.answer(question, "", task.instructions), role="answer",
+                               tag=CallTag(problem_id, i, 0), max_tokens=cap, temperature=temperature,
+                               seed=cfg.seed * 1000 + i, budget=own)
+            s.text = c.text
+            s.answer = task.extract(c.text)
+            if c.choices[0].finish_reason == "length" and "\\boxed" not in c.text:
+                s.answer = None  # cut off before its final answer (as in the trees)
+            if method == "bon" and s.answer is not None:
+                scores = await verifier.score(question, c.text, cfg.reward_samples, CallTag(problem_id, i, 0), own,
+                                              seed=cfg.seed * 1000 + 500 + i)
+                out.eval_asked += scores.asked
+                out.eval_parsed += len(scores.values)
+                s.q = q_value(scores.values)
+        except (LLMError, BudgetExhausted) as e:
+            s.error = f"{type(e).__name__}: {e}"
+        sp = own.spent
+        s.tokens, s.prompt, s.completion, s.cached = sp.total_tokens, sp.prompt_tokens, sp.completion_tokens, \
+            sp.cached_tokens
+        return s
+
+    tasks = [asyncio.create_task(one(i)) for i in range(n)]
+    try:
+        out.samples = list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    out.answer, out.how = decide_samples(method, out.samples, task, question)
+    if out.answer is not None:
+        chosen = [s for s in out.samples if s.answer is not None and task.equivalent(s.answer, out.answer, question)]
+        if method == "bon":
+            chosen.sort(key=lambda s: (s.q if s.q is not None else float("-inf"), -s.index), reverse=True)
+        out.text = chosen[0].text
+    return out
