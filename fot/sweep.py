@@ -1,9 +1,12 @@
-"""`python -m fot.sweep PROBLEMS --trees 1,2,4,8 --rollouts 1,2,4,8 --out DIR [solve options]`
+"""`python -m fot.sweep PROBLEMS --trees 1,2,4,8 --rollouts 1,2,4,8 --baselines sc,bon --out DIR [solve options]`
 
-Diversity against volume, measured. By default one run of the largest cell (max trees x max
-rollouts) is made with `fot.solve` (resumable), and every smaller cell is replayed from its
-snapshots (see `fot.meter.grid`). `--independent` also runs every cell for real and checks that
-each measured accuracy lies inside the interval the one big run predicted.
+Diversity against volume, and both against plain sampling, measured. One run of the largest cell
+(max trees x max rollouts) is made with `fot.solve` (resumable), and every smaller cell is replayed
+from its snapshots (see `fot.meter.grid`); each baseline (`--baselines sc,bon`, see
+fot/baselines.py) is one run of the largest `--samples`, smaller counts replayed the same way.
+`sweep.md` then answers, problem by problem (paired intervals, `fot.stats`): at equal or fewer
+tokens, does a wider forest beat one deeper tree, and does either beat sc or bon?
+`--independent` also runs every forest cell for real and compares it with its replay (paired).
 
 Writes DIR/sweep.json (every cell), DIR/sweep.md (a table to read) and DIR/sweep.png (accuracy
 against mean tokens per problem, one line per tree count, 95% intervals, Pareto frontier marked).
@@ -18,7 +21,8 @@ from pathlib import Path
 
 from . import solve
 from .budget import Price
-from .meter import GRID_NOTE, Cell, cheapest_reaching, diversity_pairs, grid, pareto
+from .baselines import SAMPLING_METHODS
+from .meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
 from .tasks import get_task
 
 
@@ -32,6 +36,41 @@ def _int_list(s: str) -> list[int]:
     return vals
 
 
+def _methods(s: str) -> list[str]:
+    vals = [x.strip() for x in s.split(",") if x.strip()]
+    bad = [v for v in vals if v not in SAMPLING_METHODS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {bad}; known: {', '.join(SAMPLING_METHODS)}")
+    return vals
+
+
+def at_most(cells: list[Cell], tokens: float) -> Cell | None:
+    """The most accurate-by-construction challenger: the biggest cell spending no more than `tokens`."""
+    ok = [c for c in cells if c.tokens_mean <= tokens * 1.0001]
+    return max(ok, key=lambda c: c.tokens_mean) if ok else None
+
+
+def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[Cell]) -> list[dict]:
+    """The mission's question, problem by problem: each forest cell on the Pareto frontier (and the run's
+    own cell) against what spends equal or fewer tokens: one deeper tree, and each baseline."""
+    largest = max(cells, key=lambda c: (c.trees * max(c.rollouts, 1), c.trees))
+    subjects = {c.label: c for c in [*front, largest] if c.method == "forest"}
+    deep = [c for c in cells if c.trees == 1]
+    rows = []
+    for a in sorted(subjects.values(), key=lambda c: c.tokens_mean):
+        rivals = [] if a.trees == 1 else [("one deeper tree", at_most(deep, a.tokens_mean))]
+        rivals += [(m, at_most(curve, a.tokens_mean)) for m, curve in baselines.items()]
+        for kind, b in rivals:
+            if b is None:
+                rows.append({"a": a.label, "b": None, "kind": kind, "verdict": "no cell spends this few tokens"})
+                continue
+            d, ratio = compare(a, b)
+            rows.append({"a": a.label, "b": b.label, "kind": kind, "a_accuracy": a.accuracy, "b_accuracy": b.accuracy,
+                         "diff": d.diff, "ci95": d.ci95, "b_tokens_over_a": ratio, "n": d.n,
+                         "verdict": d.verdict(a.label, b.label)})
+    return rows
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--trees", type=_int_list, default=[1, 2, 4, 8])
     ap.add_argument("--rollouts", type=_int_list, default=[1, 2, 4, 8])
     ap.add_argument("--out", required=True, help="directory for the run, sweep.json, sweep.md, sweep.png")
+    ap.add_argument("--baselines", type=_methods, default=[], metavar="sc,bon",
+                    help="sampling baselines to run on the same problems (cot, sc, bon)")
+    ap.add_argument("--samples", type=_int_list, default=[1, 2, 4, 8, 16],
+                    help="sample counts for the baselines (one run of the largest, the rest replayed)")
     ap.add_argument("--independent", action="store_true", help="also run every cell on its own and compare")
     ap.add_argument("--target", type=float, default=None, help="report the cheapest cell reaching this accuracy")
     ap.add_argument("--price-in", type=float, default=None)
@@ -56,7 +99,8 @@ def _pct(x: float | None) -> str:
 
 
 def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, target_cell, target, meta: dict,
-                   validation: list[dict] | None) -> None:
+                   validation: list[dict] | None, baselines: dict[str, list[Cell]] | None = None,
+                   asked: list[dict] | None = None) -> None:
     lines = [f"# Sweep: {meta['problems_file']}", "",
              f"Backend: {meta['backend']}. Task: {meta['task']}. {meta['n']} problems. One run of "
              f"{meta['run_trees']} trees x {meta['run_rollouts']} rollouts; command: `{meta['command']}`.", "",
@@ -83,16 +127,41 @@ def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, targ
         lines += ["", f"Cheapest cell reaching {target:.0%}: " + (
             f"{target_cell.trees} x {target_cell.rollouts} at {target_cell.tokens_mean:,.0f} tokens/problem"
             if target_cell else "none")]
+    for method, curve in (baselines or {}).items():
+        lines += ["", f"## Baseline: {method} (one run of {max(c.samples for c in curve)} samples, fewer replayed)", "",
+                  "| samples | accuracy | 95% CI | tokens/problem | tokens/solved |", "| ---: | ---: | :---: | ---: | ---: |"]
+        for c in curve:
+            lines.append(f"| {c.samples} | {_pct(c.accuracy)} | {c.ci95[0]:.1%} - {c.ci95[1]:.1%} | {c.tokens_mean:,.0f} | "
+                         f"{'n/a' if c.tokens_per_solved is None else f'{c.tokens_per_solved:,.0f}'} |")
+    if asked:
+        lines += ["", "## Is the forest worth its tokens? (same problems, paired)", "",
+                  "Each forest cell on the Pareto frontier (and the run's own cell) against the largest rival that "
+                  "spends equal or fewer tokens. Difference = A minus B in accuracy, with Newcombe's paired 95% "
+                  "interval; 'not resolved at this n' when it straddles 0.", "",
+                  "| A | B (equal or fewer tokens) | A acc. | B acc. | A - B | 95% CI | B tokens / A tokens | verdict |",
+                  "| --- | --- | ---: | ---: | ---: | :---: | ---: | --- |"]
+        for q in asked:
+            if q["b"] is None:
+                lines.append(f"| {q['a']} | {q['kind']} | | | | | | {q['verdict']} |")
+                continue
+            lines.append(f"| {q['a']} | {q['b']} ({q['kind']}) | {_pct(q['a_accuracy'])} | {_pct(q['b_accuracy'])} | "
+                         f"{q['diff']:+.1%} | {q['ci95'][0]:+.1%} to {q['ci95'][1]:+.1%} | {q['b_tokens_over_a']:.2f} | "
+                         f"{q['verdict']} |")
     if validation is not None:
         lines += ["", "## Validation: each cell run on its own", "",
-                  "| trees | rollouts | predicted | predicted 95% CI | measured | inside |", "| ---: | ---: | ---: | :---: | ---: | :---: |"]
+                  "Replayed against measured, on the same problems: the paired difference (replayed minus measured) "
+                  "and the tokens the ledger recorded for the independent run.", "",
+                  "| trees | rollouts | replayed | measured | replayed - measured | 95% CI | replayed tokens | "
+                  "measured tokens | verdict |", "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | --- |"]
         for v in validation:
-            lines.append(f"| {v['trees']} | {v['rollouts']} | {_pct(v['predicted'])} | {v['ci'][0]:.1%} - {v['ci'][1]:.1%} | "
-                         f"{_pct(v['measured'])} | {'yes' if v['inside'] else 'NO'} |")
+            lines.append(f"| {v['trees']} | {v['rollouts']} | {_pct(v['predicted'])} | {_pct(v['measured'])} | "
+                         f"{v['diff']:+.1%} | {v['ci95'][0]:+.1%} to {v['ci95'][1]:+.1%} | {v['predicted_tokens']:,.0f} | "
+                         f"{v['measured_tokens']:,.0f} | {v['verdict']} |")
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot(path: Path, cells: list[Cell], front: list[Cell], title: str) -> None:
+def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
+         baselines: dict[str, list[Cell]] | None = None) -> None:
     try:
         import matplotlib
 
@@ -116,6 +185,10 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str) -> None:
         ax.plot([c.tokens_mean for c in front], [c.accuracy for c in front], "k--", lw=1, label="Pareto frontier")
         ax.scatter([c.tokens_mean for c in front], [c.accuracy for c in front], s=120, facecolors="none",
                    edgecolors="k", zorder=5)
+    for method, curve in (baselines or {}).items():
+        pts = [c for c in curve if c.accuracy is not None]
+        ax.plot([c.tokens_mean for c in pts], [c.accuracy for c in pts], ":", marker="s", ms=4,
+                label=f"{method} (samples {pts[0].samples}-{pts[-1].samples})" if pts else method)
     ax.set_xscale("log")
     ax.set_xlabel("mean tokens per problem (log scale)")
     ax.set_ylabel("accuracy of the returned answer")
@@ -161,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"problems_file": args.problems, "backend": summary.get("backend"), "task": task.name, "n": len(rows),
             "run_trees": T, "run_rollouts": R, "command": " ".join(command), "simulated": summary.get("simulated")}
 
+    baselines: dict[str, list[Cell]] = {}
+    for method in args.baselines:
+        path = out / f"{method}.jsonl"
+        rc = solve.main([args.problems, *passthrough, *prices, "--method", method, "--samples", str(max(args.samples)),
+                         "--out", str(path), "--quiet"])
+        if rc != 0:
+            return rc
+        baselines[method] = sample_curve(_load(path), task, args.samples, price)
+    asked = questions(cells, baselines, front)
+
     validation = None
     if args.independent:
         validation = []
@@ -173,24 +256,27 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 return rc
             own = grid(_load(cell_path), task, [c.trees], [c.rollouts], price)[0]
-            inside = c.ci95 is not None and own.accuracy is not None and c.ci95[0] <= own.accuracy <= c.ci95[1]
-            validation.append({"trees": c.trees, "rollouts": c.rollouts, "predicted": c.accuracy, "ci": c.ci95,
-                               "measured": own.accuracy, "inside": inside, "measured_tokens": own.tokens_mean,
-                               "predicted_tokens": c.tokens_mean})
+            d, _ = compare(c, own)
+            validation.append({"trees": c.trees, "rollouts": c.rollouts, "predicted": c.accuracy,
+                               "measured": own.accuracy, "diff": d.diff, "ci95": d.ci95,
+                               "inside": not d.resolved, "verdict": "same" if d.diff == 0 else d.verdict(
+                                   "replay higher", "measured higher"),
+                               "measured_tokens": own.tokens_mean, "predicted_tokens": c.tokens_mean})
 
     (out / "sweep.json").write_text(json.dumps({
         "meta": meta, "note": GRID_NOTE, "cells": [c.to_dict() for c in cells],
+        "baselines": {m: [c.to_dict() for c in curve] for m, curve in baselines.items()}, "questions": asked,
         "pareto": [(c.trees, c.rollouts) for c in front],
         "diversity_pairs": [[(w.trees, w.rollouts), (n.trees, n.rollouts)] for w, n in pairs],
         "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
         "validation": validation}, indent=1) + "\n")
-    write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation)
+    write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation, baselines, asked)
     backend = str(meta["backend"])
     title = f"{meta['task']} on {backend}" + (" (SIMULATED)" if meta["simulated"] and "SIMULATED" not in backend else "")
-    plot(out / "sweep.png", cells, front, title)
+    plot(out / "sweep.png", cells, front, title, baselines)
     print((out / "sweep.md").read_text())
     if validation is not None and not all(v["inside"] for v in validation):
-        print("fot.sweep: some independently run cells fall outside the predicted interval", file=sys.stderr)
+        print("fot.sweep: some independently run cells differ from their replay beyond chance (paired)", file=sys.stderr)
     return 0
 
 

@@ -121,14 +121,24 @@ def test_sweep_writes_json_markdown_and_a_png_and_independent_cells_agree(tmp_pa
     probs.write_text("".join(json.dumps(r) + "\n" for r in Arith.generate(16, seed=2, digits=2)))
     out = tmp_path / "sweep"
     rc = sweep_main([str(probs), "--sim", "--trees", "1,2", "--rollouts", "0,1,2", "--out", str(out),
-                     "--independent", "--tie-break", "q", "--price-in", "1", "--price-out", "2"])
+                     "--independent", "--tie-break", "q", "--price-in", "1", "--price-out", "2",
+                     "--baselines", "sc,bon", "--samples", "1,2,4"])
     assert rc == 0
     data = json.loads((out / "sweep.json").read_text())
     assert len(data["cells"]) == 6 and data["meta"]["simulated"] is True
-    # with the summed-Q tie-break the decision rule is the same everywhere: the replay is exact
+    # with the tie-break by the rule's fallback the decision is the same everywhere: the replay is exact
     for v in data["validation"]:
-        assert v["inside"] and v["measured"] == v["predicted"]
+        assert v["inside"] and v["measured"] == v["predicted"] and v["diff"] == 0 and v["verdict"] == "same"
         assert v["measured_tokens"] == pytest.approx(v["predicted_tokens"])
+    assert [c["samples"] for c in data["baselines"]["sc"]] == [1, 2, 4]
+    # the question table: the 2-tree cells against one deeper tree and both baselines, paired
+    kinds = {q["kind"] for q in data["questions"]}
+    assert {"sc", "bon"} <= kinds
+    for q in data["questions"]:
+        if q["b"] is not None:
+            assert q["n"] == 16 and q["ci95"][0] <= q["diff"] <= q["ci95"][1] and q["b_tokens_over_a"] <= 1.0001
+    md = (out / "sweep.md").read_text()
+    assert "Is the forest worth its tokens?" in md and "## Baseline: sc" in md
     assert all(c["usd_mean"] > 0 for c in data["cells"])
     assert "| trees | rollouts |" in (out / "sweep.md").read_text()
     png = (out / "sweep.png").read_bytes()
