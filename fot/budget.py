@@ -92,6 +92,7 @@ class Budget:
     reserved_tokens: int = 0
     reserved_usd: float = 0.0
     overrun_tokens: int = 0
+    bound: int = 0  # calls this level clamped or refused (the meter: was a replayed search shaped by this cap?)
     _cond: asyncio.Condition | None = field(default=None, repr=False)
     _waiting: int = field(default=0, repr=False)
     _wakers: set = field(default_factory=set, repr=False)
@@ -174,6 +175,9 @@ class Budget:
             limiting = [b for b, r in rooms if r < n * max_tokens]
             if any(b.reserved_tokens > 0 or b.reserved_usd > 0 for b in limiting):
                 return None  # others may give tokens back: wait rather than clamp or refuse
+        if per_choice < max_tokens:
+            for b, r in rooms:
+                b.bound += r < n * max_tokens
         if per_choice < min_tokens:
             tight = min(rooms, key=lambda br: br[1])[0]
             avail = max(0, int(min(room + prompt_tokens, tight.remaining_tokens())))

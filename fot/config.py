@@ -43,6 +43,8 @@ class SearchConfig:
     verifier: str = "auto"  # a key of fot.policies.VERIFIERS: auto | self | rule | reward_model
     expert_max_tokens: int = 256
     decision_reserve: float = 0.05  # share of a problem budget kept for the expert decision
+    tree_budget: int | None = None  # tokens per tree, the same at any forest size (the problem budget stays the
+    # outer cap); None: each tree gets an equal share of the problem budget, which depends on the number of trees
     max_consecutive_failures: int = 2  # a tree stops after this many failed rollouts in a row
 
     def __post_init__(self) -> None:
@@ -52,7 +54,7 @@ class SearchConfig:
             "answer_max_tokens": self.answer_max_tokens is None or self.answer_max_tokens >= 1,
             "eval_max_tokens": self.eval_max_tokens >= 1, "inputs": bool(self.inputs),
             "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
-            "max_corrections": self.max_corrections >= 0, "decision_reserve": 0 <= self.decision_reserve < 1,
+            "max_corrections": self.max_corrections >= 0, "tree_budget": self.tree_budget is None or self.tree_budget >= 1, "decision_reserve": 0 <= self.decision_reserve < 1,
             "tie_break": self.tie_break in ("expert", "q"),
         }
         bad = [k for k, ok in checks.items() if not ok]

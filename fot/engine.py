@@ -55,6 +55,8 @@ class Result:
     method: str = "forest"
     samples: list[dict] = field(default_factory=list)  # cot / sc / bon: every sample, in seed order
     evaluation: dict = field(default_factory=dict)  # self-evaluation samples asked for and read
+    early_stopped: bool = False
+    budget_bound: dict = field(default_factory=dict)  # {"problem": bool, "trees": [bool]}: which caps shaped the search
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,7 +173,9 @@ class Engine:
         settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
                     "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed,
                     "decision": getattr(decision_obj, "name", None) if decision_obj is not None else cfg.decision,
-                    "verifier": type(verifier_obj).__name__ if verifier_obj is not None else cfg.verifier}
+                    "verifier": type(verifier_obj).__name__ if verifier_obj is not None else cfg.verifier,
+                    "budget": budget, "tree_budget": cfg.tree_budget,
+                    "tree_allowance": "per_tree" if cfg.tree_budget is not None else ("share" if budget else "none")}
         if sr is not None:
             settings = {"samples": len(sr.samples), "seed": cfg.seed, "verifier": settings["verifier"],
                         "temperature": cfg.temperatures[0]}
@@ -210,6 +214,7 @@ class Engine:
         r.snapshots = [[asdict(s) for s in t.snapshots] for t in fr.trees]
         r.evaluation = {"asked": sum(t.eval_asked for t in fr.trees), "parsed": sum(t.eval_parsed for t in fr.trees)}
         r.expert_tokens, r.expert_usage = fr.expert_tokens, fr.expert_usage
+        r.early_stopped, r.budget_bound = fr.early_stopped, fr.budget_bound
         r.answers_seen = self._distinct((a for t in fr.trees for a in t.answers_seen), task, r.question)
         if fr.answer is None and not r.error:
             r.error = "; ".join(fr.errors) or "no tree produced an answer"

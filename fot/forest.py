@@ -28,7 +28,7 @@ from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
-from .mctsr import MCTSrTree, TreeResult
+from .mctsr import MCTSrTree, Snapshot, TreeResult
 from .policies import (INPUT_KINDS, VERIFIERS, Decision, DecisionRule, InputContext, TreeInput, Verifier,
                        VerifierContext, Vote, decision_rule)
 from .tasks import Task
@@ -50,6 +50,7 @@ class ForestResult:
     expert_usage: dict = field(default_factory=dict)  # prompt, completion, cached of the expert call
     early_stopped: bool = False
     errors: list[str] = field(default_factory=list)
+    budget_bound: dict = field(default_factory=dict)  # did the problem's cap / each tree's cap clamp or refuse a call
 
 
 async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget,
@@ -59,11 +60,14 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     """Search one problem. `verifier` / `decision` default to the ones `cfg` names; `example_pool` is
     the user's solved problems (without one, the task's own exemplars)."""
     T = cfg.trees
-    if budget.tokens is not None:
+    if cfg.tree_budget is not None:  # the same allowance at any forest size: smaller forests replay exactly
+        shares = [budget.child(tokens=cfg.tree_budget, name=f"{budget.name}/tree{i}") for i in range(T)]
+    elif budget.tokens is not None:
         share = int(budget.tokens * (1 - cfg.decision_reserve)) // T
         shares = [budget.child(tokens=share, name=f"{budget.name}/tree{i}") for i in range(T)]
     else:
         shares = [budget.child(name=f"{budget.name}/tree{i}") for i in range(T)]
+    made: dict[int, MCTSrTree] = {}
     if verifier is None:
         verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
                                                            cfg.full_score_penalty, reward_llm))
@@ -84,6 +88,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
                          temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note)
+        made[i] = tree
         return await tree.run()
 
     tasks = [asyncio.create_task(one(i)) for i in range(T)]
@@ -110,15 +115,18 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         raise
     trees = []
     for i, t in enumerate(tasks):
-        if t.cancelled():
-            trees.append(TreeResult(index=i, input_kind=cfg.inputs[i % len(cfg.inputs)],
-                                    temperature=cfg.temperatures[i % len(cfg.temperatures)], stopped="early_stop",
-                                    tokens=shares[i].spent_tokens))
+        if t.cancelled():  # early stop: keep what the tree did and spent (its last snapshot holds its tokens)
+            r = made[i].result if i in made else TreeResult(
+                index=i, input_kind="raw", temperature=cfg.temperatures[i % len(cfg.temperatures)],
+                tokens=shares[i].spent_tokens, snapshots=[Snapshot(0, shares[i].spent_tokens, None, None,
+                                                                   shares[i].spent.calls)])
+            r.stopped = "early_stop"
         else:
             r = t.result()
             if early and r.stopped == "cancelled":
                 r.stopped = "early_stop"
-            trees.append(r)
+        trees.append(r)
+    bound = {"problem": budget.bound > 0, "trees": [b.bound > 0 for b in shares]}
 
     votes = votes_of(trees)
     verdict = rule.decide(votes, task, question)
@@ -141,7 +149,8 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                 best = max(members, key=lambda i: trees[i].q if trees[i].q is not None else float("-inf"))
                 verdict.text = trees[best].text
     return ForestResult(answer=verdict.answer, text=verdict.text, decision=verdict, trees=trees,
-                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early, errors=errors)
+                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early, errors=errors,
+                        budget_bound=bound)
 
 
 async def _expert(question: str, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,

@@ -118,6 +118,12 @@ class Cell:
     samples: int = 0  # cot / sc / bon: how many samples
     ids: list[str] = field(default_factory=list)  # the graded problems, sorted ...
     outcomes: list[bool] = field(default_factory=list)  # ... and whether each was right (for paired comparisons)
+    inexact: int = 0  # problems whose replay of this cell is not what a run of it would have done ...
+    inexact_reason: str = ""  # ... and the most common reason; such a cell is marked, not reported as a number
+
+    @property
+    def exact(self) -> bool:
+        return self.inexact == 0
 
     @property
     def label(self) -> str:
@@ -148,12 +154,30 @@ def rule_of(row: dict) -> "DecisionRule":
     return decision_rule(name, settings.get("activation_threshold", 0.0), settings.get("majority", 0.5))
 
 
+def inexact_reason(row: dict, t: int, r: int) -> str:
+    """Why the (t, r) cell of this problem cannot be replayed exactly from its run, or "" if it can."""
+    settings = row.get("settings") or {}
+    T, R = settings.get("trees", len(row["snapshots"])), settings.get("rollouts", 0)
+    if t >= T and r >= R:
+        return ""  # the run itself
+    if row.get("early_stopped"):
+        return "early stop: when to stop depends on the forest's size"
+    bound = row.get("budget_bound") or {}
+    if bound.get("problem"):
+        return "the problem budget bound: a smaller search would have had more room"
+    if t < T and settings.get("tree_allowance") == "share" and any((bound.get("trees") or [])[:t]):
+        return "each tree's share (budget / trees) bound: with fewer trees it is larger (use --tree-budget)"
+    return ""
+
+
 def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = None) -> tuple[str | None, dict, str]:
     """The answer a forest of the first `t` trees with `r` rollouts would have returned for this
     problem, its token usage (prompt, completion, cached, total) and how it was decided. The vote is
-    the forest's own decision rule (`rule`, else the one the row names), called the same way."""
+    the forest's own decision rule (`rule`, else the one the row names), called the same way.
+    `how` starts with "inexact:" (and says why) when the run cannot tell what that cell would have done."""
     from .policies import Vote
 
+    reason = inexact_reason(row, t, r)
     rule = rule or rule_of(row)
     settings = row.get("settings") or {}
     full = t >= settings.get("trees", len(row["snapshots"])) and r >= settings.get("rollouts", 0)
@@ -161,7 +185,7 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
     votes = []
     for i in range(min(t, len(row["snapshots"]))):
         s = _snapshot_at(row["snapshots"][i], r)
-        if s is None:  # cancelled before its first snapshot (early stop)
+        if s is None:
             votes.append(Vote(i, None, None))
             continue
         votes.append(Vote(i, s["answer"], s["q"]))
@@ -182,19 +206,21 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
             usage["total"] += eu.get("prompt", 0) + eu.get("completion", 0)
         else:
             answer, how = rule.fallback(decision, votes).answer, "expert_fallback"
-    return answer, usage, how
+    return answer, usage, (f"inexact:{reason}" if reason else how)
 
 
 def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | None, dict, str]],
             price: Price | None = None, **label) -> Cell:
     """One cell: `pick(row)` gives (answer, usage, how) per problem; graded problems are kept in id order
     so two cells over the same rows can be compared problem by problem."""
-    correct, tokens, usd, ids = [], [], [], []
+    correct, tokens, usd, ids, reasons = [], [], [], [], []
     recorded = fallback = 0
     for row in sorted(rows, key=lambda r: str(r["id"])):
         answer, usage, how = pick(row)
         recorded += how == "expert_recorded"
         fallback += how == "expert_fallback"
+        if how.startswith("inexact:"):
+            reasons.append(how.removeprefix("inexact:"))
         tokens.append(usage["total"])
         if price is not None:
             usd.append(price.cost(usage["prompt"], usage["completion"], usage["cached"]))
@@ -211,7 +237,8 @@ def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | Non
         usd_mean=statistics.fmean(usd) if usd else None,
         usd_per_solved=sum(usd) / n_right if (usd and n_right) else None,
         expert_recorded=recorded, expert_fallback=fallback, method=label.get("method", "forest"),
-        samples=label.get("samples", 0), ids=ids, outcomes=correct)
+        samples=label.get("samples", 0), ids=ids, outcomes=correct, inexact=len(reasons),
+        inexact_reason=max(set(reasons), key=reasons.count) if reasons else "")
 
 
 def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], price: Price | None = None,

@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reward-samples", type=_positive_int("--reward-samples", 1), default=None,
                    help="self-evaluation samples per node (default 3; 1 on the embedded local model)")
     s.add_argument("--budget", type=_positive_int("--budget", 0), default=None, help="tokens per problem (hard cap)")
+    s.add_argument("--tree-budget", type=_positive_int("--tree-budget", 1), default=None,
+                   help="tokens per tree (hard cap), the same at any forest size, so smaller forests replay "
+                        "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
     s.add_argument("--run-budget", type=_positive_int("--run-budget", 0), default=None, help="tokens for the run")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
@@ -312,7 +315,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 setattr(args, k, v)
         cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
                            seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break,
-                           decision=args.decision)
+                           decision=args.decision, tree_budget=args.tree_budget)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
         engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                         price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,

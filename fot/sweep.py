@@ -54,8 +54,8 @@ def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[C
     """The mission's question, problem by problem: each forest cell on the Pareto frontier (and the run's
     own cell) against what spends equal or fewer tokens: one deeper tree, and each baseline."""
     largest = max(cells, key=lambda c: (c.trees * max(c.rollouts, 1), c.trees))
-    subjects = {c.label: c for c in [*front, largest] if c.method == "forest"}
-    deep = [c for c in cells if c.trees == 1]
+    subjects = {c.label: c for c in [*front, largest] if c.method == "forest" and c.exact}
+    deep = [c for c in cells if c.trees == 1 and c.exact]
     rows = []
     for a in sorted(subjects.values(), key=lambda c: c.tokens_mean):
         rivals = [] if a.trees == 1 else [("one deeper tree", at_most(deep, a.tokens_mean))]
@@ -109,6 +109,10 @@ def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, targ
              "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | :---: |"]
     on_front = {(c.trees, c.rollouts) for c in front}
     for c in cells:
+        if not c.exact:
+            lines.append(f"| {c.trees} | {c.rollouts} | not replayable ({c.inexact} of {c.problems} problems): "
+                         f"{c.inexact_reason} | | | | | |")
+            continue
         ci = "n/a" if c.ci95 is None else f"{c.ci95[0]:.1%} - {c.ci95[1]:.1%}"
         mark = " **(Pareto)**" if (c.trees, c.rollouts) in on_front else ""
         lines.append(f"| {c.trees} | {c.rollouts} | {_pct(c.accuracy)}{mark} | {ci} | {c.tokens_mean:,.0f} | "
@@ -171,7 +175,7 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
         raise SystemExit("fot.sweep: the plot needs matplotlib: pip install -e '.[plot]'") from None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for t in sorted({c.trees for c in cells}):
-        row = sorted((c for c in cells if c.trees == t and c.accuracy is not None), key=lambda c: c.tokens_mean)
+        row = sorted((c for c in cells if c.trees == t and c.accuracy is not None and c.exact), key=lambda c: c.tokens_mean)
         if not row:
             continue
         x = [c.tokens_mean for c in row]
@@ -227,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     price = Price(args.price_in or 0.0, args.price_out or 0.0, args.price_cached) \
         if (args.price_in is not None or args.price_out is not None) else None
     cells = grid(rows, task, args.trees, args.rollouts, price)
-    front = pareto(cells)
-    pairs = diversity_pairs(cells)
+    front = pareto([c for c in cells if c.exact])
+    pairs = diversity_pairs([c for c in cells if c.exact])
     target_cell = cheapest_reaching(cells, args.target) if args.target is not None else None
     summary = json.loads(run_path.with_suffix(".summary.json").read_text())
     meta = {"problems_file": args.problems, "backend": summary.get("backend"), "task": task.name, "n": len(rows),

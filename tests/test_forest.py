@@ -231,3 +231,18 @@ async def test_answer_steps_use_the_tasks_cap_and_a_cut_off_answer_does_not_vote
     # arith's 256-token cap cuts a 600-token solution before its \boxed{}: its stray last number must not vote
     assert cut.answer is None and all(t.answer is None for t in cut.trees)
     assert whole.answer == "9"
+
+
+async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_marks_smaller_cells(make_sim):
+    from fot.meter import replay
+
+    profile = SimProfile(p_first=1.0, hardness_sd=0.0, tree_sd=0.0)
+    sim = await make_sim(profile=profile, ttft_s=0.01)
+    async with Engine(sim.base_url) as engine:
+        r = (await engine.solve("What is 5 + 5?", task="arith", trees=5, rollouts=3, early_stop=True,
+                                inputs=("raw",), logprob_threshold=None)).to_dict()
+    assert r["early_stopped"] and any(t["stopped"] == "early_stop" for t in r["trees"])
+    assert sum(t["tokens"] for t in r["trees"]) == r["tokens"]["total"]  # cancelled trees' tokens are kept
+    answer, usage, how = replay(r, Arith(), 5, 3)
+    assert answer == r["answer"] and usage["total"] == r["tokens"]["total"]  # the full cell replays exactly
+    assert replay(r, Arith(), 3, 3)[2].startswith("inexact:early stop")

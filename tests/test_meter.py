@@ -143,3 +143,25 @@ def test_sweep_writes_json_markdown_and_a_png_and_independent_cells_agree(tmp_pa
     assert "| trees | rollouts |" in (out / "sweep.md").read_text()
     png = (out / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_a_binding_budget_share_marks_smaller_forests_inexact_and_a_tree_budget_replays_exactly(tmp_path):
+    """Issue 11: with --budget, each tree's share is budget / T, so a replayed 1-tree cell is not what a
+    1-tree run would do; with --tree-budget it is (checked against independent runs)."""
+    probs = tmp_path / "p.jsonl"
+    probs.write_text("".join(json.dumps(r) + "\n" for r in Arith.generate(12, seed=5, digits=2)))
+    run = lambda out, *a: sweep_main([str(probs), "--sim", "--trees", "1,3", "--rollouts", "1,3", "--out",  # noqa: E731
+                                      str(out), "--tie-break", "q", *a])
+    assert run(tmp_path / "share", "--budget", "3000") == 0
+    cells = {(c["trees"], c["rollouts"]): c for c in json.loads((tmp_path / "share" / "sweep.json").read_text())["cells"]}
+    assert cells[(1, 3)]["inexact"] > 0 and "share" in cells[(1, 3)]["inexact_reason"]
+    assert "not replayable" in (tmp_path / "share" / "sweep.md").read_text()
+    assert cells[(3, 3)]["inexact"] == 0  # the run itself
+
+    assert run(tmp_path / "tree", "--tree-budget", "1000", "--independent") == 0
+    data = json.loads((tmp_path / "tree" / "sweep.json").read_text())
+    assert all(c["inexact"] == 0 for c in data["cells"])
+    for v in data["validation"]:  # replayed == measured, answers and ledger tokens
+        assert v["diff"] == 0 and v["measured_tokens"] == pytest.approx(v["predicted_tokens"])
+    rows = [json.loads(x) for x in (tmp_path / "tree" / "run.jsonl").read_text().splitlines()]
+    assert any(t["stopped"] == "budget" for r in rows for t in r["trees"])  # the tree budget did bind
