@@ -11,7 +11,8 @@
                 fully expanded = max_children children and at least one child whose Q_own beats the node's
     expand      critique the selected answer, then rewrite it from the critique (self-refine);
                 the selected node gets one more reward sample alongside (official code)
-    answer      the real node with the highest Q_own (its own evaluation, not its children's)
+    answer      the real node with the highest Q_own (its own evaluation, not its children's);
+                with no readable evaluation at all, the answer the tree reached most often
 
 Rewards are on a -100..100 scale and c = 1.4, so once nodes are scored UCT is close to greedy on Q:
 the tree keeps refining its best answer, and returns to a parent when a refinement scores worse.
@@ -105,7 +106,7 @@ def select(nodes: list[Node], c: float, eps: float, max_children: int) -> Node |
     candidates = [n for n in nodes if not fully_expanded(n, max_children)]
     if not candidates:
         return None
-    return max(candidates, key=lambda n: (uct(n, c, eps), -n.index))
+    return max(candidates, key=lambda n: (uct(n, c, eps), not n.dummy, -n.index))  # ties: a real answer, then the older
 
 
 def backpropagate(node: Node) -> None:
@@ -219,12 +220,22 @@ class MCTSrTree:
     # -- the search ----------------------------------------------------------------------------
 
     def best(self) -> Node | None:
-        """The real node with the best own evaluation; if none could be scored, the first real answer."""
+        """The real node with the best own evaluation. If no evaluation could be read, the tree has no
+        evidence but its own answers: the one it reached most often (self-consistency within the
+        tree), latest node first, so refinements still count."""
         real = [n for n in self.nodes if not n.dummy and n.answer is not None]
         scored = [n for n in real if n.q_own is not None]
         if scored:
             return max(scored, key=lambda n: (n.q_own, -n.index))
-        return real[0] if real else None
+        groups: list[list[Node]] = []
+        for n in real:
+            for g in groups:
+                if self.task.equivalent(g[0].answer, n.answer, self.original_question):
+                    g.append(n)
+                    break
+            else:
+                groups.append([n])
+        return max(groups, key=lambda g: (len(g), g[-1].index))[-1] if groups else None
 
     def _snapshot(self, rollout: int) -> None:
         b = self.best()

@@ -229,6 +229,26 @@ async def test_unreadable_self_evaluations_are_dropped_and_counted_not_scored_ze
     assert res.answer is not None and res.q is None  # an answer, but no evidence for it
 
 
+async def test_with_no_readable_evaluation_a_tree_returns_the_answer_it_reached_most_often(make_sim):
+    answers = iter(["\\boxed{41}", "\\boxed{42}", "\\boxed{42}", "\\boxed{43}"])
+
+    def script(role, user, req):
+        if role == "evaluate":
+            return "I like it."  # never a score line
+        if role in ("answer", "refine"):
+            return next(answers)
+        return "Check it."
+
+    sim = await make_sim(script=script)
+    cfg = SearchConfig(rollouts=3, reward_samples=1, logprob_threshold=None)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        tree = _tree_for(llm, cfg, Budget())
+        res = await tree.run()
+    assert res.answer == "42" and res.q is None and res.eval_parsed == 0
+    dummy = next(n for n in tree.nodes if n.dummy)
+    assert not dummy.children  # with nothing scored, ties go to a real answer, not "I don't know"
+
+
 async def test_self_correction_keeps_the_more_confident_sample(make_sim):
     # the first answer is below the log-prob threshold; its regeneration is even less confident
     def script(role, user, req):
