@@ -32,6 +32,7 @@ def shape(tree) -> dict:
             "depth": max((depth(n) for n in nodes), default=0),
             "max_children": max((len(n.children) for n in nodes), default=0),
             "branching_nodes": sum(1 for n in nodes if len(n.children) >= 2),
+            "children_per_parent": (sum(len(n.children) for n in nodes) / max(1, sum(1 for n in nodes if n.children))),
             "dummy_children": sum(len(n.children) for n in dummy),
             "rollouts": tree.result.rollouts_done}
 
@@ -63,10 +64,30 @@ def run(argv: list[str]) -> int:
     return solve.main(argv)
 
 
+def grid_table(paths: list[str], trees=(1, 2, 4), rollouts=(0, 1, 2, 4, 8)) -> str:
+    """Accuracy by (trees x rollouts) cell, each run replayed with today's meter (smaller cells that needed
+    the expert use the decision rule's fallback; see docs/meter.md)."""
+    from fot.meter import grid
+    from fot.tasks import get_task
+
+    head = "| run | " + " | ".join(f"{t}x{r}" for t in trees for r in rollouts) + " |"
+    lines = [head, "| --- |" + " ---: |" * (len(trees) * len(rollouts))]
+    for p in paths:
+        rows = [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
+        T = max(len(r["snapshots"]) for r in rows)
+        R = max((r.get("settings") or {}).get("rollouts", 0) for r in rows)
+        cells = grid(rows, get_task(rows[0]["task"]), [t for t in trees if t <= T], [r for r in rollouts if r <= R])
+        acc = {(c.trees, c.rollouts): c for c in cells}
+        lines.append(f"| {Path(p).stem} | " + " | ".join(
+            (f"{acc[(t, r)].accuracy:.1%}" if acc[(t, r)].exact else "n/r") if (t, r) in acc else ""
+            for t in trees for r in rollouts) + " |")
+    return "\n".join(lines)
+
+
 def report(paths: list[str]) -> str:
     lines = ["| run | problems | accuracy | oracle pass@k | tokens / problem | mean depth | max depth | "
-             "nodes with >= 2 children (per tree) | dummy expanded (trees) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "nodes with >= 2 children (per tree) | children per parent | dummy expanded (trees) | evals read |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for p in paths:
         rows = [json.loads(x) for x in Path(p).read_text().splitlines() if x.strip()]
         ids = {r["id"] for r in rows}
@@ -80,8 +101,14 @@ def report(paths: list[str]) -> str:
         lines.append(f"| {Path(p).stem} | {len(rows)} | {acc:.1%} | {orc:.1%} | {tok:,.0f} | "
                      f"{statistics.fmean(s['depth'] for s in shp):.2f} | {max(s['depth'] for s in shp)} | "
                      f"{statistics.fmean(s['branching_nodes'] for s in shp):.2f} | "
-                     f"{sum(1 for s in shp if s['dummy_children'])}/{len(shp)} |")
-    return "\n".join(lines)
+                     f"{statistics.fmean(s.get('children_per_parent', float('nan')) for s in shp):.2f} | "
+                     f"{sum(1 for s in shp if s['dummy_children'])}/{len(shp)} | {_read_rate(rows)} |")
+    return "\n".join(lines) + "\n\nAccuracy by cell (trees x rollouts), replayed from each run:\n\n" + grid_table(paths)
+
+
+def _read_rate(rows: list[dict]) -> str:
+    asked = sum((r.get("evaluation") or {}).get("asked", 0) for r in rows)
+    return f"{sum((r.get('evaluation') or {}).get('parsed', 0) for r in rows) / asked:.0%}" if asked else "n/a (v1)"
 
 
 if __name__ == "__main__":
