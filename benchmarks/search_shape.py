@@ -64,7 +64,7 @@ def run(argv: list[str]) -> int:
     return solve.main(argv)
 
 
-def grid_table(paths: list[str], trees=(1, 2, 4), rollouts=(0, 1, 2, 4, 8)) -> str:
+def grid_table(paths: list[str], trees=(1, 2, 4), rollouts=(0, 1, 2, 3, 4, 8)) -> str:
     """Accuracy by (trees x rollouts) cell, each run replayed with today's meter (smaller cells that needed
     the expert use the decision rule's fallback; see docs/meter.md)."""
     from fot.meter import grid
