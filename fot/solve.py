@@ -101,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
                    help="rollouts per tree (default 8; 1 on the embedded local model)")
     s.add_argument("--reward-samples", type=_positive_int("--reward-samples", 1), default=None,
                    help="self-evaluation samples per node (default 3; 1 on the embedded local model)")
+    s.add_argument("--eval-max-tokens", type=_positive_int("--eval-max-tokens", 16), default=None,
+                   help="completion cap of one self-evaluation, analysis and score line (default 192; 96 on the "
+                        "embedded local model)")
     s.add_argument("--budget", type=_positive_int("--budget", 0), default=None, help="tokens per problem (hard cap)")
     s.add_argument("--tree-budget", type=_positive_int("--tree-budget", 1), default=None,
                    help="tokens per tree (hard cap), the same at any forest size, so smaller forests replay "
@@ -279,7 +282,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
     refs = {p.id: p.answer for p in problems}
     context_window = None
     concurrency = args.concurrency or 16
-    preset = {"trees": 4, "rollouts": 8, "reward_samples": 3}
+    preset = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
     local = None
     async with AsyncExitStack() as stack:
         if args.sim:
@@ -304,16 +307,19 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 return EXIT_FAIL
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
             concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
-            preset = {"trees": 3, "rollouts": 1, "reward_samples": 1}  # minutes, not hours, on 2 cores
+            # minutes, not hours, on 2 cores; the 135M model cannot write a score line anyway (docs/local.md)
+            preset = {"trees": 3, "rollouts": 1, "reward_samples": 1, "eval_max_tokens": 96}
             chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}
             if args.method in ("forest", "mctsr"):
                 say(f"embedded model: using --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
-                    f"{chosen['reward_samples']} (its defaults are 3, 1, 1: minutes, not hours, on 2 cores)")
+                    f"{chosen['reward_samples']} --eval-max-tokens {chosen['eval_max_tokens']} (its defaults: "
+                    "minutes, not hours, on 2 cores)")
             backend = f"local llama.cpp server ({local.gguf.name})"
         for k, v in preset.items():
             if getattr(args, k) is None:
                 setattr(args, k, v)
         cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
+                           eval_max_tokens=args.eval_max_tokens,
                            seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break,
                            decision=args.decision, tree_budget=args.tree_budget)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
