@@ -24,7 +24,7 @@ from . import prompts
 from .budget import Budget, BudgetExhausted
 from .ledger import CallTag
 from .llm import LLMError
-from .verifiers import RewardModel, RuleVerifier, Scores, SelfEvaluation, Verifier
+from .verifiers import RewardModel, RuleVerifier, Scores, SelfEvaluation, Verifier  # noqa: F401 (Scores: re-exported)
 
 if TYPE_CHECKING:
     from .llm import LLMClient
