@@ -25,7 +25,7 @@ from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import q_value
 from .policies import VERIFIERS, VerifierContext, group_answers
-from .tasks import Task
+from .tasks import Task, final_answer
 from .verifiers import Verifier
 
 SAMPLING_METHODS = ("cot", "sc", "bon")
@@ -54,20 +54,22 @@ class SamplingResult:
     eval_parsed: int = 0
 
 
-def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task, question: str) -> tuple[str | None, str]:
-    """(answer, how) from the given samples, in index order; the same function decides a run and its replays."""
+def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task,
+                   question: str) -> tuple[str | None, str, int | None]:
+    """(answer, how, index of the sample whose text stands for it) from the given samples, in index
+    order; the same function decides a run and its replays."""
     rows = [asdict(s) if isinstance(s, Sample) else s for s in samples]
     answered = [r for r in rows if r.get("answer") is not None]
     if not answered:
-        return None, "none"
+        return None, "none", None
     if method == "bon":
         best = max(answered, key=lambda r: (r["q"] if r.get("q") is not None else float("-inf"), -r["index"]))
-        return best["answer"], "best_q" if best.get("q") is not None else "best_q_unscored"
+        return best["answer"], "best_q" if best.get("q") is not None else "best_q_unscored", best["index"]
     groups = group_answers([(r["index"], r["answer"]) for r in answered], task, question)  # ties: first seen
     top, members = groups[0]
     if len(answered) == 1:
-        return top, "single"
-    return top, "majority" if len(members) * 2 > len(answered) else "plurality"
+        return top, "single", members[0]
+    return top, "majority" if len(members) * 2 > len(answered) else "plurality", members[0]
 
 
 async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget,
@@ -81,7 +83,7 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
     if method == "bon" and verifier is None:
         verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
                                                            cfg.full_score_penalty, reward_llm))
-    cap = cfg.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
+    cap = cfg.answer_cap(task)
     temperature = cfg.temperatures[0]
     out = SamplingResult(None, "", "none")
 
@@ -94,9 +96,7 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
                                tag=CallTag(problem_id, i, 0), max_tokens=cap, temperature=temperature,
                                seed=cfg.seed * 1000 + i, budget=own)
             s.text = c.text
-            s.answer = task.extract(c.text)
-            if c.choices[0].finish_reason == "length" and "\\boxed" not in c.text:
-                s.answer = None  # cut off before its final answer (as in the trees)
+            s.answer = final_answer(task, c.text, c.choices[0].finish_reason == "length")
             if method == "bon" and s.answer is not None:
                 scores = await verifier.score(question, c.text, cfg.reward_samples, CallTag(problem_id, i, 0), own,
                                               seed=cfg.seed * 1000 + 500 + i)
@@ -118,10 +118,7 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    out.answer, out.how = decide_samples(method, out.samples, task, question)
-    if out.answer is not None:
-        chosen = [s for s in out.samples if s.answer is not None and task.equivalent(s.answer, out.answer, question)]
-        if method == "bon":
-            chosen.sort(key=lambda s: (s.q if s.q is not None else float("-inf"), -s.index), reverse=True)
-        out.text = chosen[0].text
+    out.answer, out.how, chosen = decide_samples(method, out.samples, task, question)
+    if chosen is not None:
+        out.text = out.samples[chosen].text
     return out

@@ -66,6 +66,10 @@ class SearchConfig:
             if unknown:
                 raise ValueError(f"unknown {key} {', '.join(map(repr, unknown))}; known: {', '.join(registry)}")
 
+    def answer_cap(self, task) -> int:
+        """Completion cap of an answer or refine step: this setting, else the task's own, else 512."""
+        return self.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
+
     def with_(self, **overrides) -> "SearchConfig":
         """A copy with the given settings changed; UNSET leaves a setting alone (None is a value)."""
         names = {f.name for f in fields(self)}

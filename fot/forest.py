@@ -73,7 +73,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                                                            cfg.full_score_penalty, reward_llm))
     rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
     examples = list(example_pool or getattr(task, "exemplars", ()))  # the user's own, else the task's
-    answer_cap = cfg.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
+    answer_cap = cfg.answer_cap(task)
 
     async def one(i: int) -> TreeResult:
         kind = cfg.inputs[i % len(cfg.inputs)]

@@ -38,7 +38,7 @@ from .config import SearchConfig
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .verifiers import Verifier
-from .tasks import Task, extract_boxed
+from .tasks import Task, final_answer
 
 UNSCORED_Q = -100.0  # what selection assumes of a node none of whose evaluations could be read
 
@@ -154,7 +154,7 @@ class MCTSrTree:
         self.question, self.original_question, self.hint = question, original_question, hint
         self.task, self.llm, self.verifier, self.budget = task, llm, verifier, budget
         self.problem_id, self.temperature = problem_id, temperature
-        self.answer_max_tokens = config.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
+        self.answer_max_tokens = config.answer_cap(task)
         self.rng = random.Random(seed)
         self._seed = seed
         self._calls = 0
@@ -207,9 +207,7 @@ class MCTSrTree:
             node.Q = node.q_own
 
     def _new_node(self, text: str, dummy: bool = False, truncated: bool = False, rollout: int = 0) -> Node:
-        answer = None if dummy else self.task.extract(text)
-        if truncated and extract_boxed(text) is None:
-            answer = None  # cut off before its final answer: a stray last number must not vote
+        answer = None if dummy else final_answer(self.task, text, truncated)
         node = Node(text=text, answer=answer, dummy=dummy, index=len(self.nodes), rollout=rollout)
         self.nodes.append(node)
         if answer is not None and not any(self.task.equivalent(answer, a, self.original_question)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Callable
-
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .budget import Price
 from .stats import wilson_ci
@@ -256,7 +253,7 @@ def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str
     first = (row.get("samples") or [])[:n]
     usage = {k: sum(s.get(k, 0) for s in first) for k in ("prompt", "completion", "cached")}
     usage["total"] = sum(s.get("tokens", 0) for s in first)
-    answer, how = decide_samples(row.get("method", "sc"), first, task, row.get("question", ""))
+    answer, how, _ = decide_samples(row.get("method", "sc"), first, task, row.get("question", ""))
     return answer, usage, how
 
 

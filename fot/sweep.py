@@ -45,7 +45,7 @@ def _methods(s: str) -> list[str]:
 
 
 def at_most(cells: list[Cell], tokens: float) -> Cell | None:
-    """The most accurate-by-construction challenger: the biggest cell spending no more than `tokens`."""
+    """The rival at equal or fewer tokens: the cell spending the most without spending more than `tokens`."""
     ok = [c for c in cells if c.tokens_mean <= tokens * 1.0001]
     return max(ok, key=lambda c: c.tokens_mean) if ok else None
 

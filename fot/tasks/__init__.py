@@ -8,7 +8,7 @@ only the meter calls `grade`, after the search.
 from __future__ import annotations
 
 
-from .base import Task, extract_boxed, extract_number, numbers_equal
+from .base import Task, extract_boxed, extract_number, final_answer, numbers_equal
 from .builtin import AIME, Arith, Game24, Generic, GSM8K, MathTask
 
 TASKS: dict[str, type] = {"arith": Arith, "gsm8k": GSM8K, "math": MathTask, "game24": Game24, "aime": AIME,
@@ -43,4 +43,4 @@ def detect_task(questions: list[str], answers: list[str | None], path: str = "")
 
 
 __all__ = ["AIME", "Arith", "GSM8K", "Game24", "Generic", "MathTask", "TASKS", "Task", "detect_task",
-           "extract_boxed", "extract_number", "get_task", "numbers_equal"]
+           "extract_boxed", "extract_number", "final_answer", "get_task", "numbers_equal"]

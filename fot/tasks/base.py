@@ -76,6 +76,14 @@ def extract_number(text: str) -> str | None:
     return None
 
 
+def final_answer(task: "Task", text: str, truncated: bool) -> str | None:
+    """The task's answer from a completion; None when it was cut off (max_tokens) before a \\boxed{}
+    answer, so a stray last number of unfinished work never votes."""
+    if truncated and extract_boxed(text) is None:
+        return None
+    return task.extract(text)
+
+
 def numbers_equal(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return False
