@@ -2,14 +2,16 @@
 
 from .budget import Budget, BudgetExhausted, Price, Reservation
 from .config import SearchConfig
-from .engine import BackendUnreachable, Engine, Result
+from .engine import Engine, Result
+from .errors import BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError
 from .ledger import CallRecord, CallTag, Ledger, Totals
-from .llm import Choice, Completion, LLMClient, LLMError
+from .llm import Choice, Completion, LLMClient
 from .policies import UNSET, Decision, DecisionRule, InputKind, Scores, TreeInput, Verifier, Vote
 from .problems import Problem, ProblemFileError, load_problems
 
-__all__ = ["UNSET", "BackendUnreachable", "Budget", "BudgetExhausted", "CallRecord", "CallTag", "Choice", "Completion",
-           "Decision", "DecisionRule", "Engine", "InputKind", "LLMClient", "LLMError", "Ledger", "Price", "Problem",
-           "ProblemFileError", "Reservation", "Result", "Scores", "SearchConfig", "Totals", "TreeInput", "Verifier",
-           "Vote", "load_problems"]
+__all__ = ["UNSET", "BackendUnreachable", "Budget", "BudgetExhausted", "CallRecord", "CallTag", "Choice",
+           "Completion", "Decision", "DecisionRule", "Engine", "EnvironmentFailure", "FotError", "InputError",
+           "InputKind", "Ledger", "LLMClient", "LLMError", "load_problems", "Price", "Problem",
+           "ProblemFileError", "Reservation", "Result", "Scores", "SearchConfig", "SolveError", "Totals",
+           "TreeInput", "Verifier", "Vote"]
 __version__ = "0.1.0"

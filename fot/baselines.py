@@ -15,12 +15,13 @@ comparison is on one token axis. None of this sees a reference answer.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass, field
 
 from . import prompts
+from .aio import gather_all
 from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
+from .errors import error_kind
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import q_value
@@ -42,6 +43,7 @@ class Sample:
     completion: int = 0
     cached: int = 0
     error: str = ""
+    error_kind: str = ""  # fot.errors.ERROR_KINDS
 
 
 @dataclass
@@ -104,20 +106,13 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
                 out.eval_parsed += len(scores.values)
                 s.q = q_value(scores.values)
         except (LLMError, BudgetExhausted) as e:
-            s.error = f"{type(e).__name__}: {e}"
+            s.error, s.error_kind = f"{type(e).__name__}: {e}", error_kind(e)
         sp = own.spent
         s.tokens, s.prompt, s.completion, s.cached = sp.total_tokens, sp.prompt_tokens, sp.completion_tokens, \
             sp.cached_tokens
         return s
 
-    tasks = [asyncio.create_task(one(i)) for i in range(n)]
-    try:
-        out.samples = list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    out.samples = await gather_all(*(one(i) for i in range(n)))
     out.answer, out.how, chosen = decide_samples(method, out.samples, task, question)
     if chosen is not None:
         out.text = out.samples[chosen].text

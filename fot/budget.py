@@ -25,9 +25,13 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 
+from .errors import FotError
 
-class BudgetExhausted(Exception):
+
+class BudgetExhausted(FotError):
     """Not even a minimal call can be funded: the caller should stop cleanly."""
+
+    kind = "budget"
 
     def __init__(self, budget: "Budget", needed: int, available: int):
         self.budget_name = budget.name
@@ -71,12 +75,13 @@ class Spend:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    unknown_tokens: int = 0  # calls whose outcome is unknown (cut off, unreadable): charged at their reservation
     usd: float = 0.0
     calls: int = 0
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.prompt_tokens + self.completion_tokens + self.unknown_tokens
 
 
 @dataclass(eq=False)
@@ -207,13 +212,16 @@ class Budget:
                 finally:
                     root._waiting -= 1
 
-    def settle(self, res: Reservation, prompt: int, completion: int, cached: int = 0) -> None:
-        """Replace a reservation with what the backend really charged."""
+    def settle(self, res: Reservation, prompt: int, completion: int, cached: int = 0, unknown: int = 0) -> None:
+        """Replace a reservation with what the backend really charged. `unknown`: tokens the backend
+        may have charged without telling us (a response cut off or unreadable), counted as spent."""
         if res.settled:
             raise RuntimeError("reservation settled twice")
         res.settled = True
-        real = prompt + completion
+        real = prompt + completion + unknown
         usd = 0.0 if self.price is None else self.price.cost(prompt, completion, cached)
+        if unknown:  # priced as the reservation was: an upper bound
+            usd += res.usd * unknown / res.tokens if res.tokens else 0.0
         for b in res.budget.chain():
             b.reserved_tokens -= res.tokens
             b.reserved_usd -= res.usd
@@ -222,11 +230,18 @@ class Budget:
             b.spent.prompt_tokens += prompt
             b.spent.completion_tokens += completion
             b.spent.cached_tokens += cached
+            b.spent.unknown_tokens += unknown
             b.spent.usd += usd
             b.spent.calls += 1 if real else 0
             if real > res.tokens:
                 b.overrun_tokens += real - res.tokens
         self._notify()
+
+    def charge_unknown(self, res: Reservation) -> None:
+        """The call's outcome is unknown (sent, then cut off or unreadable): it may have cost its whole
+        reservation, so that is what it spends. This is what keeps the cap true when a backend did
+        work it never reported."""
+        self.settle(res, 0, 0, 0, unknown=res.tokens)
 
     def release(self, res: Reservation) -> None:
         """Give a reservation back untouched (the backend charged nothing)."""

@@ -8,6 +8,7 @@ tree a share of that. `solve` never sees a reference answer: grading is the mete
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,8 +17,10 @@ from typing import AsyncIterator, Iterable
 import openai
 
 from .baselines import SAMPLING_METHODS, run_sampling
+from . import prompts, tokens
 from .budget import Budget, Price
 from .config import SearchConfig
+from .errors import BackendUnreachable, EnvironmentFailure, SolveError, error_kind
 from .forest import run_forest
 from .ledger import Ledger
 from .llm import LLMClient
@@ -26,11 +29,20 @@ from .problems import Problem
 from .tasks import Task, detect_task, get_task
 
 
-class BackendUnreachable(RuntimeError):
-    pass
-
-
 METHODS = ("forest", "mctsr", *SAMPLING_METHODS)  # mctsr = one tree; cot, sc, bon: fot/baselines.py
+
+
+def minimum_budget(question: str, task: Task, cfg: SearchConfig, method: str = "forest") -> int:
+    """The fewest tokens with which `method` can get its first answer(s): a forest needs one from every
+    tree (each tree's share is its allowance, the problem budget less the decision reserve split T
+    ways), a sampling method one sample. Below this the engine would send nothing, so it refuses."""
+    first_call = tokens.byte_bound(prompts.answer(question, "", task.instructions)) + cfg.min_tokens
+    if method in SAMPLING_METHODS:
+        return first_call
+    trees = 1 if method == "mctsr" else cfg.trees
+    if cfg.tree_budget is not None:
+        return trees * first_call
+    return math.ceil(trees * first_call / (1 - cfg.decision_reserve)) + 1  # +1: the share is rounded down
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Result:
     expert_tokens: int = 0
     expert_usage: dict = field(default_factory=dict)
     error: str = ""
+    error_kind: str = ""  # why there is no answer, one of fot.errors.ERROR_KINDS ("" when answered)
     answers_seen: list[str] = field(default_factory=list)  # every distinct answer any node produced
     settings: dict = field(default_factory=dict)  # what the meter needs to replay the decision
     method: str = "forest"
@@ -67,7 +80,8 @@ class Engine:
                  concurrency: int = 16, rps: float | None = None, timeout: float = 120.0, max_attempts: int = 6,
                  price: Price | None = None, run_budget: int | None = None, run_budget_usd: float | None = None,
                  trace: str | os.PathLike | None = None, config: SearchConfig | None = None,
-                 reward_model: tuple[str, str] | None = None, context_window: int | None = None):
+                 reward_model: tuple[str, str] | None = None, context_window: int | None = None,
+                 raise_errors: bool = False):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise ValueError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
@@ -83,6 +97,7 @@ class Engine:
         self.llm: LLMClient | None = None
         self._reward_model = reward_model
         self.reward_llm: LLMClient | None = None
+        self.raise_errors = raise_errors  # solve raises SolveError instead of returning a result with an error
 
     async def __aenter__(self) -> "Engine":
         await self.start()
@@ -127,13 +142,18 @@ class Engine:
     async def solve(self, problem: str | Problem, *, task: str | Task = "auto", method: str = "forest",
                     trees: int = UNSET, rollouts: int = UNSET, samples: int = 8, budget: int | None = None,
                     budget_usd: float | None = None, example_pool: list[tuple[str, str]] | None = None,
-                    verifier: str | Verifier = UNSET, decision: str | DecisionRule = UNSET, **settings) -> Result:
+                    verifier: str | Verifier = UNSET, decision: str | DecisionRule = UNSET,
+                    raise_errors: bool | None = None, **settings) -> Result:
         """Solve one problem with `method` (a forest by default; `mctsr` is one tree; `cot`, `sc`, `bon`
         sample `samples` answers, see fot/baselines.py). `budget` caps its tokens (never exceeded);
         settings override SearchConfig.
 
         `verifier` and `decision` take a registry key (fot.policies) or agent code's own object;
-        `example_pool` is a list of solved (question, solution) pairs for the "example" tree input."""
+        `example_pool` is a list of solved (question, solution) pairs for the "example" tree input.
+
+        A problem that ends without an answer says why in `error_kind` (fot.errors.ERROR_KINDS); with
+        `raise_errors` (default: the engine's) it raises `SolveError` instead, the result attached. A
+        failure of the run's own environment (the trace's disk) always raises `EnvironmentFailure`."""
         if method not in METHODS:
             raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
         if self.llm is None:
@@ -155,21 +175,31 @@ class Engine:
         pb = self.budget.child(tokens=budget, usd=budget_usd, name=f"problem:{problem.id}")
         t0 = time.monotonic()
         question = problem.question  # the reference (problem.answer) is never passed on
-        error = ""
+        error, kind, cause = "", "", None
         fr = sr = None
+        refused = getattr(the_task, "validate", lambda q: None)(question)
+        if refused:
+            error, kind = f"the {the_task.name} task cannot judge this question: {refused}", "input"
+        elif budget is not None and budget < (least := minimum_budget(question, the_task, cfg, method)):
+            error, kind = (f"budget {budget} is below the {least} tokens this {method} needs for its first answer"
+                           f"{'s' if method in ('forest',) and cfg.trees > 1 else ''}; nothing was sent"), "budget"
         try:
-            if method in SAMPLING_METHODS:
+            if kind:
+                pass
+            elif method in SAMPLING_METHODS:
                 sr = await run_sampling(question, the_task, self.llm, cfg, pb, problem.id, method=method,
                                         samples=samples, verifier=verifier_obj, reward_llm=self.reward_llm)
             else:
                 fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
                                       decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm)
+        except EnvironmentFailure:
+            raise  # not this problem's fault: the run stops and the problem is not recorded as finished
         except Exception as e:  # a fault we did not expect must not lose the other problems
-            error = f"{type(e).__name__}: {e}"
+            error, kind, cause = f"{type(e).__name__}: {e}", error_kind(e), e
         wall = time.monotonic() - t0
         calls = self.ledger.calls_by_problem.get(problem.id, 0)
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
-                  "cached": pb.spent.cached_tokens, "total": pb.spent_tokens}
+                  "cached": pb.spent.cached_tokens, "unknown": pb.spent.unknown_tokens, "total": pb.spent_tokens}
         settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
                     "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed,
                     "decision": getattr(decision_obj, "name", None) if decision_obj is not None else cfg.decision,
@@ -179,13 +209,15 @@ class Engine:
         if sr is not None:
             settings = {"samples": len(sr.samples), "seed": cfg.seed, "verifier": settings["verifier"],
                         "temperature": cfg.temperatures[0]}
-        base = Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, calls, pb.spent.usd, wall,
-                      error=error, settings=settings, method=method)
+        r = Result(problem.id, question, the_task.name, None, "", "none", [], [], tokens, calls, pb.spent.usd, wall,
+                   error=error, error_kind=kind, settings=settings, method=method)
         if sr is not None:
-            return self._sampling_result(base, sr, the_task)
-        if fr is not None:
-            return self._forest_result(base, fr, the_task)
-        return base
+            r = self._sampling_result(r, sr, the_task)
+        elif fr is not None:
+            r = self._forest_result(r, fr, the_task)
+        if r.answer is None and (self.raise_errors if raise_errors is None else raise_errors):
+            raise SolveError(r) from cause
+        return r
 
     @staticmethod
     def _distinct(answers: Iterable[str], task: Task, question: str) -> list[str]:
@@ -202,6 +234,8 @@ class Engine:
         r.answers_seen = self._distinct((s.answer for s in sr.samples if s.answer is not None), task, r.question)
         if sr.answer is None and not r.error:
             r.error = "; ".join(s.error for s in sr.samples if s.error) or "no sample produced an answer"
+            kinds = {s.error_kind for s in sr.samples if s.error_kind}
+            r.error_kind = "backend" if "backend" in kinds else (kinds.pop() if kinds else "no_answer")
         return r
 
     def _forest_result(self, r: Result, fr, task: Task) -> Result:
@@ -218,6 +252,9 @@ class Engine:
         r.answers_seen = self._distinct((a for t in fr.trees for a in t.answers_seen), task, r.question)
         if fr.answer is None and not r.error:
             r.error = "; ".join(fr.errors) or "no tree produced an answer"
+            stops = {t.stopped for t in fr.trees}
+            r.error_kind = "backend" if "errors" in stops else "budget" if "budget" in stops else \
+                "cancelled" if "cancelled" in stops else "no_answer"
         return r
 
     async def solve_many(self, problems: Iterable[str | Problem], *, parallel: int = 4,

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import prompts
+from .aio import gather_all
 from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
 from .ledger import CallTag
@@ -107,7 +108,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                     await asyncio.gather(*pending, return_exceptions=True)
                     break
         else:
-            await asyncio.gather(*tasks)
+            await gather_all(*tasks)
     except BaseException:
         for t in tasks:
             t.cancel()

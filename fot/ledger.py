@@ -45,14 +45,16 @@ class CallRecord:
     charged_unknown: int = 0  # failed attempts the server may have charged (counted at their reservation)
     max_tokens: int = 0  # per choice, after the budget's clamp
     latency_s: float = 0.0
-    outcome: str = "ok"  # ok | error kind (rate_limit, server, timeout, connection, malformed, client) | budget
+    outcome: str = "ok"  # ok | error kind (rate_limit, server, timeout, connection, malformed, client) | budget | cancelled
     error: str = ""
     cost_usd: float = 0.0
     started: float = field(default_factory=time.time)
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        """What this call counts against a budget: the reported tokens plus the upper bound charged
+        when its outcome is unknown."""
+        return self.prompt_tokens + self.completion_tokens + self.charged_unknown
 
 
 @dataclass
@@ -63,13 +65,14 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    unknown_tokens: int = 0
     estimated_calls: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.prompt_tokens + self.completion_tokens + self.unknown_tokens
 
     def add(self, r: CallRecord) -> None:
         self.calls += 1
@@ -78,6 +81,7 @@ class Totals:
         self.prompt_tokens += r.prompt_tokens
         self.completion_tokens += r.completion_tokens
         self.cached_tokens += r.cached_tokens
+        self.unknown_tokens += r.charged_unknown
         self.estimated_calls += r.estimated
         self.cost_usd += r.cost_usd
         self.latency_s += r.latency_s

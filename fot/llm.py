@@ -13,12 +13,16 @@ The first attempt runs outside tenacity's loop (it costs CPU on every call; see
 docs/performance.md), and requests go through the openai client's `post` with the JSON body read
 here, which skips the client's expensive walk over its typed parameters.
 
-What a failed attempt cost: 429/5xx/connection refused charge nothing and the reservation is
-released; a timeout or a malformed body may have been charged by the server, so the budget keeps
-the whole reservation (an upper bound) and the row records it as `charged_unknown`.
+What a failed attempt cost: an error status (429, 5xx) or a connection that was never made charges
+nothing and the reservation is released. Once a request has been sent, any other end (a timeout, a
+connection dropped mid-body, an unreadable body, our own cancellation) leaves its cost unknown: the
+backend may have done the work, so the budget keeps the whole reservation (an upper bound) and the
+row records it as `charged_unknown`; a row's total includes it, so a problem's tokens are the sum
+of its rows.
 
 Usage: the server's `usage` (prompt, completion, cached) is used when present. Without it we
-count with `fot.tokens` and mark the row `estimated`. For n > 1 we check `completion_tokens`
+count with `fot.tokens`, mark the row `estimated`, and charge the rest of the reservation as
+`charged_unknown` (our count may be below the server's). For n > 1 we check `completion_tokens`
 against the texts: some servers count one choice only; then we scale up and mark it.
 
 n > 1: sent as `n` until a backend returns fewer choices than asked (llama.cpp ignores `n`);
@@ -48,20 +52,11 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from . import tokens
 from .budget import Budget, BudgetExhausted, Price, Reservation
+from .errors import LLMError
 from .ledger import CallRecord, CallTag, Ledger
 
 POOL_SHARD_SIZE, POOL_SHARDS_MAX = 32, 16
 RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
-CHARGED_UNKNOWN = frozenset({"timeout", "malformed"})  # the server may have done the work
-
-
-class LLMError(Exception):
-    """A call that failed after its retries (or was not retryable). `kind` says how."""
-
-    def __init__(self, kind: str, message: str, record: CallRecord | None = None):
-        self.kind = kind
-        self.record = record
-        super().__init__(f"{kind}: {message}")
 
 
 class MalformedResponse(Exception):
@@ -109,6 +104,15 @@ def classify(exc: BaseException) -> str:
                         ValueError, TypeError, AttributeError)):
         return "malformed"
     return "other"
+
+
+def may_have_been_charged(exc: BaseException, kind: str) -> bool:
+    """After the request was sent, did the backend perhaps do (and charge) the work? Only an error
+    status or a connection that never opened says no."""
+    if kind in ("rate_limit", "server", "client"):
+        return False
+    cause = exc.__cause__ or exc.__context__
+    return not isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
 def retry_after_s(exc: BaseException | None) -> float | None:
@@ -221,6 +225,7 @@ class LLMClient:
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "stop": stop,
                                   "logprobs": True if logprobs else None}
         t0 = time.monotonic()
+        choices: list[Choice] = []
         try:
             if n > 1 and self.n_supported is False:
                 choices = await self._separate(messages, n, 0, max_tokens, seed, params, budget, row)
@@ -239,13 +244,16 @@ class LLMClient:
             row.outcome, row.error = e.kind, str(e)
             e.record = row
             raise
+        except asyncio.CancelledError:  # cut off (early stop, a failed sibling, Ctrl-C): not an "ok" call
+            row.outcome, row.error = "cancelled", "cancelled before the call finished"
+            raise
         finally:
+            row.choices = len(choices)
             row.latency_s = time.monotonic() - t0
             if self.price is not None:
                 row.cost_usd = self.price.cost(row.prompt_tokens, row.completion_tokens, row.cached_tokens) + \
                     self.price.cost(row.charged_unknown, 0)
             self.ledger.add(row)
-        row.choices = len(choices)
         return Completion(choices=choices, record=row)
 
     async def _separate(self, messages, count, seed_offset, max_tokens, seed, params, budget, row) -> list[Choice]:
@@ -305,6 +313,7 @@ class LLMClient:
         async def attempt() -> list[Choice]:
             row.attempts += 1
             res: Reservation | None = None
+            sent = False
             mt = max_tokens
             if budget is not None:
                 res = await budget.reserve(prompt_reserve, max_tokens, n=n, min_tokens=self.min_tokens)
@@ -326,25 +335,25 @@ class LLMClient:
                     # everything else here together (benchmarks/engine.py); we read the JSON ourselves.
                     client = self._clients[self._next_client]
                     self._next_client = (self._next_client + 1) % len(self._clients)
+                    sent = True
                     http = await client.post("/chat/completions", cast_to=httpx.Response, body=body,
                                                    options={"timeout": self.timeout})
                     resp = http.json()
                 choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
             except BaseException as exc:
                 kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
-                if kind in CHARGED_UNKNOWN:
+                if sent and may_have_been_charged(exc, kind):
                     row.charged_unknown += prompt_reserve + n * mt  # an upper bound of what was charged
-                if res is not None:
-                    if kind in CHARGED_UNKNOWN:
-                        budget.settle(res, res.prompt_tokens, res.tokens - res.prompt_tokens)
-                    else:
-                        budget.release(res)
+                    if res is not None:
+                        budget.charge_unknown(res)
+                elif res is not None:
+                    budget.release(res)
                 raise
+            # without usage, our count may be below the server's: the rest of the reservation is unknown
+            unknown = max(0, prompt_reserve + n * mt - prompt - completion) if estimated else 0
+            row.charged_unknown += unknown
             if res is not None:
-                if estimated:  # our count may be below the server's: the budget takes the upper bound
-                    budget.settle(res, res.prompt_tokens, res.tokens - res.prompt_tokens)
-                else:
-                    budget.settle(res, prompt, completion, cached)
+                budget.settle(res, prompt, completion, cached, unknown=unknown)
             row.prompt_tokens += prompt
             row.completion_tokens += completion
             row.cached_tokens += cached
@@ -369,8 +378,10 @@ class LLMClient:
             raise
         except Exception as exc:
             kind = classify(exc)
+            status = getattr(exc, "status_code", None)
             raise LLMError(kind, f"{type(exc).__name__} from {self.base_url} after {row.attempts} attempt(s): "
-                                 f"{_short(exc, self._secret)}") from exc
+                                 f"{_short(exc, self._secret)}", status=status if isinstance(status, int) else None,
+                           retry_after=retry_after_s(exc), attempts=row.attempts) from exc
 
     def _read(self, resp: Any, messages, prompt_est: int) -> tuple[list[Choice], int, int, int, bool]:
         """Choices and usage from a response body; raises MalformedResponse on garbage."""

@@ -28,6 +28,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FotError
+
 # llama.cpp built for the build machine's own CPU (GGML_NATIVE) crashed here in its AVX-512/AMX
 # kernels (a segfault at the first decode); a portable AVX2 build works, so we ask for one.
 BUILD_FLAGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF "
@@ -36,8 +38,8 @@ INSTALL_HINT = f"CMAKE_ARGS=\"{BUILD_FLAGS}\" pip install -e '.[local]'"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 
 
-class LocalModelError(RuntimeError):
-    pass
+class LocalModelError(FotError, RuntimeError):
+    kind = "backend"
 
 
 def find_default_gguf() -> Path:

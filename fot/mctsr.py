@@ -33,6 +33,7 @@ import random
 from dataclasses import dataclass, field
 
 from . import prompts
+from .aio import gather_all
 from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
 from .ledger import CallTag
@@ -254,7 +255,7 @@ class MCTSrTree:
             node = self.root.add(self._new_node(text, truncated=truncated))
             await self._score(node, k, 0)
 
-        await asyncio.gather(first(), self._score(dummy, k, 0))
+        await gather_all(first(), self._score(dummy, k, 0))
 
     async def _rollout(self, r: int) -> None:
         cfg = self.cfg
@@ -265,7 +266,7 @@ class MCTSrTree:
                                       max_tokens=cfg.critique_max_tokens, temperature=self.temperature,
                                       seed=self._next_seed(), budget=self.budget)
         if cfg.rescore_selected:
-            feedback, _ = await asyncio.gather(feedback_call, self._score(node, 1, r))
+            feedback, _ = await gather_all(feedback_call, self._score(node, 1, r))
         else:
             feedback = await feedback_call
         text, truncated = await self._generate(prompts.refine(self.question, node.text, feedback.text,

@@ -10,8 +10,9 @@ continuous batching. Busy slot-time is counted so saturation can be measured.
 
 Faults, drawn per request with the configured rates (reproducible: keyed on the request body and
 how many identical bodies came before): 429 with Retry-After, 500, 503, a hang past any sane
-client timeout, a 200 whose JSON body is truncated, a 200 whose body is not JSON, a response
-with no `usage`, and a response with fewer choices than `n`.
+client timeout, a 200 whose JSON body is truncated, a 200 whose connection drops after the
+headers and half the body (`drop`), a 200 whose body is not JSON, a response with no `usage`, and
+a response with fewer choices than `n`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from aiohttp import web
 
 from .solver import Request, ScriptedSolver, SimProfile, SimSolver, sim_tokens, stable_hash
 
-FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "nonjson", "no_usage", "short_n")
+FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "drop", "nonjson", "no_usage", "short_n")
 
 
 @dataclass
@@ -261,6 +262,17 @@ class SimBackend:
             self.stats.unreported_completion += sum(lengths)
             text = json.dumps(payload)
             return web.Response(body=text[: len(text) // 2].encode(), status=200, content_type="application/json")
+        if fault == "drop":  # the work is done, the headers promise the whole body, the connection dies
+            self.stats.unreported_prompt += len(prompt_toks)
+            self.stats.unreported_completion += sum(lengths)
+            data = json.dumps(payload).encode()
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            if request.transport is not None:
+                request.transport.close()
+            return resp
         if fault == "nonjson":
             self.stats.unreported_prompt += len(prompt_toks)
             self.stats.unreported_completion += sum(lengths)
