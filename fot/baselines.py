@@ -15,7 +15,7 @@ comparison is on one token axis. None of this sees a reference answer.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from . import prompts
 from .aio import gather_all
@@ -44,6 +44,7 @@ class Sample:
     cached: int = 0
     error: str = ""
     error_kind: str = ""  # fot.errors.ERROR_KINDS
+    failure: Exception | None = field(default=None, repr=False, compare=False)  # the error itself, not recorded
 
 
 @dataclass
@@ -60,7 +61,7 @@ def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task,
                    question: str) -> tuple[str | None, str, int | None]:
     """(answer, how, index of the sample whose text stands for it) from the given samples, in index
     order; the same function decides a run and its replays."""
-    rows = [asdict(s) if isinstance(s, Sample) else s for s in samples]
+    rows = [vars(s) if isinstance(s, Sample) else s for s in samples]
     answered = [r for r in rows if r.get("answer") is not None]
     if not answered:
         return None, "none", None
@@ -106,7 +107,7 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
                 out.eval_parsed += len(scores.values)
                 s.q = q_value(scores.values)
         except (LLMError, BudgetExhausted) as e:
-            s.error, s.error_kind = f"{type(e).__name__}: {e}", error_kind(e)
+            s.error, s.error_kind, s.failure = f"{type(e).__name__}: {e}", error_kind(e), e
         sp = own.spent
         s.tokens, s.prompt, s.completion, s.cached = sp.total_tokens, sp.prompt_tokens, sp.completion_tokens, \
             sp.cached_tokens

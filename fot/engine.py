@@ -11,7 +11,7 @@ import asyncio
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import AsyncIterator, Iterable
 
 import openai
@@ -216,7 +216,8 @@ class Engine:
         elif fr is not None:
             r = self._forest_result(r, fr, the_task)
         if r.answer is None and (self.raise_errors if raise_errors is None else raise_errors):
-            raise SolveError(r) from cause
+            failures = [x.failure for x in (fr.trees if fr else sr.samples if sr else []) if x.failure is not None]
+            raise SolveError(r) from (cause or (failures[-1] if failures else None))
         return r
 
     @staticmethod
@@ -229,7 +230,7 @@ class Engine:
 
     def _sampling_result(self, r: Result, sr, task: Task) -> Result:
         r.answer, r.text, r.decision = sr.answer, sr.text, sr.how
-        r.samples = [asdict(s) for s in sr.samples]
+        r.samples = [{f.name: getattr(s, f.name) for f in fields(s) if f.name != "failure"} for s in sr.samples]
         r.evaluation = {"asked": sr.eval_asked, "parsed": sr.eval_parsed}
         r.answers_seen = self._distinct((s.answer for s in sr.samples if s.answer is not None), task, r.question)
         if sr.answer is None and not r.error:

@@ -424,7 +424,9 @@ class LLMClient:
 
 
 def _short(exc: BaseException, secret: str = "") -> str:
+    """An error message fit for results and traces: one line, and never the API key, however short
+    (a backend may echo the key it refused). A key too short to cut out safely withholds the message."""
     s = str(exc).replace("\n", " ")
-    if len(secret) >= 8:
-        s = s.replace(secret, "***")
+    if secret and secret in s:
+        s = s.replace(secret, "***") if len(secret) >= 4 else f"{type(exc).__name__} (message withheld: it holds the API key)"
     return s[:300]

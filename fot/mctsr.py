@@ -145,6 +145,7 @@ class TreeResult:
     stopped: str = "done"  # done | budget | errors | cancelled | early_stop
     error: str = ""
     tokens: int = 0
+    failure: Exception | None = field(default=None, repr=False)  # the last error itself (status, retry info)
 
 
 class MCTSrTree:
@@ -287,16 +288,16 @@ class MCTSrTree:
                     failures = 0
                 except LLMError as e:
                     failures += 1
-                    res.error = str(e)
+                    res.error, res.failure = str(e), e
                     if failures >= self.cfg.max_consecutive_failures:
                         res.stopped = "errors"
                         break
                 res.rollouts_done = r
                 self._snapshot(r)
-        except BudgetExhausted:
-            res.stopped = "budget"
+        except BudgetExhausted as e:
+            res.stopped, res.failure = "budget", e
         except LLMError as e:
-            res.stopped, res.error = "errors", str(e)
+            res.stopped, res.error, res.failure = "errors", str(e), e
         except asyncio.CancelledError:
             res.stopped = "cancelled"
             self._finish()

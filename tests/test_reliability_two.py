@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from fot import Budget, BudgetExhausted, Engine, LLMClient, LLMError, Problem
+from fot import Budget, BudgetExhausted, Engine, FotError, LLMClient, LLMError, Problem, SolveError
+from fot.engine import minimum_budget
+from fot.tasks import get_task
 from helpers import FakeBackend, ok
 
 
@@ -80,3 +82,58 @@ async def test_a_connection_that_never_opened_costs_nothing():
         with pytest.raises(LLMError):
             await llm.chat([{"role": "user", "content": "What is 2 + 2?"}], max_tokens=100)
     assert budget.spent_tokens == 0 and llm.ledger.rows[0].charged_unknown == 0
+
+
+@pytest.mark.parametrize("key", ["sk-a1b2", "k9x"])
+async def test_a_short_api_key_echoed_by_the_backend_reaches_neither_results_nor_trace(tmp_path, key):
+    def reply(role, body):
+        return 401, {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}, 0
+
+    async with FakeBackend(reply) as fake:
+        async with Engine(fake.base_url, "fake", api_key=key, trace=tmp_path / "trace.jsonl", max_attempts=1) as engine:
+            r = await engine.solve(Problem("p1", "What is 2 + 2?"), task="arith", trees=1, rollouts=0)
+    assert r.answer is None and r.error
+    assert key not in json.dumps(r.to_dict())
+    assert key not in (tmp_path / "trace.jsonl").read_text()
+
+
+async def test_errors_are_typed_and_agent_code_can_ask_for_an_exception():
+    def reply(role, body):
+        return 500, {"error": {"message": "boom", "type": "server_error"}}, 0
+
+    async with FakeBackend(reply) as fake:
+        async with Engine(fake.base_url, "fake", max_attempts=1) as engine:
+            r = await engine.solve(Problem("p1", "What is 2 + 2?"), task="arith", trees=2, rollouts=1)
+            assert r.answer is None and r.error_kind == "backend"
+            with pytest.raises(SolveError) as caught:
+                await engine.solve(Problem("p2", "What is 2 + 2?"), task="arith", trees=1, rollouts=0,
+                                   raise_errors=True)
+    e = caught.value
+    assert isinstance(e, FotError) and e.kind == "backend" and e.result.id == "p2"
+    assert isinstance(e.__cause__, LLMError) and e.__cause__.status == 500
+
+
+async def test_a_budget_too_small_for_the_forest_is_refused_before_anything_is_sent():
+    served = []
+
+    def reply(role, body):
+        served.append(role)
+        return 200, ok(body, "Final Answer: 4", 5), 0
+
+    async with FakeBackend(reply) as fake:
+        async with Engine(fake.base_url, "fake") as engine:
+            least = minimum_budget("What is 2 + 2?", get_task("arith"), engine.config.with_(trees=3))
+            r = await engine.solve(Problem("p1", "What is 2 + 2?"), task="arith", trees=3, rollouts=1, budget=least - 1)
+            assert r.error_kind == "budget" and str(least) in r.error and r.calls == 0 and not served
+            with pytest.raises(SolveError):
+                await engine.solve(Problem("p2", "What is 2 + 2?"), task="arith", trees=3, budget=10, raise_errors=True)
+            r = await engine.solve(Problem("p3", "What is 2 + 2?"), task="arith", trees=3, rollouts=0, budget=least)
+            assert r.answer == "4"  # the minimum is enough for an answer from every tree
+            assert all(t["answer"] == "4" for t in r.trees)
+
+
+async def test_a_question_the_task_cannot_judge_is_an_input_error_not_a_search():
+    async with FakeBackend(lambda role, body: (200, ok(body, "Final Answer: 24", 5), 0)) as fake:
+        async with Engine(fake.base_url, "fake") as engine:
+            r = await engine.solve(Problem("p1", "What is 2 + 2?"), task="game24", trees=1, rollouts=0)
+    assert r.error_kind == "input" and r.calls == 0 and not fake.served
