@@ -1,17 +1,47 @@
-"""fot: a Forest-of-Thought reasoning engine for any OpenAI-compatible backend."""
+"""fot: a Forest-of-Thought reasoning engine for any OpenAI-compatible backend.
 
-from .budget import Budget, BudgetExhausted, Price, Reservation
-from .config import SearchConfig
-from .engine import Engine, Result
-from .errors import BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError
-from .ledger import CallRecord, CallTag, Ledger, Totals
-from .llm import Choice, Completion, LLMClient
-from .policies import UNSET, Decision, DecisionRule, InputKind, Scores, TreeInput, Verifier, Vote
-from .problems import Problem, ProblemFileError, load_problems
+The public names load on first use (PEP 562), so `python -m fot.solve` can take Ctrl-C from its
+first instant (before the openai client has loaded) and exit 130 instead of dying by the signal.
+"""
 
-__all__ = ["UNSET", "BackendUnreachable", "Budget", "BudgetExhausted", "CallRecord", "CallTag", "Choice",
-           "Completion", "Decision", "DecisionRule", "Engine", "EnvironmentFailure", "FotError", "InputError",
-           "InputKind", "Ledger", "LLMClient", "LLMError", "load_problems", "Price", "Problem",
-           "ProblemFileError", "Reservation", "Result", "Scores", "SearchConfig", "SolveError", "Totals",
-           "TreeInput", "Verifier", "Vote"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "budget": ["Budget", "BudgetExhausted", "Price", "Reservation"],
+    "config": ["SearchConfig"],
+    "engine": ["Engine", "Result"],
+    "errors": ["BackendUnreachable", "EnvironmentFailure", "FotError", "InputError", "LLMError", "SolveError"],
+    "ledger": ["CallRecord", "CallTag", "Ledger", "Totals"],
+    "llm": ["Choice", "Completion", "LLMClient"],
+    "policies": ["UNSET", "Decision", "DecisionRule", "InputKind", "Scores", "TreeInput", "Verifier", "Vote"],
+    "problems": ["Problem", "ProblemFileError", "load_problems"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF, key=lambda n: (n != "UNSET", n.lower()))
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
+    from .budget import Budget, BudgetExhausted, Price, Reservation
+    from .config import SearchConfig
+    from .engine import Engine, Result
+    from .errors import BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError
+    from .ledger import CallRecord, CallTag, Ledger, Totals
+    from .llm import Choice, Completion, LLMClient
+    from .policies import UNSET, Decision, DecisionRule, InputKind, Scores, TreeInput, Verifier, Vote
+    from .problems import Problem, ProblemFileError, load_problems
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fot' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterable
 
+from .errors import EnvironmentFailure
+
 
 @dataclass(frozen=True)
 class CallTag:
@@ -97,29 +99,38 @@ class Ledger:
         self._fsync = fsync
         self._fh: IO[str] | None = None
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            torn = False
-            if self.path.exists() and self.path.stat().st_size > 0:
-                with open(self.path, "rb") as fh:
-                    fh.seek(-1, os.SEEK_END)
-                    torn = fh.read(1) != b"\n"
-            self._fh = open(self.path, "a", encoding="utf-8")
-            if torn:  # a crash mid-line: end that line so the next row is not glued to it
-                self._fh.write("\n")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                torn = False
+                if self.path.is_file() and self.path.stat().st_size > 0:
+                    with open(self.path, "rb") as fh:
+                        fh.seek(-1, os.SEEK_END)
+                        torn = fh.read(1) != b"\n"
+                self._fh = open(self.path, "a", encoding="utf-8")
+                if torn:  # a crash mid-line: end that line so the next row is not glued to it
+                    self._fh.write("\n")
+            except OSError as e:
+                raise EnvironmentFailure(f"cannot write the trace {self.path}", e) from None
 
     def add(self, row: CallRecord) -> None:
         self.rows.append(row)
         self.calls_by_problem[row.problem] += 1
         if self._fh is not None:
-            self._fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")
-            self._fh.flush()
-            if self._fsync:
-                os.fsync(self._fh.fileno())
+            try:
+                self._fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")
+                self._fh.flush()
+                if self._fsync:
+                    os.fsync(self._fh.fileno())
+            except OSError as e:  # the disk, not the call, failed: stop the run rather than lose the trace
+                raise EnvironmentFailure(f"cannot write the trace {self.path}", e) from None
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:  # a write that failed is still buffered; its failure was already raised
+                pass
 
     def __enter__(self) -> "Ledger":
         return self

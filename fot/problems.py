@@ -14,16 +14,63 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InputError
+
 QUESTION_FIELDS = ("question", "problem", "Puzzles")
 ANSWER_FIELDS = ("answer", "Answer", "solution")
 MAX_QUESTION_CHARS = 200_000
 
 
-class ProblemFileError(ValueError):
+class ProblemFileError(InputError):
     def __init__(self, path: str | os.PathLike, line: int | None, field_name: str | None, message: str):
         self.path, self.line, self.field = str(path), line, field_name
         where = f"{path}" + (f":{line}" if line is not None else "") + (f": field '{field_name}'" if field_name else "")
         super().__init__(f"{where}: {message}")
+
+
+class _LongInt(str):
+    """The digits of a JSON integer too long for int() (Python caps it at 4300 digits by default).
+
+    json.loads would raise a bare ValueError that names neither line nor field; kept as text, the
+    integer reaches `_problem`, which can say which field holds it.
+    """
+
+
+def _parse_int(digits: str) -> int | _LongInt:
+    try:
+        return int(digits)
+    except ValueError:
+        return _LongInt(digits)
+
+
+def _parse_json(path: Path, line: int, text: str) -> object:
+    """json.loads, with every way it can fail on a hostile file turned into a ProblemFileError."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as e:
+        where = line + e.lineno - 1
+        raise ProblemFileError(path, where, None, f"not valid JSON ({e.msg}, column {e.colno})") from e
+    except RecursionError as e:
+        raise ProblemFileError(path, line, None, "lists or objects nested too deeply to read") from e
+
+
+def _read_csv(path: Path, text: str) -> list[Problem]:
+    # The csv module refuses fields over 131,072 characters, a guard against runaway reads. The whole
+    # file is already in memory, so here it guards nothing and would hide the question-length check
+    # behind a message that names no field: lift it to the file's length for this read. The limit is
+    # process-wide, so put it back afterwards.
+    old_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        if not reader.fieldnames or not any(f in reader.fieldnames for f in QUESTION_FIELDS):
+            raise ProblemFileError(path, 1, "question", f"CSV header {reader.fieldnames} has no question column "
+                                   f"(one of {', '.join(QUESTION_FIELDS)})")
+        return [_problem(path, reader.line_num, {k: v for k, v in row.items() if k is not None}) for row in reader]
+    except csv.Error as e:
+        # DictReader.line_num only moves after a good row; its inner reader's counts the bad line too.
+        raise ProblemFileError(path, reader.reader.line_num, None, f"not valid CSV: {e}") from e
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 @dataclass
@@ -38,6 +85,10 @@ class Problem:
 def _problem(path: Path, line: int, obj: object) -> Problem:
     if not isinstance(obj, dict):
         raise ProblemFileError(path, line, None, f"expected an object, got {type(obj).__name__}")
+    long_int = next((k for k, v in obj.items() if isinstance(v, _LongInt)), None)
+    if long_int is not None:
+        raise ProblemFileError(path, line, long_int, f"is an integer of {len(obj[long_int].lstrip('-'))} digits, "
+                               "too long to read")
     qf = next((f for f in QUESTION_FIELDS if f in obj), None)
     if qf is None:
         raise ProblemFileError(path, line, "question", f"missing (looked for {', '.join(QUESTION_FIELDS)})")
@@ -83,29 +134,17 @@ def load_problems(path: str | os.PathLike) -> list[Problem]:
     suffix = p.suffix.lower()
     problems: list[Problem] = []
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or not any(f in reader.fieldnames for f in QUESTION_FIELDS):
-            raise ProblemFileError(p, 1, "question", f"CSV header {reader.fieldnames} has no question column "
-                                   f"(one of {', '.join(QUESTION_FIELDS)})")
-        for row in reader:
-            problems.append(_problem(p, reader.line_num, {k: v for k, v in row.items() if k is not None}))
+        problems = _read_csv(p, text)
     elif suffix == ".json" or text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ProblemFileError(p, e.lineno, None, f"not valid JSON: {e.msg}") from e
+        # A too-deep document is reported at line 1: json.loads does not say where it gave up.
+        data = _parse_json(p, 1, text)
         if not isinstance(data, list):
             raise ProblemFileError(p, 1, None, "a JSON problem file must hold a list of objects")
         problems = [_problem(p, i + 1, obj) for i, obj in enumerate(data)]
     else:
         for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProblemFileError(p, i, None, f"not valid JSON ({e.msg}, column {e.colno})") from e
-            problems.append(_problem(p, i, obj))
+            if line.strip():
+                problems.append(_problem(p, i, _parse_json(p, i, line)))
     seen: dict[str, int] = {}
     for idx, prob in enumerate(problems):
         if prob.id in seen:

@@ -11,26 +11,34 @@ Exit status: 0 done; 2 bad usage or bad input; 1 backend unreachable or another 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
 import sys
-import time
-from contextlib import AsyncExitStack
-from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130, not death by the signal
+    import argparse
+    import asyncio
+    import fcntl
+    import json
+    import os
+    import time
+    import urllib.parse
+    from contextlib import AsyncExitStack, aclosing
+    from pathlib import Path
 
-from .budget import Price
-from .config import SearchConfig
-from .engine import METHODS, BackendUnreachable, Engine
-from .meter import grade, summarize
-from .problems import Problem, ProblemFileError, load_problems
-from .policies import DECISION_RULES
-from .tasks import TASKS, detect_task, get_task
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from .budget import Price
+    from .config import SearchConfig
+    from .engine import METHODS, Engine, minimum_budget
+    from .errors import BackendUnreachable, EnvironmentFailure, FotError
+    from .meter import grade, summarize
+    from .problems import Problem, ProblemFileError, load_problems
+    from .policies import DECISION_RULES
+    from .tasks import TASKS, detect_task, get_task
+except KeyboardInterrupt:
+    print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr)
+    raise SystemExit(130) from None
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -64,12 +72,33 @@ def _non_negative_float(name: str):
     return parse
 
 
+def _positive_float(name: str):
+    def parse(s: str) -> float:
+        v = _non_negative_float(name)(s)
+        if v == 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s}")
+        return v
+    return parse
+
+
+def _base_url(s: str) -> str:
+    """Refuse a URL the HTTP client would choke on later (a port out of range, no host) now, by name."""
+    try:
+        u = urllib.parse.urlsplit(s)
+        u.port  # noqa: B018 -- raises ValueError when out of range
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--base-url {s!r}: {e}") from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise argparse.ArgumentTypeError(f"--base-url {s!r}: expected http(s)://HOST[:PORT]/PATH")
+    return s
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m fot.solve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("problems", help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer")
     b = ap.add_argument_group("backend")
-    b.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"),
+    b.add_argument("--base-url", type=_base_url, default=os.environ.get("OPENAI_BASE_URL"),
                    help="OpenAI-compatible server (default $OPENAI_BASE_URL)")
     b.add_argument("--model", default=os.environ.get("FOT_MODEL"), help="model name (default $FOT_MODEL, "
                    "else the server's first model)")
@@ -87,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=None,
                    help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time)")
     b.add_argument("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
-    b.add_argument("--timeout", type=_non_negative_float("--timeout"), default=120.0, help="seconds per request")
+    b.add_argument("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
     s = ap.add_argument_group("search")
     s.add_argument("--task", default="auto", choices=["auto", *TASKS])
     s.add_argument("--method", default="forest", choices=list(METHODS),
@@ -104,11 +133,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-max-tokens", type=_positive_int("--eval-max-tokens", 16), default=None,
                    help="completion cap of one self-evaluation, analysis and score line (default 192; 96 on the "
                         "embedded local model)")
-    s.add_argument("--budget", type=_positive_int("--budget", 0), default=None, help="tokens per problem (hard cap)")
+    s.add_argument("--budget", type=_positive_int("--budget", 1), default=None, help="tokens per problem (hard cap)")
     s.add_argument("--tree-budget", type=_positive_int("--tree-budget", 1), default=None,
                    help="tokens per tree (hard cap), the same at any forest size, so smaller forests replay "
                         "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
-    s.add_argument("--run-budget", type=_positive_int("--run-budget", 0), default=None, help="tokens for the run")
+    s.add_argument("--run-budget", type=_positive_int("--run-budget", 1), default=None, help="tokens for the run")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
     s.add_argument("--decision", choices=list(DECISION_RULES), default="majority_first",
@@ -126,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--limit", type=_positive_int("--limit", 1), default=None, help="first N problems only")
     o.add_argument("--trace", default=None, help="write every call to this JSONL file")
     o.add_argument("--retry-errors", action="store_true", help="on resume, redo problems that ended in an error")
+    o.add_argument("--resume-changed", action="store_true",
+                   help="resume even though --out holds results made with other settings (they will be mixed)")
     o.add_argument("--quiet", action="store_true", help="no progress display")
     p = ap.add_argument_group("prices (USD per million tokens)")
     p.add_argument("--price-in", type=_non_negative_float("--price-in"), default=None)
@@ -212,7 +243,7 @@ def load_examples(path: str | None, problems_path: str, problems: list[Problem])
 def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
     """Results already in `out`. A torn last line (a crash mid-write) is cut off; with
     `retry_errors`, lines that ended in an error are dropped so those problems run again."""
-    if not out.exists():
+    if not out.is_file():  # absent, or a device such as /dev/full: nothing finished to read
         return {}
     raw = out.read_bytes()
     keep: list[bytes] = []
@@ -273,8 +304,52 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
     return s.to_dict()
 
 
+RUN_SETTINGS = ("method", "task", "backend", "model", "trees", "rollouts", "samples", "reward_samples",
+                "eval_max_tokens", "budget", "tree_budget", "decision", "tie_break", "early_stop", "seed")
+
+
+def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None) -> dict:
+    """What decides a result, recorded in every row so a resume can tell if it would mix settings."""
+    values = {**vars(args), "task": task_name, "backend": backend_kind, "model": model}
+    run = {k: values.get(k) for k in RUN_SETTINGS}
+    if args.method in ("cot", "sc", "bon"):  # sampling: the tree settings do not apply
+        for k in ("trees", "rollouts", "decision", "tie_break", "early_stop", "tree_budget"):
+            run.pop(k)
+    if args.method != "bon" and args.method in ("cot", "sc"):
+        run.pop("reward_samples"), run.pop("eval_max_tokens")
+    if args.method in ("forest", "mctsr"):
+        run.pop("samples")
+    return run
+
+
+def changed_settings(done: dict[str, dict], now: dict) -> list[str]:
+    """How the finished results' settings differ from this run's, e.g. ["trees 3 -> 2"]."""
+    changes: dict[str, set] = {}
+    for row in done.values():
+        for k, v in (row.get("run") or {}).items():
+            if k in now and v != now[k]:
+                changes.setdefault(k, set()).add(json.dumps(v))
+    return [f"{k} {' / '.join(sorted(old))} -> {json.dumps(now[k])}" for k, old in changes.items()]
+
+
+def append_line(fh, out: Path, row: dict) -> None:
+    """One whole result line, on disk before we go on; a failed write is cut back off, so no
+    problem is ever half-recorded, and raises EnvironmentFailure (the run stops; not the problem's fault)."""
+    pos = fh.tell()
+    try:
+        fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    except OSError as e:
+        try:
+            fh.truncate(pos)
+        except OSError:
+            pass
+        raise EnvironmentFailure(f"cannot write results to {out}", e) from None
+
+
 async def run(args: argparse.Namespace, problems: list[Problem], task_name: str, out: Path,
-              done: dict[str, dict]) -> int:
+              done: dict[str, dict], fh) -> int:
     price = None
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
@@ -282,8 +357,32 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
     refs = {p.id: p.answer for p in problems}
     context_window = None
     concurrency = args.concurrency or 16
+    backend_kind = "sim" if args.sim else "server" if args.base_url else "embedded"
     preset = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
-    local = None
+    if backend_kind == "embedded":  # minutes, not hours, on 2 cores; the 135M model cannot write a score line
+        preset = {"trees": 3, "rollouts": 1, "reward_samples": 1, "eval_max_tokens": 96}
+    chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}
+    for k, v in chosen.items():
+        setattr(args, k, v)
+    cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
+                       eval_max_tokens=args.eval_max_tokens,
+                       seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break,
+                       decision=args.decision, tree_budget=args.tree_budget)
+    task = get_task(task_name)
+    if args.budget is not None and todo:
+        least, p = max(((minimum_budget(p.question, task, cfg, args.method), p) for p in todo), key=lambda lp: lp[0])
+        if args.budget < least:
+            say(f"--budget {args.budget} is below the {least} tokens a {args.method} needs for its first "
+                f"answer{'s' if args.method == 'forest' and cfg.trees > 1 else ''} on problem '{p.id}' "
+                f"({args.problems}:{p.line}); give --budget {least} or more. Nothing was run")
+            return EXIT_USAGE
+    recorded = run_settings(args, task_name, backend_kind, args.model)
+    if not args.model:
+        recorded.pop("model")  # known once the backend names its first model, checked then
+    if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
+        say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); use another "
+            "--out, or --resume-changed to add to it anyway")
+        return EXIT_USAGE
     async with AsyncExitStack() as stack:
         if args.sim:
             from .sim import SimConfig, SimServer
@@ -296,77 +395,109 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         elif args.base_url:
             base_url, model, backend = args.base_url, args.model, args.base_url
         else:
-            from .local import LocalModelError, LocalServer, LocalServerConfig
+            from .local import LocalServer, LocalServerConfig
 
             say("no --base-url: starting the embedded local model server (llama.cpp)")
             try:
                 local = await stack.enter_async_context(LocalServer(LocalServerConfig(
                     gguf=args.gguf, n_ctx=args.n_ctx, n_threads=args.n_threads)))
-            except LocalModelError as e:
+            except FotError as e:
                 say(str(e))
                 return EXIT_FAIL
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
             concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
-            # minutes, not hours, on 2 cores; the 135M model cannot write a score line anyway (docs/local.md)
-            preset = {"trees": 3, "rollouts": 1, "reward_samples": 1, "eval_max_tokens": 96}
-            chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}
             if args.method in ("forest", "mctsr"):
-                say(f"embedded model: using --trees {chosen['trees']} --rollouts {chosen['rollouts']} --reward-samples "
-                    f"{chosen['reward_samples']} --eval-max-tokens {chosen['eval_max_tokens']} (its defaults: "
+                say(f"embedded model: using --trees {args.trees} --rollouts {args.rollouts} --reward-samples "
+                    f"{args.reward_samples} --eval-max-tokens {args.eval_max_tokens} (its defaults: "
                     "minutes, not hours, on 2 cores)")
             backend = f"local llama.cpp server ({local.gguf.name})"
-        for k, v in preset.items():
-            if getattr(args, k) is None:
-                setattr(args, k, v)
-        cfg = SearchConfig(trees=args.trees, rollouts=args.rollouts, reward_samples=args.reward_samples,
-                           eval_max_tokens=args.eval_max_tokens,
-                           seed=args.seed, early_stop=args.early_stop, tie_break=args.tie_break,
-                           decision=args.decision, tree_budget=args.tree_budget)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
-        engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
-                        price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
-                        context_window=context_window)
         try:
+            engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
+                            price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
+                            context_window=context_window)
+            stack.push_async_callback(engine.aclose)
             await engine.start()
-        except BackendUnreachable as e:
+        except FotError as e:
             say(str(e))
             return EXIT_FAIL
-        stack.push_async_callback(engine.aclose)
         backend = f"{backend} [{engine.model}]"
+        recorded = run_settings(args, task_name, backend_kind, engine.model)
+        if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
+            say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); use another "
+                "--out, or --resume-changed to add to it anyway")
+            return EXIT_USAGE
         if done:
-            say(f"resuming: {len(done)} finished problems in {out} are skipped")
+            unrecorded = sum("run" not in r for r in done.values())
+            say(f"resuming: {len(done)} finished problems in {out} are skipped" + (
+                f" ({unrecorded} written before fot recorded settings: not checked)" if unrecorded else ""))
         rows = list(done.values())
         t0 = time.monotonic()
         progress = Progress(TextColumn("[bold]solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[acc]}"), console=Console(stderr=True),
                             disable=args.quiet or not todo)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with progress, open(out, "a", encoding="utf-8") as fh:
-            bar = progress.add_task("solve", total=len(todo), acc="")
-            async for result in engine.solve_many(todo, parallel=args.parallel, task=task_name, budget=args.budget,
-                                                  example_pool=args.example_pool, method=args.method,
-                                                  samples=args.samples):
-                row = result.to_dict()
-                row = grade(row, get_task(task_name), refs.get(result.id))
-                fh.write(json.dumps(row, separators=(",", ":")) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-                rows.append(row)
-                graded = [r for r in rows if r.get("correct") is not None]
-                acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
-                progress.update(bar, advance=1, acc=acc)
+        try:
+            with progress:
+                bar = progress.add_task("solve", total=len(todo), acc="")
+                async with aclosing(engine.solve_many(todo, parallel=args.parallel, task=task_name,
+                                                      budget=args.budget, example_pool=args.example_pool,
+                                                      method=args.method, samples=args.samples)) as results:
+                    async for result in results:
+                        row = grade({**result.to_dict(), "run": recorded}, task, refs.get(result.id))
+                        append_line(fh, out, row)
+                        rows.append(row)
+                        graded = [r for r in rows if r.get("correct") is not None]
+                        acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
+                        progress.update(bar, advance=1, acc=acc)
+        except EnvironmentFailure as e:
+            say(f"{e}; stopped. Finished results are in {out}; fix it and run the same command to resume")
+            return EXIT_FAIL
         summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0)
-        if local is not None and (death := local.died()):
+        if backend_kind == "embedded" and (death := local.died()):
             say(death)
             return EXIT_FAIL
         summary.update({"backend": backend, "task": task_name, "method": args.method, "trees": args.trees,
                         "rollouts": args.rollouts, "samples": args.samples, "budget": args.budget,
-                        "simulated": bool(args.sim)})
-        out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+                        "simulated": bool(args.sim), "run": recorded})
+        summary_path = out.with_name(out.stem + ".summary.json")
+        try:
+            summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+        except OSError as e:
+            say(f"cannot write the summary {summary_path}: {e.strerror or e} (the results are in {out})")
+            return EXIT_FAIL
     return EXIT_OK
 
 
+def lock_output(out: Path, trace: str | None):
+    """Lock --out for this run (a second run on the same file is refused) and check the paths, before
+    anything is read, started or sent. The lock is a sidecar file: resuming rewrites --out itself."""
+    if trace is not None and Path(trace).is_dir():
+        raise ProblemFileError(trace, None, None, "--trace is a directory; give a file path")
+    if out.is_dir():
+        raise ProblemFileError(out, None, None, "--out is a directory; give a file path")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(out.with_name(out.name + ".lock"), "a")
+    except OSError as e:
+        raise EnvironmentFailure(f"cannot write next to {out}", e) from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ProblemFileError(out, None, None, "another fot.solve run is writing to this file; wait for it to "
+                               "finish or give another --out") from None
+    return lock
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        say("interrupted; finished results are kept; run the same command to resume")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     try:
@@ -392,16 +523,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     out = Path(args.out) if args.out else Path("fot-results") / f"{Path(args.problems).stem}.jsonl"
     try:
-        done = read_finished(out, args.retry_errors)
-    except OSError as e:
-        say(f"cannot read {out}: {e.strerror or e}")
+        lock = lock_output(out, args.trace)
+    except ProblemFileError as e:
+        say(str(e))
         return EXIT_USAGE
-    done = {k: v for k, v in done.items() if k in {p.id for p in problems}}
-    try:
-        return asyncio.run(run(args, problems, task, out, done))
-    except KeyboardInterrupt:
-        say(f"interrupted; finished results are in {out}; run the same command to resume")
-        return EXIT_INTERRUPTED
+    except EnvironmentFailure as e:
+        say(str(e))
+        return EXIT_FAIL
+    with lock:
+        try:
+            done = read_finished(out, args.retry_errors)
+            fh = open(out, "a", encoding="utf-8")
+        except OSError as e:
+            say(f"cannot use {out}: {e.strerror or e}")
+            return EXIT_FAIL
+        done = {k: v for k, v in done.items() if k in {p.id for p in problems}}
+        with fh:
+            try:
+                return asyncio.run(run(args, problems, task, out, done, fh))
+            except KeyboardInterrupt:
+                say(f"interrupted; finished results are in {out}; run the same command to resume")
+                return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Problem files: formats, and errors that name the file, line and field."""
 
+import csv
+
 import pytest
 
-from fot.problems import ProblemFileError, load_problems
+from fot.problems import MAX_QUESTION_CHARS, ProblemFileError, load_problems
 
 
 def test_jsonl_json_and_csv(tmp_path):
@@ -39,3 +41,51 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b'{"question": "a"}\n{"question": "caf\xe9"}\n')
     with pytest.raises(ProblemFileError, match=r"latin.jsonl:2: is not UTF-8"):
         load_problems(path)
+
+
+LONG_INT = "1" + "2" * 4999  # past Python's 4300-digit int/str limit
+
+
+def test_csv_question_up_to_the_limit_loads(tmp_path):
+    path = tmp_path / "long.csv"  # past the csv module's own 131,072-character field limit
+    path.write_text(f"id,question\n1,{'x' * MAX_QUESTION_CHARS}\n")
+    assert len(load_problems(path)[0].question) == MAX_QUESTION_CHARS
+
+
+def test_csv_long_integer_columns_load_as_text(tmp_path):
+    path = tmp_path / "digits.csv"
+    path.write_text(f"id,question,answer\n{LONG_INT},What is 2+2?,{LONG_INT}\n")
+    p = load_problems(path)[0]
+    assert (p.id, p.answer) == (LONG_INT, LONG_INT)
+
+
+@pytest.mark.parametrize("name,content,where", [
+    ("huge.csv", f"id,question\n0,ok\n1,{'x' * (MAX_QUESTION_CHARS + 50_000)}\n",
+     "huge.csv:3: field 'question': is 250000 characters, over the limit"),
+    ("cr.csv", "id,question\n0,ok\n1,a\rb\n", "cr.csv:3: not valid CSV"),
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "deep.json:1: lists or objects nested too deeply"),
+    ("deep.jsonl", '{"question": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n",
+     "deep.jsonl:2: lists or objects nested too deeply"),
+    ("deepq.jsonl", '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+     "deepq.jsonl:1: lists or objects nested too deeply"),
+    ("id.jsonl", f'{{"question": "a"}}\n{{"id": {LONG_INT}, "question": "What is 2+2?"}}\n',
+     "id.jsonl:2: field 'id': is an integer of 5000 digits"),
+    ("answer.jsonl", f'{{"question": "What is 2+2?", "answer": -{LONG_INT}}}\n',
+     "answer.jsonl:1: field 'answer': is an integer of 5000 digits"),
+    ("id.json", f'[{{"question": "a"}}, {{"id": {LONG_INT}, "question": "What is 2+2?"}}]',
+     "id.json:2: field 'id': is an integer of 5000 digits"),
+])
+def test_hostile_files_name_file_line_and_field(tmp_path, name, content, where):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ProblemFileError) as info:
+        load_problems(path)
+    assert where in str(info.value)
+
+
+def test_csv_field_limit_is_put_back(tmp_path):
+    before = csv.field_size_limit()
+    path = tmp_path / "long.csv"
+    path.write_text(f"id,question\n1,{'x' * 150_000}\n")
+    load_problems(path)
+    assert csv.field_size_limit() == before

@@ -137,3 +137,143 @@ async def test_a_question_the_task_cannot_judge_is_an_input_error_not_a_search()
         async with Engine(fake.base_url, "fake") as engine:
             r = await engine.solve(Problem("p1", "What is 2 + 2?"), task="game24", trees=1, rollouts=0)
     assert r.error_kind == "input" and r.calls == 0 and not fake.served
+
+
+# -- the command line: environment failures, one-line errors, settings that do nothing, a second run ----------
+
+import errno  # noqa: E402
+import fcntl  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from fot.solve import main  # noqa: E402
+from helpers import read_rows, write_problems  # noqa: E402
+
+SIM = ["--sim", "--trees", "2", "--rollouts", "1", "--quiet"]
+
+
+def _one_line_err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_trace_on_a_full_disk_stops_the_run_and_marks_nothing_finished(tmp_path, capsys):
+    probs, out = write_problems(tmp_path, 4, seed=3, name="p.jsonl"), tmp_path / "out.jsonl"
+    rc = main([str(probs), *SIM, "--out", str(out), "--trace", "/dev/full"])
+    err = _one_line_err(capsys)
+    assert rc == 1 and "No space left on device" in err and "trace" in err
+    assert not out.exists() or read_rows(out) == []  # before: every problem "finished" with OSError
+    assert main([str(probs), *SIM, "--out", str(out)]) == 0  # the rerun does them all
+    assert len(read_rows(out)) == 4
+
+
+def test_results_on_a_full_disk_stop_with_one_line_and_only_whole_lines(tmp_path, capsys, monkeypatch):
+    probs, out = write_problems(tmp_path, 5, seed=3, name="p.jsonl"), tmp_path / "out.jsonl"
+    import fot.solve as solve
+
+    calls = {"n": 0}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(solve.os, "fsync", fsync)
+    rc = main([str(probs), *SIM, "--parallel", "1", "--out", str(out)])
+    err = _one_line_err(capsys)
+    assert rc == 1 and "cannot write results" in err and "No space left" in err
+    assert len(read_rows(out)) == 2  # the two written lines, whole; the failed one cut back off
+    monkeypatch.setattr(solve.os, "fsync", real_fsync)
+    assert main([str(probs), *SIM, "--out", str(out)]) == 0 and len(read_rows(out)) == 5
+
+
+@pytest.mark.parametrize("where, rc, words", [
+    ("out-under-a-file", 1, "cannot write"),
+    ("trace-is-a-directory", 2, "--trace is a directory"),
+    ("out-is-a-directory", 2, "--out is a directory"),
+])
+def test_unusable_output_paths_get_one_line(tmp_path, capsys, where, rc, words):
+    probs = write_problems(tmp_path, 2, seed=3, name="p.jsonl")
+    (tmp_path / "afile").write_text("x")
+    args = {"out-under-a-file": ["--out", str(tmp_path / "afile" / "out.jsonl")],
+            "trace-is-a-directory": ["--out", str(tmp_path / "o.jsonl"), "--trace", str(tmp_path)],
+            "out-is-a-directory": ["--out", str(tmp_path)]}[where]
+    assert main([str(probs), *SIM, *args]) == rc
+    assert words in _one_line_err(capsys)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--budget", "0"], "--budget must be >= 1"),
+    (["--run-budget", "0"], "--run-budget must be >= 1"),
+    (["--timeout", "0"], "--timeout must be > 0"),
+    (["--base-url", "http://127.0.0.1:99999/v1"], "Port out of range"),
+])
+def test_settings_that_would_do_nothing_are_refused(tmp_path, capsys, args, words):
+    probs = write_problems(tmp_path, 2, seed=3, name="p.jsonl")
+    with pytest.raises(SystemExit) as e:
+        main([str(probs), "--quiet", "--out", str(tmp_path / "o.jsonl"), *args])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_budget_too_small_for_the_forest_is_refused_up_front_with_the_minimum(tmp_path, capsys):
+    probs, out = write_problems(tmp_path, 2, seed=3, name="p.jsonl"), tmp_path / "o.jsonl"
+    assert main([str(probs), *SIM, "--budget", "50", "--out", str(out)]) == 2
+    err = _one_line_err(capsys)
+    least = int(err.split("below the ")[1].split()[0])
+    assert f"give --budget {least}" in err and (not out.exists() or out.read_text() == "")
+    assert main([str(probs), *SIM, "--budget", str(least), "--out", str(out)]) == 0
+    assert all(r["answer"] is not None or r["error_kind"] for r in read_rows(out))
+
+
+def test_a_rerun_with_other_settings_is_refused_unless_asked(tmp_path, capsys):
+    probs, out = write_problems(tmp_path, 4, seed=3, name="p.jsonl"), tmp_path / "o.jsonl"
+    assert main([str(probs), *SIM, "--limit", "2", "--out", str(out)]) == 0
+    assert read_rows(out)[0]["run"]["trees"] == 2 and read_rows(out)[0]["run"]["model"] == "fot-sim"
+    capsys.readouterr()
+    assert main([str(probs), "--sim", "--trees", "3", "--rollouts", "1", "--quiet", "--out", str(out)]) == 2
+    assert "trees 2 -> 3" in _one_line_err(capsys) and len(read_rows(out)) == 2
+    assert main([str(probs), *SIM, "--budget", "5000", "--out", str(out)]) == 2
+    assert main([str(probs), *SIM, "--out", str(out)]) == 0 and len(read_rows(out)) == 4  # same settings: resumes
+    assert main([str(probs), "--sim", "--trees", "3", "--rollouts", "1", "--quiet", "--out", str(out),
+                 "--resume-changed", "--limit", "4"]) == 0
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    probs, out = write_problems(tmp_path, 2, seed=3, name="p.jsonl"), tmp_path / "o.jsonl"
+    with open(str(out) + ".lock", "a") as held:  # what a first run holds for its whole length
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([str(probs), *SIM, "--out", str(out)]) == 2
+        assert "another fot.solve run is writing" in _one_line_err(capsys)
+        assert not out.exists()
+    assert main([str(probs), *SIM, "--out", str(out)]) == 0 and len(read_rows(out)) == 2
+
+
+def test_two_real_runs_at_once_write_each_problem_once(tmp_path):
+    probs, out = write_problems(tmp_path, 6, seed=3, name="p.jsonl"), tmp_path / "o.jsonl"
+    cmd = [sys.executable, "-m", "fot.solve", str(probs), *SIM, "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    codes = sorted(p.wait(timeout=120) for p in procs)
+    rows = read_rows(out)
+    assert len(rows) == len({r["id"] for r in rows}) == 6
+    assert codes in ([0, 0], [0, 2])  # the second either waited its turn (nothing left to do) or was refused
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 0.6])
+def test_ctrl_c_during_start_up_exits_130_not_by_the_signal(tmp_path, delay):
+    probs = write_problems(tmp_path, 3, seed=3, name="p.jsonl")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    p = subprocess.Popen([sys.executable, "-m", "fot.solve", str(probs), *SIM, "--out", str(tmp_path / "o.jsonl")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode in (130, 0), err.decode()[-300:]  # 0 only if it had already finished
+    assert b"Traceback" not in err
