@@ -160,7 +160,7 @@ class Engine:
             await self.start()
         assert self.llm is not None
         if isinstance(problem, str):
-            problem = Problem(id=f"q{len(self.ledger.rows)}-{time.monotonic_ns() % 10**6}", question=problem)
+            problem = Problem(id=f"q{len(self.ledger)}-{time.monotonic_ns() % 10**6}", question=problem)
         the_task = detect_task([problem.question], [None]) if task == "auto" else get_task(task)
         verifier_obj = decision_obj = None
         if verifier is not UNSET and not isinstance(verifier, str):
@@ -192,12 +192,14 @@ class Engine:
             else:
                 fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
                                       decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm)
-        except EnvironmentFailure:
-            raise  # not this problem's fault: the run stops and the problem is not recorded as finished
+        except (EnvironmentFailure, asyncio.CancelledError):
+            # not this problem's fault: the run stops and the problem is not recorded as finished
+            self.ledger.calls_by_problem.pop(problem.id, None)
+            raise
         except Exception as e:  # a fault we did not expect must not lose the other problems
             error, kind, cause = f"{type(e).__name__}: {e}", error_kind(e), e
         wall = time.monotonic() - t0
-        calls = self.ledger.calls_by_problem.get(problem.id, 0)
+        calls = self.ledger.calls_by_problem.pop(problem.id, 0)  # done: nothing of it stays in memory
         tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,
                   "cached": pb.spent.cached_tokens, "unknown": pb.spent.unknown_tokens, "total": pb.spent_tokens}
         settings = {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
@@ -260,19 +262,26 @@ class Engine:
 
     async def solve_many(self, problems: Iterable[str | Problem], *, parallel: int = 4,
                          **kwargs) -> AsyncIterator[Result]:
-        """Solve problems `parallel` at a time; yields each result as soon as it is done."""
-        queue = list(problems)
-        sem = asyncio.Semaphore(max(1, parallel))
-
-        async def one(p: str | Problem) -> Result:
-            async with sem:
-                return await self.solve(p, **kwargs)
-
-        pending = [asyncio.create_task(one(p)) for p in queue]
+        """Solve problems `parallel` at a time; yields each result as soon as it is done. The problems
+        are drawn from the iterable as slots free up, so a long (or endless) stream costs no memory."""
+        source = iter(problems)
+        pending: set[asyncio.Task] = set()
         try:
-            for fut in asyncio.as_completed(pending):
-                yield await fut
+            while True:
+                while len(pending) < max(1, parallel):
+                    p = next(source, _END)
+                    if p is _END:
+                        break
+                    pending.add(asyncio.create_task(self.solve(p, **kwargs)))
+                if not pending:
+                    return
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    yield t.result()
         finally:
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+_END = object()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections import defaultdict, deque
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Iterable
 
@@ -89,12 +89,20 @@ class Totals:
         self.latency_s += r.latency_s
 
 
-class Ledger:
-    """An in-memory list of rows, optionally mirrored to a JSONL file as each row is added."""
+KEEP_ROWS = 1024  # rows kept in memory; the trace file has every one
 
-    def __init__(self, path: str | os.PathLike | None = None, fsync: bool = False):
-        self.rows: list[CallRecord] = []
-        self.calls_by_problem: dict[str | None, int] = defaultdict(int)  # kept as rows arrive: O(1) per problem
+
+class Ledger:
+    """Every row goes to the trace file (when there is one) as it is added; memory keeps only the
+    running totals, the calls of the problems still in flight, and the last `keep` rows.
+
+    A long run must not grow with its calls (v1 kept every row: 148 MiB for 9,243 calls), so `rows`
+    and `by()` see the recent rows only; `Ledger.read(path)` loads a whole trace for analysis."""
+
+    def __init__(self, path: str | os.PathLike | None = None, fsync: bool = False, keep: int | None = KEEP_ROWS):
+        self.rows: deque[CallRecord] = deque(maxlen=keep)
+        self.total = Totals()  # every row ever added
+        self.calls_by_problem: dict[str | None, int] = defaultdict(int)  # the engine pops a problem when it ends
         self.path = Path(path) if path is not None else None
         self._fsync = fsync
         self._fh: IO[str] | None = None
@@ -114,6 +122,7 @@ class Ledger:
 
     def add(self, row: CallRecord) -> None:
         self.rows.append(row)
+        self.total.add(row)
         self.calls_by_problem[row.problem] += 1
         if self._fh is not None:
             try:
@@ -139,16 +148,20 @@ class Ledger:
         self.close()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        """Calls recorded, all of them (not only the rows still in memory)."""
+        return self.total.calls
 
     def totals(self, rows: Iterable[CallRecord] | None = None) -> Totals:
+        if rows is None:
+            return replace(self.total)
         t = Totals()
-        for r in self.rows if rows is None else rows:
+        for r in rows:
             t.add(r)
         return t
 
     def by(self, key: str) -> dict[object, Totals]:
-        """Totals grouped by a row field: 'problem', 'tree', 'role', 'outcome', ..."""
+        """Totals of the rows in memory grouped by a row field: 'problem', 'tree', 'role', 'outcome', ...
+        (load the trace with `Ledger.read` to group a whole run)."""
         groups: dict[object, Totals] = defaultdict(Totals)
         for r in self.rows:
             groups[getattr(r, key)].add(r)
@@ -157,7 +170,7 @@ class Ledger:
     @staticmethod
     def read(path: str | os.PathLike) -> "Ledger":
         """Load rows from a JSONL trace; a torn last line (crash mid-write) is skipped."""
-        led = Ledger()
+        led = Ledger(keep=None)
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 try:

@@ -277,3 +277,31 @@ def test_ctrl_c_during_start_up_exits_130_not_by_the_signal(tmp_path, delay):
     _, err = p.communicate(timeout=60)
     assert p.returncode in (130, 0), err.decode()[-300:]  # 0 only if it had already finished
     assert b"Traceback" not in err
+
+
+async def test_memory_holds_recent_rows_only_and_nothing_of_finished_problems(tmp_path):
+    # v1 kept every ledger row (about 1 KB a call, without end); benchmarks/memory.py shows RSS over 50,000 calls
+    from fot.ledger import CallRecord, Ledger
+
+    led = Ledger(tmp_path / "t.jsonl", keep=100)
+    for i in range(1000):
+        led.add(CallRecord(role="answer", problem=f"p{i}", prompt_tokens=3, completion_tokens=2))
+    assert len(led.rows) == 100 and len(led) == 1000 and led.totals().total_tokens == 5000
+    assert len(Ledger.read(tmp_path / "t.jsonl").rows) == 1000  # the trace has them all
+
+    async with FakeBackend(lambda role, body: (200, ok(body, "Final Answer: 4\nScore: 70", 5), 0)) as fake:
+        async with Engine(fake.base_url, "fake") as engine:
+            def endless():
+                i = 0
+                while True:  # v1 listed the problems first: an endless stream never started
+                    i += 1
+                    yield Problem(f"e{i}", "What is 2 + 2?")
+
+            got = []
+            async for r in engine.solve_many(endless(), parallel=3, task="arith", trees=1, rollouts=0):
+                got.append(r)
+                if len(got) == 7:
+                    break
+            assert all(r.answer == "4" for r in got)
+            await asyncio.sleep(0.2)
+            assert not engine.ledger.calls_by_problem  # finished problems leave nothing behind
