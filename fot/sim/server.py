@@ -28,7 +28,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from .solver import Request, ScriptedSolver, SimProfile, SimSolver, sim_tokens, stable_hash
+from .solver import Request, ScriptedSolver, SimProfile, SimSolver, normalize_question, sim_tokens, stable_hash
 
 FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "drop", "nonjson", "no_usage", "short_n")
 
@@ -73,6 +73,7 @@ class SimStats:
     # tokens of work done whose response was lost (truncated/non-JSON/missing usage)
     unreported_prompt: int = 0
     unreported_completion: int = 0
+    served_by_question: Counter = field(default_factory=Counter)  # prompt + completion tokens of work done
     busy_slot_s: float = 0.0
     max_in_flight: int = 0
     in_flight: int = 0
@@ -81,6 +82,7 @@ class SimStats:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["faults"] = dict(self.faults)
+        d["served_by_question"] = dict(self.served_by_question)
         return d
 
 
@@ -245,6 +247,10 @@ class SimBackend:
         completion = lengths[0] if (c.usage_one_choice and lengths) else sum(lengths)
 
         await self._serve_time(lengths)
+        # the work done for each problem, reported or not: what a cap must hold upstream
+        user = str(messages[-1].get("content") or "") if isinstance(messages[-1], dict) else ""
+        self.stats.served_by_question[normalize_question(ScriptedSolver.question_of(user))] += \
+            len(prompt_toks) + sum(lengths)
 
         usage = {"prompt_tokens": len(prompt_toks), "completion_tokens": completion,
                  "total_tokens": len(prompt_toks) + completion,
