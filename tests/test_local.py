@@ -134,7 +134,7 @@ def test_the_child_server_is_gone_after_sigint_and_after_kill_9(tmp_path):
 @pytest.mark.realmodel
 @pytest.mark.skipif(not HAVE_LOCAL, reason="needs the 'local' extra")
 def test_end_to_end_on_the_real_local_model(tmp_path):
-    proc = _start_solve(tmp_path, ["--limit", "3", "--trees", "2", "--rollouts", "1"])
+    proc = _start_solve(tmp_path, ["--limit", "3", "--method", "forest", "--trees", "2", "--rollouts", "1"])
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err
     assert "local llama.cpp server" in out and "accuracy" in out
@@ -143,3 +143,15 @@ def test_end_to_end_on_the_real_local_model(tmp_path):
     assert all(r["tokens"]["total"] > 0 and r["calls"] > 0 for r in rows)
     assert all(r["correct"] is not None for r in rows)
     assert _servers_of(proc.pid) == []
+
+
+@pytest.mark.realmodel
+@pytest.mark.skipif(not HAVE_LOCAL, reason="needs the 'local' extra")
+def test_the_embedded_default_is_the_measured_one_sampling_by_majority(tmp_path):
+    proc = _start_solve(tmp_path, ["--limit", "2"])
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "using --method sc --samples 8" in err and "docs/local.md" in err
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["sc", "sc"] and all(len(r["samples"]) == 8 for r in rows)
+    assert all(r["run"]["backend"] == "embedded" for r in rows)

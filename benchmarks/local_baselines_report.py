@@ -1,0 +1,119 @@
+"""Issue 11's real-model answer: the forest against plain sampling on the embedded SmolLM2-135M.
+
+Reads the runs in benchmarks/results/local-baselines/ (same 150 problems, same backend and seed),
+replays every smaller cell from them (`fot.meter.grid`, `fot.meter.sample_curve`), compares
+methods problem by problem (`fot.meter.compare`: Newcombe interval of the paired difference), and
+splits tokens by call role from the traces. Prints the tables and writes report.md and report.png
+next to the runs.
+
+    python benchmarks/local_baselines_report.py
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from fot.meter import Cell, compare, grid, sample_curve
+from fot.tasks import get_task
+
+HERE = Path(__file__).resolve().parent / "results" / "local-baselines"
+
+
+def load(name: str) -> list[dict]:
+    path = HERE / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def cell_row(c: Cell) -> str:
+    lo, hi = c.ci95 or (0, 0)
+    return f"| {c.label} | {c.graded} | {pct(c.accuracy)} | {lo:.1%} - {hi:.1%} | {c.tokens_mean:,.0f} | " + \
+        ("exact" if c.exact else f"not replayable: {c.inexact_reason}") + " |"
+
+
+def roles(trace: str) -> dict[str, float]:
+    """Share of tokens by call role in a trace (prompt + completion + charged_unknown)."""
+    path = HERE / trace
+    if not path.exists():
+        return {}
+    by = Counter()
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        by[r["role"]] += r["prompt_tokens"] + r["completion_tokens"] + r.get("charged_unknown", 0)
+    total = sum(by.values())
+    return {k: v / total for k, v in by.most_common()}
+
+
+def main() -> None:
+    task = get_task("arith")
+    runs = {"forest": load("forest2x1.jsonl"), "sc": load("sc8.jsonl"), "bon": load("bon4.jsonl")}
+    common = set.intersection(*(set(r["id"] for r in rows) for rows in runs.values() if rows))
+    runs = {k: [r for r in rows if r["id"] in common] for k, rows in runs.items()}
+    cells: list[Cell] = []
+    if runs["forest"]:
+        cells += grid(runs["forest"], task, [1, 2], [0, 1])
+    if runs["sc"]:
+        cells += sample_curve(runs["sc"], task, [1, 2, 4, 8])
+    if runs["bon"]:
+        cells += sample_curve(runs["bon"], task, [1, 2, 4])
+    by = {c.label: c for c in cells}
+    lines = [f"# The forest against plain sampling, embedded SmolLM2-135M, {len(common)} problems (REAL model)", "",
+             "Every cell below is replayed from one run of its method's largest setting; accuracy is the returned "
+             "answer's (not oracle pass@k), with a 95% Wilson interval.", "",
+             "| cell | graded | accuracy | 95% CI | tokens / problem | replay |", "| --- | ---: | ---: | :---: | ---: | --- |"]
+    lines += [cell_row(c) for c in sorted(cells, key=lambda c: c.tokens_mean)]
+    pairs = [("2x1", "sc@8"), ("2x1", "sc@4"), ("2x1", "bon@4"), ("2x0", "1x1"), ("1x1", "sc@2"), ("2x0", "sc@2"),
+             ("bon@4", "sc@4"), ("1x0", "sc@1")]
+    lines += ["", "Paired, same problems: A minus B (Newcombe 95% interval), and B's tokens over A's.", "",
+              "| A | B | A | B | A - B | 95% CI | B tokens / A tokens | verdict |",
+              "| --- | --- | ---: | ---: | ---: | :---: | ---: | --- |"]
+    for a, b in pairs:
+        if a in by and b in by:
+            d, ratio = compare(by[a], by[b])
+            lines.append(f"| {a} | {b} | {pct(by[a].accuracy)} | {pct(by[b].accuracy)} | {d.diff:+.1%} | "
+                         f"{d.ci95[0]:+.1%} to {d.ci95[1]:+.1%} | {ratio:.2f} | {d.verdict(a, b)} |")
+    for name, trace in (("forest 2x1 (first 10 problems, traced)", "forest2x1-traced10.trace.jsonl"),
+                        ("bon@4", "bon4.trace.jsonl")):
+        share = roles(trace)
+        if share:
+            lines += ["", f"Where the tokens go, {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())]
+    evals = [r.get("evaluation") or {} for rows in runs.values() for r in rows]
+    asked = sum(e.get("asked", 0) for e in evals)
+    parsed = sum(e.get("parsed", 0) for e in evals)
+    if asked:
+        lines += ["", f"Self-evaluation scores read: {parsed} of {asked} ({parsed / asked:.1%})."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (HERE / "report.md").write_text(text)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, marker in (("forest", "o"), ("sc", "s"), ("bon", "^")):
+        cs = sorted((c for c in cells if c.method == method), key=lambda c: c.tokens_mean)
+        if not cs:
+            continue
+        ax.errorbar([c.tokens_mean for c in cs], [c.accuracy for c in cs],
+                    yerr=[[c.accuracy - c.ci95[0] for c in cs], [c.ci95[1] - c.accuracy for c in cs]],
+                    marker=marker, capsize=3, label=method, linestyle="-" if method != "forest" else "none")
+        for c in cs:
+            ax.annotate(c.label, (c.tokens_mean, c.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens per problem (log)")
+    ax.set_ylabel("accuracy (returned answer)")
+    ax.set_title(f"SmolLM2-135M, {len(common)} arithmetic problems: forest vs sampling")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE / "report.png", dpi=120)
+    print(f"wrote {HERE / 'report.md'} and {HERE / 'report.png'}")
+
+
+if __name__ == "__main__":
+    main()
