@@ -1,6 +1,16 @@
-import pytest
+import gc
+
+import hypothesis  # noqa: F401 -- imported now, not compiled late: CPython 3.11.7 can raise "AST constructor
+import pytest  # recursion depth mismatch" when a module is compiled while the collector runs old tests' finalizers
 
 from fot.sim import SimConfig, SimServer
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():
+    """Finalize each test's leftovers (sockets, transports) while its own loop is still known."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Issue 12: what broke when the engine was attacked as a user's bad day would; one test per defect."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -298,10 +299,12 @@ async def test_memory_holds_recent_rows_only_and_nothing_of_finished_problems(tm
                     yield Problem(f"e{i}", "What is 2 + 2?")
 
             got = []
-            async for r in engine.solve_many(endless(), parallel=3, task="arith", trees=1, rollouts=0):
-                got.append(r)
-                if len(got) == 7:
-                    break
+            async with contextlib.aclosing(engine.solve_many(endless(), parallel=3, task="arith", trees=1,
+                                                             rollouts=0)) as results:
+                async for r in results:
+                    got.append(r)
+                    if len(got) == 7:
+                        break
             assert all(r.answer == "4" for r in got)
             await asyncio.sleep(0.2)
             assert not engine.ledger.calls_by_problem  # finished problems leave nothing behind
