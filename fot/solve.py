@@ -5,12 +5,15 @@ re-running with the same `--out` skips the ids already there. At the end, a summ
 of the returned answers with a 95% Wilson interval, oracle pass@k (labelled: any node right),
 tokens and dollars per solved problem, wall time, calls and errors.
 
-Exit status: 0 done; 2 bad usage or bad input; 1 backend unreachable or another failure;
-130 interrupted (finished results are kept; run the same command again to resume).
+Exit status: 0 done; 2 bad usage or bad input (also: another run holds --out, or --out holds
+results made with other settings); 1 backend unreachable, or the environment failed (disk full,
+output unwritable: nothing is marked finished); 130 interrupted (finished results are kept; run
+the same command again to resume).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130, not death by the signal
@@ -18,7 +21,6 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import asyncio
     import fcntl
     import json
-    import os
     import time
     import urllib.parse
     from contextlib import AsyncExitStack, aclosing
@@ -37,8 +39,10 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .policies import DECISION_RULES
     from .tasks import TASKS, detect_task, get_task
 except KeyboardInterrupt:
-    print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr)
-    raise SystemExit(130) from None
+    print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr, flush=True)
+    # Not SystemExit: an interrupt that passed through some library's import leaves CPython set to die by
+    # the signal at exit whatever we raise. Nothing is open or started yet, so there is nothing to clean up.
+    os._exit(130)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
