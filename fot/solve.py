@@ -19,7 +19,6 @@ import sys
 try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130, not death by the signal
     import argparse
     import asyncio
-    import fcntl
     import json
     import time
     import urllib.parse
@@ -33,9 +32,10 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .budget import Price
     from .config import SearchConfig
     from .engine import METHODS, Engine, minimum_budget
-    from .errors import BackendUnreachable, EnvironmentFailure, FotError
+    from .errors import EnvironmentFailure, FotError
     from .meter import grade, summarize
     from .problems import Problem, ProblemFileError, load_problems
+    from .results import append_line, changed_settings, lock_output, read_finished, run_settings
     from .policies import DECISION_RULES
     from .tasks import TASKS, detect_task, get_task
 except KeyboardInterrupt:
@@ -245,38 +245,6 @@ def load_examples(path: str | None, problems_path: str, problems: list[Problem])
     return kept
 
 
-def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
-    """Results already in `out`. A torn last line (a crash mid-write) is cut off; with
-    `retry_errors`, lines that ended in an error are dropped so those problems run again."""
-    if not out.is_file():  # absent, or a device such as /dev/full: nothing finished to read
-        return {}
-    raw = out.read_bytes()
-    keep: list[bytes] = []
-    done: dict[str, dict] = {}
-    changed = False
-    for line in raw.splitlines(keepends=True):
-        try:
-            row = json.loads(line)
-            if not line.endswith(b"\n") or not isinstance(row, dict) or "id" not in row:
-                raise ValueError
-        except ValueError:
-            changed = True
-            continue
-        if retry_errors and row.get("error"):
-            changed = True
-            continue
-        if str(row["id"]) in done:
-            changed = True
-            continue
-        done[str(row["id"])] = row
-        keep.append(line)
-    if changed:
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_bytes(b"".join(keep))
-        os.replace(tmp, out)
-    return done
-
-
 def _fmt(x: float | None, spec: str = ",.0f") -> str:
     return "n/a" if x is None else format(x, spec)
 
@@ -307,50 +275,6 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
     t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
     console.print(t)
     return s.to_dict()
-
-
-RUN_SETTINGS = ("method", "task", "backend", "model", "trees", "rollouts", "samples", "reward_samples",
-                "eval_max_tokens", "budget", "tree_budget", "decision", "tie_break", "early_stop", "seed")
-
-
-def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None) -> dict:
-    """What decides a result, recorded in every row so a resume can tell if it would mix settings."""
-    values = {**vars(args), "task": task_name, "backend": backend_kind, "model": model}
-    run = {k: values.get(k) for k in RUN_SETTINGS}
-    if args.method in ("cot", "sc", "bon"):  # sampling: the tree settings do not apply
-        for k in ("trees", "rollouts", "decision", "tie_break", "early_stop", "tree_budget"):
-            run.pop(k)
-    if args.method != "bon" and args.method in ("cot", "sc"):
-        run.pop("reward_samples"), run.pop("eval_max_tokens")
-    if args.method in ("forest", "mctsr"):
-        run.pop("samples")
-    return run
-
-
-def changed_settings(done: dict[str, dict], now: dict) -> list[str]:
-    """How the finished results' settings differ from this run's, e.g. ["trees 3 -> 2"]."""
-    changes: dict[str, set] = {}
-    for row in done.values():
-        for k, v in (row.get("run") or {}).items():
-            if k in now and v != now[k]:
-                changes.setdefault(k, set()).add(json.dumps(v))
-    return [f"{k} {' / '.join(sorted(old))} -> {json.dumps(now[k])}" for k, old in changes.items()]
-
-
-def append_line(fh, out: Path, row: dict) -> None:
-    """One whole result line, on disk before we go on; a failed write is cut back off, so no
-    problem is ever half-recorded, and raises EnvironmentFailure (the run stops; not the problem's fault)."""
-    pos = fh.tell()
-    try:
-        fh.write(json.dumps(row, separators=(",", ":")) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    except OSError as e:
-        try:
-            fh.truncate(pos)
-        except OSError:
-            pass
-        raise EnvironmentFailure(f"cannot write results to {out}", e) from None
 
 
 async def run(args: argparse.Namespace, problems: list[Problem], task_name: str, out: Path,
@@ -479,27 +403,6 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             say(f"cannot write the summary {summary_path}: {e.strerror or e} (the results are in {out})")
             return EXIT_FAIL
     return EXIT_OK
-
-
-def lock_output(out: Path, trace: str | None):
-    """Lock --out for this run (a second run on the same file is refused) and check the paths, before
-    anything is read, started or sent. The lock is a sidecar file: resuming rewrites --out itself."""
-    if trace is not None and Path(trace).is_dir():
-        raise ProblemFileError(trace, None, None, "--trace is a directory; give a file path")
-    if out.is_dir():
-        raise ProblemFileError(out, None, None, "--out is a directory; give a file path")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(out.with_name(out.name + ".lock"), "a")
-    except OSError as e:
-        raise EnvironmentFailure(f"cannot write next to {out}", e) from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise ProblemFileError(out, None, None, "another fot.solve run is writing to this file; wait for it to "
-                               "finish or give another --out") from None
-    return lock
 
 
 def main(argv: list[str] | None = None) -> int:
