@@ -49,6 +49,22 @@ def roles(trace: str) -> dict[str, float]:
     return {k: v / total for k, v in by.most_common()}
 
 
+def forest_phases(rows: list[dict]) -> dict[str, float]:
+    """Share of a forest's tokens by phase: each tree's first answer with its self-evaluations (and the
+    dummy root's, and a rephrased input's), its rollout (critique, refine, self-evaluations), and the
+    decision (the expert call). Snapshot 0 is taken after the first answers are scored."""
+    first = rollout = decision = 0
+    for r in rows:
+        decision += r.get("expert_tokens", 0)
+        for snaps in r["snapshots"]:
+            if snaps:
+                first += snaps[0]["tokens"]
+                rollout += snaps[-1]["tokens"] - snaps[0]["tokens"]
+    total = first + rollout + decision
+    return {"first answers and their evaluation": first / total, "rollouts (critique, refine, evaluation)":
+            rollout / total, "decision (expert)": decision / total}
+
+
 def main() -> None:
     task = get_task("arith")
     runs = {"forest": load("forest2x1.jsonl"), "sc": load("sc8.jsonl"), "bon": load("bon4.jsonl")}
@@ -77,11 +93,14 @@ def main() -> None:
             d, ratio = compare(by[a], by[b])
             lines.append(f"| {a} | {b} | {pct(by[a].accuracy)} | {pct(by[b].accuracy)} | {d.diff:+.1%} | "
                          f"{d.ci95[0]:+.1%} to {d.ci95[1]:+.1%} | {ratio:.2f} | {d.verdict(a, b)} |")
-    for name, trace in (("forest 2x1 (first 10 problems, traced)", "forest2x1-traced10.trace.jsonl"),
-                        ("bon@4", "bon4.trace.jsonl")):
-        share = roles(trace)
-        if share:
-            lines += ["", f"Where the tokens go, {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())]
+    if runs["forest"]:
+        phase = forest_phases(runs["forest"])
+        lines += ["", "Where the forest's tokens go (2x1, every problem, from each tree's snapshots): " +
+                  ", ".join(f"{k} {v:.0%}" for k, v in phase.items())]
+    share = roles("bon4.trace.jsonl")
+    if share:
+        lines += ["", "Where best-of-4's tokens go (its trace, by call role): " +
+                  ", ".join(f"{k} {v:.0%}" for k, v in share.items())]
     evals = [r.get("evaluation") or {} for rows in runs.values() for r in rows]
     asked = sum(e.get("asked", 0) for e in evals)
     parsed = sum(e.get("parsed", 0) for e in evals)
