@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import time
 import urllib.parse
@@ -349,13 +350,13 @@ class FotServer:
 
     def presets(self) -> list[str]:
         c = self.config
-        return ["fot", f"fot-{c.trees}x{c.rollouts}", "fot-2x4", "fot-4x8", f"fot-{c.trees}x{c.rollouts}-{self.engine.model}",
-                f"mctsr-{c.rollouts}", f"sc-{c.samples}", "sc-16", f"bon-{c.samples}", "cot"]
+        return list(dict.fromkeys(["fot", f"fot-{c.trees}x{c.rollouts}", "fot-2x4", "fot-4x8", f"fot-{c.trees}x{c.rollouts}-{self.engine.model}",
+                f"mctsr-{c.rollouts}", f"sc-{c.samples}", "sc-16", f"bon-{c.samples}", "cot"]))
 
     async def models(self, request: web.Request) -> web.Response:
         owner = "fot (upstream: fot.sim, a SIMULATED backend)" if self.config.simulated else "fot"
         data = [{"id": p, "object": "model", "created": 0, "owned_by": owner}
-                for p in dict.fromkeys(self.presets())]
+                for p in self.presets()]
         return web.json_response({"object": "list", "data": data})
 
     async def health(self, request: web.Request) -> web.Response:
@@ -589,7 +590,7 @@ def parser() -> argparse.ArgumentParser:
 
 async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | None = None) -> int:
     """Start the upstream (fot.sim, a given URL, or the embedded model), the engine and the server; run
-    until cancelled (Ctrl-C)."""
+    until SIGINT or SIGTERM, then stop cleanly: the forests still running are cancelled with their requests."""
     price = None
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
@@ -639,13 +640,20 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
                  ", ".join(server.presets()))
         if ready is not None:
             ready(server)
-        await asyncio.Event().wait()  # until cancelled
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: %d requests served, %d tokens spent upstream", server.served, engine.budget.spent_tokens)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpx2", "openai"):  # one line per upstream call would bury the requests' own lines
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:

@@ -397,3 +397,38 @@ async def test_client_leaving_the_queue_frees_its_place(serve):
     assert s.server.admission.waiting == 0
     assert (await first)[0] == 200
     assert s.sim.stats.requests == 1  # the one that left never reached the upstream
+
+
+def test_command_serves_until_sigterm(tmp_path):
+    """`python -m fot serve --sim`: the whole command, as a user starts it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fot.local import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "fot", "serve", "--sim", "--port", str(port), "--budget", "4000",
+                             "--trees", "2", "--rollouts", "1", "--api-key", UPSTREAM_KEY],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ids = [m.id for m in client.models.list().data]
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert "fot-2x1" in ids
+        r = client.chat.completions.create(model="fot", messages=[{"role": "user", "content": Q}])
+        assert r.to_dict()["fot"]["budget"] == 4000 and 0 < r.usage.total_tokens <= 4000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "stopping: 1 requests served" in out and UPSTREAM_KEY not in out and "Traceback" not in out
