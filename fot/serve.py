@@ -369,6 +369,7 @@ class FotServer:
             "served": self.served, "run_budget": {"tokens": b.tokens, "spent": b.spent_tokens}})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -404,9 +405,9 @@ class FotServer:
         model = body["model"]
         async with self.admission.slot(self._retry_after()) as queued_s:
             if stream:
-                return await self._stream(request, rid, model, question, plan, queued_s, include_usage)
+                return await self._stream(request, rid, model, question, plan, queued_s, include_usage, started)
             result, roles = await self._solve(request, rid, question, plan)
-            reply = self._completion(rid, model, result, roles, queued_s, plan.budget)
+            reply = self._completion(rid, model, result, roles, queued_s, plan.budget, started)
             self._log(rid, model, result, reply["usage"])
             if reply.get("error"):
                 raise ApiError(reply.pop("status"), reply["error"]["message"], reply["error"]["type"],
@@ -451,7 +452,8 @@ class FotServer:
         self._wall_ewma = 0.8 * self._wall_ewma + 0.2 * result.wall_s
         return result, roles
 
-    def _fot(self, rid: str, result: Result, roles: dict[str, Totals], queued_s: float, budget: int | None) -> dict:
+    def _fot(self, rid: str, result: Result, roles: dict[str, Totals], queued_s: float, budget: int | None,
+             started: float) -> dict:
         d = {"id": rid, "method": result.method, "answer": result.answer, "decision": result.decision,
              "task": result.task, "upstream_model": self.engine.model, "simulated": self.config.simulated,
              "budget": budget, "tokens": result.tokens,
@@ -459,6 +461,8 @@ class FotServer:
                                        "cached": t.cached_tokens, "unknown": t.unknown_tokens, "total": t.total_tokens}
                                 for role, t in sorted(roles.items())},
              "calls": result.calls, "wall_s": round(result.wall_s, 4), "queue_s": round(queued_s, 4),
+             # the server's own time on this request, neither queueing nor solving (reading, checks, this reply)
+             "proxy_s": round(max(0.0, time.monotonic() - started - queued_s - result.wall_s), 4),
              "error_kind": result.error_kind, "error": self._scrub(result.error)}
         if result.trees:
             d["trees"] = [{"answer": t["answer"], "q": t["q"], "rollouts": t["rollouts"], "stopped": t["stopped"]}
@@ -468,12 +472,12 @@ class FotServer:
         return d
 
     def _completion(self, rid: str, model: str, result: Result, roles: dict[str, Totals], queued_s: float,
-                    budget: int | None) -> dict:
+                    budget: int | None, started: float) -> dict:
         """The chat completion for a finished forest; an upstream failure with no answer carries an `error`
         and the status to send (the tokens already spent are still reported)."""
         reply: dict = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
                        "system_fingerprint": "fot", "usage": usage_of(roles),
-                       "fot": self._fot(rid, result, roles, queued_s, budget)}
+                       "fot": self._fot(rid, result, roles, queued_s, budget, started)}
         kind = result.error_kind if result.answer is None else ""
         if kind in ("backend", "input", "environment", "internal", "cancelled"):
             status, etype, code = {"backend": (502, "upstream_error", "upstream_failed"),
@@ -494,7 +498,7 @@ class FotServer:
                  result.answer, usage["total_tokens"], result.wall_s, result.error_kind or "-")
 
     async def _stream(self, request: web.Request, rid: str, model: str, question: str, plan: Plan,
-                      queued_s: float, include_usage: bool) -> web.StreamResponse:
+                      queued_s: float, include_usage: bool, started: float) -> web.StreamResponse:
         """Server-sent events as the openai client reads them: the role, then the decided text (a forest's
         answer is only known at its end), the finish reason, the usage when asked, and [DONE]."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -513,7 +517,7 @@ class FotServer:
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
         result, roles = await self._solve(request, rid, question, plan, tick=keepalive)
-        reply = self._completion(rid, model, result, roles, queued_s, plan.budget)
+        reply = self._completion(rid, model, result, roles, queued_s, plan.budget, started)
         self._log(rid, model, result, reply["usage"])
         if reply.get("error"):  # the openai client raises APIError on an event carrying `error`
             err = {"error": reply["error"], "usage": reply["usage"], "fot": reply["fot"]}
