@@ -224,11 +224,11 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
         raise not_found
     trees, rollouts, samples = config.trees, config.rollouts, config.samples
     if method == "forest":
-        trees, rollouts = a or trees, b if b is not None else rollouts
+        trees, rollouts = a if a is not None else trees, b if b is not None else rollouts
     elif method == "mctsr":
         trees, rollouts = 1, a if a is not None else rollouts
     elif method in ("sc", "bon"):
-        samples = a or samples
+        samples = a if a is not None else samples
     for name, value in (("trees", trees), ("rollouts", rollouts), ("samples", samples)):
         _int(value, name, 0 if name == "rollouts" else 1)
     fot = body.get("fot") or {}

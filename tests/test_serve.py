@@ -284,7 +284,7 @@ async def test_server_api_key_401(serve):
     assert fot_of(r)["answer"] == "391"
 
 
-async def test_unknown_model_404(serve):
+async def test_unknown_model_404_and_out_of_range_sizes_400(serve):
     s = await serve()
     for model in ("gpt-4o", "fot-4x8-some-other-model", "cot-3", "sc-2x2", "fot-"):
         status, body, _ = await post(s, {"model": model, "messages": [{"role": "user", "content": Q}]})
@@ -292,7 +292,9 @@ async def test_unknown_model_404(serve):
         assert assert_openai_error(body, "model_not_found")["param"] == "model"
     with pytest.raises(openai.NotFoundError):
         await s.aclient().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}])
-    status, body, _ = await post(s, {})  # wrong route is also OpenAI-shaped
+    for model, param in (("fot-0x8", "trees"), ("sc-0", "samples"), ("fot-65x1", "trees")):
+        status, body, _ = await post(s, {"model": model, "messages": [{"role": "user", "content": Q}]})
+        assert status == 400 and assert_openai_error(body)["param"] == param, model
     async with aiohttp.ClientSession() as http:
         async with http.get(s.server.base_url + "/nowhere") as r:
             assert r.status == 404 and assert_openai_error(await r.json())
