@@ -40,7 +40,6 @@ from .config import SearchConfig
 from .engine import METHODS, Engine, Result, minimum_budget
 from .errors import FotError
 from .ledger import CallRecord, Totals
-from .policies import UNSET
 from .problems import Problem
 from .tasks import TASKS, detect_task, get_task
 
