@@ -15,7 +15,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Callable, Iterable
 
 from .errors import EnvironmentFailure
 
@@ -103,6 +103,9 @@ class Ledger:
         self.rows: deque[CallRecord] = deque(maxlen=keep)
         self.total = Totals()  # every row ever added
         self.calls_by_problem: dict[str | None, int] = defaultdict(int)  # the engine pops a problem when it ends
+        # called with every row as it is added: whoever needs one problem's rows (fot.serve's usage) keeps
+        # them itself, since `rows` forgets old ones
+        self.observers: list[Callable[[CallRecord], None]] = []
         self.path = Path(path) if path is not None else None
         self._fsync = fsync
         self._fh: IO[str] | None = None
@@ -124,6 +127,8 @@ class Ledger:
         self.rows.append(row)
         self.total.add(row)
         self.calls_by_problem[row.problem] += 1
+        for observe in self.observers:
+            observe(row)
         if self._fh is not None:
             try:
                 self._fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")

@@ -1,0 +1,436 @@
+"""fot.serve driven by the real openai client, against fot.sim (the SIMULATED backend, a test double)."""
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+
+from fot.config import SearchConfig
+from fot.engine import Engine, minimum_budget
+from fot.ledger import Ledger
+from fot.serve import FotServer, ServeConfig, plan_of, question_of
+from fot.sim import SimConfig, SimProfile, SimServer
+from fot.tasks import detect_task
+
+UPSTREAM_KEY = "sk-upstream-secret-4242"
+Q = "What is 17 * 23?"
+SURE = SimProfile(p_first=0.999)  # a simulated solver that is nearly always right: answers can be checked
+
+
+@dataclass
+class Served:
+    sim: SimServer
+    engine: Engine
+    server: FotServer
+    trace: Path
+
+    def client(self, key: str = "anything", **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.server.base_url, api_key=key, max_retries=0, **kw)
+
+    def aclient(self, key: str = "anything", **kw) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.server.base_url, api_key=key, max_retries=0, **kw)
+
+    def ledger_usage(self, request_id: str) -> dict:
+        """The sum of that request's rows in the engine's trace file (the whole ledger, read back)."""
+        rows = [r for r in Ledger.read(self.trace).rows if r.problem == request_id]
+        assert rows, f"no ledger rows for {request_id}"
+        return {"prompt_tokens": sum(r.prompt_tokens for r in rows),
+                "completion_tokens": sum(r.completion_tokens for r in rows),
+                "total_tokens": sum(r.total_tokens for r in rows),
+                "cached_tokens": sum(r.cached_tokens for r in rows)}
+
+
+@pytest.fixture
+async def serve(tmp_path):
+    """fot.serve in front of fot.sim, both on loopback in this process; all stopped after the test."""
+    stack = AsyncExitStack()
+
+    async def start(sim: SimConfig | None = None, engine_kw: dict | None = None, **config) -> Served:
+        sim_server = await stack.enter_async_context(SimServer(sim or SimConfig(profile=SURE)))
+        trace = tmp_path / f"trace-{len(list(tmp_path.iterdir()))}.jsonl"
+        engine = Engine(sim_server.base_url, "fot-sim", UPSTREAM_KEY, trace=trace,
+                        config=SearchConfig(reward_samples=1), **(engine_kw or {}))
+        await engine.start()
+        stack.push_async_callback(engine.aclose)
+        config = {"port": 0, "trees": 2, "rollouts": 1, "samples": 4, "simulated": True, **config}
+        server = await stack.enter_async_context(FotServer(engine, ServeConfig(**config)))
+        return Served(sim_server, engine, server, trace)
+
+    yield start
+    await stack.aclose()
+
+
+def fot_of(obj) -> dict:
+    return obj.to_dict()["fot"]
+
+
+def assert_usage_is_ledger(usage: dict, served: Served, request_id: str) -> None:
+    want = served.ledger_usage(request_id)
+    assert usage["prompt_tokens"] == want["prompt_tokens"]
+    assert usage["completion_tokens"] == want["completion_tokens"]
+    assert usage["total_tokens"] == want["total_tokens"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == want["cached_tokens"]
+
+
+# -- answers, usage, presets ---------------------------------------------------------------------
+
+async def test_sync_client_answer_and_usage_equal_to_the_ledger(serve):
+    s = await serve()
+    r = await asyncio.to_thread(s.client().chat.completions.create, model="fot-2x2",
+                                messages=[{"role": "user", "content": Q}])
+    f = fot_of(r)
+    assert r.object == "chat.completion" and r.model == "fot-2x2" and r.choices[0].finish_reason == "stop"
+    assert f["answer"] == "391" and "391" in r.choices[0].message.content
+    assert f["method"] == "forest" and len(f["trees"]) == 2 and all("q" in t and "answer" in t for t in f["trees"])
+    assert f["simulated"] is True and f["error_kind"] == ""
+    assert_usage_is_ledger(r.usage.to_dict(), s, f["id"])
+    assert r.usage.total_tokens == f["tokens"]["total"]  # the budget's count agrees with the ledger's
+    assert sum(v["total"] for v in f["tokens_by_role"].values()) == r.usage.total_tokens
+    assert r.usage.completion_tokens > 0 and r.usage.prompt_tokens_details.cached_tokens > 0
+
+
+async def test_async_client_presets_by_model_name_and_extra_body(serve):
+    s = await serve()
+    async with s.aclient() as client:
+        async def ask(model, **kw):
+            return fot_of(await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": Q}], **kw))
+
+        sc, bon, cot, mctsr, forest, named = await asyncio.gather(
+            ask("sc-3"), ask("bon-2"), ask("cot"), ask("mctsr-2"), ask("fot-3x1"), ask("fot-2x1-fot-sim"))
+        assert (sc["method"], len(sc["samples"])) == ("sc", 3)
+        assert (bon["method"], len(bon["samples"])) == ("bon", 2)
+        assert (cot["method"], len(cot["samples"])) == ("cot", 1)
+        assert mctsr["method"] == "mctsr" and len(mctsr["trees"]) == 1 and mctsr["trees"][0]["rollouts"] == 2
+        assert forest["method"] == "forest" and len(forest["trees"]) == 3
+        assert named["method"] == "forest" and len(named["trees"]) == 2
+        over = await ask("fot", extra_body={"fot": {"method": "sc", "samples": 5, "task": "arith", "seed": 3}})
+        assert (over["method"], len(over["samples"]), over["task"]) == ("sc", 5, "arith")
+        deep = await ask("fot", extra_body={"fot": {"trees": 3, "rollouts": 2}})
+        assert len(deep["trees"]) == 3 and {t["rollouts"] for t in deep["trees"]} == {2}
+
+
+async def test_budget_is_held_per_request(serve):
+    s = await serve()
+    client = s.client()
+    free = await asyncio.to_thread(client.chat.completions.create, model="fot-3x3",
+                                   messages=[{"role": "user", "content": Q}])
+    budget = free.usage.total_tokens // 2  # binds: the unbudgeted forest spent twice this
+    r = await asyncio.to_thread(client.chat.completions.create, model="fot-3x3",
+                                messages=[{"role": "user", "content": Q}], extra_body={"fot": {"budget": budget}})
+    f = fot_of(r)
+    assert f["budget"] == budget
+    assert 0 < r.usage.total_tokens <= budget
+    assert_usage_is_ledger(r.usage.to_dict(), s, f["id"])
+
+
+async def test_server_default_budget_and_run_budget(serve):
+    s = await serve(budget=1500, engine_kw={"run_budget": 4000})
+    async with s.aclient() as client:
+        spent, refused = 0, None
+        for _ in range(10):
+            try:
+                r = await client.chat.completions.create(model="fot", messages=[{"role": "user", "content": Q}])
+            except openai.RateLimitError as e:
+                refused = e
+                break
+            assert fot_of(r)["budget"] == 1500 and r.usage.total_tokens <= 1500
+            spent += r.usage.total_tokens
+        assert refused is not None and refused.code == "run_budget_exhausted"
+        assert spent <= 4000 and s.engine.budget.spent_tokens == spent
+
+
+async def test_context_messages_are_given_to_the_engine(serve):
+    s = await serve(sim=SimConfig(record=True))
+    r = await s.aclient().chat.completions.create(model="cot", messages=[
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": Q}])
+    assert fot_of(r)["answer"] is not None
+    sent = "\n".join(s.sim.backend.bodies)
+    assert "You are terse." in sent and "assistant: Hello." in sent and "17 * 23" in sent
+    assert question_of([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]) \
+        == "a\nb"
+
+
+def test_plan_of_model_names():
+    cfg = ServeConfig(trees=4, rollouts=8, samples=8)
+    p = plan_of({"model": "fot-4x8-Qwen/Qwen2.5-Math-1.5B-Instruct"}, cfg, "Qwen/Qwen2.5-Math-1.5B-Instruct")
+    assert (p.method, p.trees, p.rollouts) == ("forest", 4, 8)
+    assert plan_of({"model": "sc-16"}, cfg, "m").samples == 16
+    assert plan_of({"model": "mctsr-3"}, cfg, "m").rollouts == 3
+    assert plan_of({"model": "fot-2x0"}, cfg, "m").rollouts == 0
+    assert plan_of({"model": "fot-1b-chat"}, cfg, "1b-chat").trees == 4  # an upstream name may start with digits
+
+
+# -- streaming -----------------------------------------------------------------------------------
+
+async def test_sync_stream_with_usage(serve):
+    s = await serve()
+
+    def run():
+        with s.client().chat.completions.create(model="fot", messages=[{"role": "user", "content": Q}], stream=True,
+                                                stream_options={"include_usage": True}) as stream:
+            return list(stream)
+
+    chunks = await asyncio.to_thread(run)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert "391" in text and finishes == ["stop"]
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    f = last.to_dict()["fot"]
+    assert f["answer"] == "391" and len({c.id for c in chunks}) == 1 and chunks[0].id == f["id"]
+    assert_usage_is_ledger(last.usage.to_dict(), s, f["id"])
+
+
+async def test_async_stream_without_usage(serve):
+    s = await serve()
+    async with s.aclient() as client:
+        stream = await client.chat.completions.create(model="sc-2", messages=[{"role": "user", "content": Q}],
+                                                      stream=True)
+        chunks = [c async for c in stream]
+    assert all(c.usage is None for c in chunks)
+    assert "391" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+# -- models, health ------------------------------------------------------------------------------
+
+async def test_models_and_health(serve):
+    s = await serve()
+    ids = [m.id for m in (await s.aclient().models.list()).data]
+    assert {"fot", "fot-2x1", "fot-2x1-fot-sim", "sc-4", "bon-4", "cot", "mctsr-1"} <= set(ids)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(s.server.base_url.replace("/v1", "/health")) as r:
+            h = await r.json()
+    assert r.status == 200 and h["status"] == "ok" and h["model"] == "fot-sim" and h["simulated"] is True
+    assert UPSTREAM_KEY not in json.dumps(h)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+async def post(served: Served, payload, headers: dict | None = None) -> tuple[int, dict, dict]:
+    data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(served.server.base_url + "/chat/completions", data=data,
+                             headers={"Content-Type": "application/json", **(headers or {})}) as r:
+            return r.status, await r.json(), dict(r.headers)
+
+
+def assert_openai_error(body: dict, code: str | None = None) -> dict:
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert "Traceback" not in json.dumps(body) and UPSTREAM_KEY not in json.dumps(body)
+    if code is not None:
+        assert err["code"] == code
+    return err
+
+
+async def test_bad_requests_are_400(serve):
+    s = await serve()
+    msgs = [{"role": "user", "content": Q}]
+    status, body, _ = await post(s, b"{not json")
+    assert status == 400 and assert_openai_error(body, "invalid_json")
+    for payload, param in [({"model": "fot"}, "messages"), ({"model": "fot", "messages": []}, "messages"),
+                           ({"model": "fot", "messages": [{"role": "system", "content": "x"}]}, "messages"),
+                           ({"messages": msgs}, "model"),
+                           ({"model": "fot", "messages": msgs, "n": 2}, "n"),
+                           ({"model": "fot", "messages": msgs, "fot": {"trees": 0}}, "fot.trees"),
+                           ({"model": "fot", "messages": msgs, "fot": {"trees": "4"}}, "fot.trees"),
+                           ({"model": "fot", "messages": msgs, "fot": {"widht": 4}}, "fot.widht"),
+                           ({"model": "fot", "messages": msgs, "fot": {"method": "beam"}}, "fot.method"),
+                           ({"model": "fot", "messages": msgs, "fot": {"task": "chess"}}, "fot.task"),
+                           ({"model": "fot", "messages": msgs, "tools": [{"type": "function"}]}, "tools")]:
+        status, body, _ = await post(s, payload)
+        assert status == 400, payload
+        assert assert_openai_error(body)["param"] == param
+    with pytest.raises(openai.BadRequestError) as e:
+        await s.aclient().chat.completions.create(model="fot", messages=msgs, n=2)
+    assert e.value.status_code == 400 and e.value.param == "n"
+    assert s.sim.stats.requests == 0  # nothing refused ever reached the upstream
+
+
+async def test_budget_too_small_is_400_with_the_minimum(serve):
+    s = await serve()
+    least = minimum_budget(Q, detect_task([Q], [None]), SearchConfig(reward_samples=1).with_(trees=3, rollouts=1))
+    with pytest.raises(openai.BadRequestError) as e:
+        await s.aclient().chat.completions.create(model="fot-3x1", messages=[{"role": "user", "content": Q}],
+                                                  extra_body={"fot": {"budget": least - 1}})
+    assert e.value.code == "budget_too_small" and e.value.param == "fot.budget"
+    assert e.value.response.json()["minimum_budget"] == least
+    assert str(least) in e.value.message
+    r = await s.aclient().chat.completions.create(model="fot-3x1", messages=[{"role": "user", "content": Q}],
+                                                  extra_body={"fot": {"budget": least}})
+    assert r.usage.total_tokens <= least
+
+
+async def test_server_api_key_401(serve):
+    s = await serve(api_key="serve-key")
+    msgs = [{"role": "user", "content": Q}]
+    with pytest.raises(openai.AuthenticationError) as e:
+        await s.aclient("wrong").chat.completions.create(model="cot", messages=msgs)
+    assert e.value.status_code == 401
+    with pytest.raises(openai.AuthenticationError):
+        await s.aclient("wrong").models.list()
+    r = await s.aclient("serve-key").chat.completions.create(model="cot", messages=msgs)
+    assert fot_of(r)["answer"] == "391"
+
+
+async def test_unknown_model_404_and_out_of_range_sizes_400(serve):
+    s = await serve()
+    for model in ("gpt-4o", "fot-4x8-some-other-model", "cot-3", "sc-2x2", "fot-"):
+        status, body, _ = await post(s, {"model": model, "messages": [{"role": "user", "content": Q}]})
+        assert status == 404, model
+        assert assert_openai_error(body, "model_not_found")["param"] == "model"
+    with pytest.raises(openai.NotFoundError):
+        await s.aclient().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}])
+    for model, param in (("fot-0x8", "trees"), ("sc-0", "samples"), ("fot-65x1", "trees")):
+        status, body, _ = await post(s, {"model": model, "messages": [{"role": "user", "content": Q}]})
+        assert status == 400 and assert_openai_error(body)["param"] == param, model
+    async with aiohttp.ClientSession() as http:
+        async with http.get(s.server.base_url + "/nowhere") as r:
+            assert r.status == 404 and assert_openai_error(await r.json())
+
+
+async def test_full_queue_is_429_with_retry_after(serve):
+    s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.4), max_active=1, queue_limit=1)
+    payload = {"model": "cot", "messages": [{"role": "user", "content": Q}]}
+    first = asyncio.create_task(post(s, payload))
+    while s.server.admission.active < 1:
+        await asyncio.sleep(0.01)
+    second = asyncio.create_task(post(s, payload))
+    while s.server.admission.waiting < 1:
+        await asyncio.sleep(0.01)
+    status, body, headers = await post(s, payload)
+    assert status == 429 and assert_openai_error(body, "queue_full")["type"] == "rate_limit_error"
+    assert int(headers["Retry-After"]) >= 1
+    assert [(await t)[0] for t in (first, second)] == [200, 200]  # the queued one waited and was answered
+    with pytest.raises(openai.RateLimitError):  # the openai client sees the same
+        first = asyncio.create_task(post(s, payload))
+        while s.server.admission.active < 1:
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(post(s, payload))
+        while s.server.admission.waiting < 1:
+            await asyncio.sleep(0.01)
+        try:
+            await s.aclient().chat.completions.create(**payload)
+        finally:
+            await asyncio.gather(first, second)
+
+
+async def test_upstream_down_is_502_and_never_shows_the_upstream_key(serve, caplog):
+    s = await serve(engine_kw={"max_attempts": 1})
+    await s.sim.stop()
+    caplog.set_level("DEBUG")
+    status, body, _ = await post(s, {"model": "fot", "messages": [{"role": "user", "content": Q}]})
+    assert status == 502
+    err = assert_openai_error(body, "upstream_failed")
+    assert err["type"] == "upstream_error" and body["fot"]["error_kind"] == "backend" and body["fot"]["answer"] is None
+    with pytest.raises(openai.APIStatusError) as e:
+        await s.aclient().chat.completions.create(model="sc-2", messages=[{"role": "user", "content": Q}])
+    assert e.value.status_code == 502
+    with pytest.raises(openai.APIError) as e:  # a stream has begun when the upstream fails: an error event
+        stream = await s.aclient().chat.completions.create(model="cot", messages=[{"role": "user", "content": Q}],
+                                                           stream=True)
+        async for _ in stream:
+            pass
+    assert "upstream" in e.value.message
+    assert UPSTREAM_KEY not in caplog.text and UPSTREAM_KEY not in s.trace.read_text()
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+async def wait_quiet(s: Served, settle: float = 1.0) -> int:
+    """The upstream's request count once the cancelled forest has let go; then check it stays put."""
+    await asyncio.sleep(0.5)
+    seen = s.sim.stats.requests
+    await asyncio.sleep(settle)
+    assert s.sim.stats.requests == seen, "upstream calls went on after the client left"
+    assert s.sim.stats.in_flight == 0
+    assert s.server.admission.active == 0 and s.server.admission.waiting == 0
+    assert s.engine.budget.reserved_tokens == 0
+    return seen
+
+
+async def test_disconnect_cancels_the_forest(serve):
+    s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.1))
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(asyncio.TimeoutError):
+            await http.post(s.server.base_url + "/chat/completions", json={
+                "model": "fot-2x8", "messages": [{"role": "user", "content": Q}]},
+                timeout=aiohttp.ClientTimeout(total=0.6))
+    seen = await wait_quiet(s)
+    assert 0 < seen < 40  # a whole 2x8 forest makes far more calls than it made before the client left
+
+
+async def test_stream_closed_by_the_client_cancels_the_forest(serve):
+    s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.1))
+    client = s.aclient()
+    stream = await client.chat.completions.create(model="fot-2x8", messages=[{"role": "user", "content": Q}],
+                                                  stream=True)
+    first = await stream.__anext__()
+    assert first.choices[0].delta.role == "assistant"
+    await asyncio.sleep(0.3)
+    await stream.close()
+    await client.close()
+    seen = await wait_quiet(s)
+    assert 0 < seen < 40
+
+
+async def test_client_leaving_the_queue_frees_its_place(serve):
+    s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.5), max_active=1, queue_limit=1)
+    payload = {"model": "cot", "messages": [{"role": "user", "content": Q}]}
+    first = asyncio.create_task(post(s, payload))
+    while s.server.admission.active < 1:
+        await asyncio.sleep(0.01)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(asyncio.TimeoutError):
+            await http.post(s.server.base_url + "/chat/completions", json=payload,
+                            timeout=aiohttp.ClientTimeout(total=0.2))
+    await asyncio.sleep(0.1)
+    assert s.server.admission.waiting == 0
+    assert (await first)[0] == 200
+    assert s.sim.stats.requests == 1  # the one that left never reached the upstream
+
+
+def test_command_serves_until_sigterm(tmp_path):
+    """`python -m fot serve --sim`: the whole command, as a user starts it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fot.local import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "fot", "serve", "--sim", "--port", str(port), "--budget", "4000",
+                             "--trees", "2", "--rollouts", "1", "--api-key", UPSTREAM_KEY],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ids = [m.id for m in client.models.list().data]
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert "fot-2x1" in ids
+        r = client.chat.completions.create(model="fot", messages=[{"role": "user", "content": Q}])
+        assert r.to_dict()["fot"]["budget"] == 4000 and 0 < r.usage.total_tokens <= 4000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "stopping: 1 requests served" in out and UPSTREAM_KEY not in out and "Traceback" not in out
