@@ -12,7 +12,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Callable, Iterable
 
 import openai
 
@@ -22,6 +22,7 @@ from .budget import Budget, Price
 from .config import SearchConfig
 from .errors import BackendUnreachable, EnvironmentFailure, SolveError, error_kind
 from .forest import run_forest
+from .mctsr import TreeResult
 from .ledger import Ledger
 from .llm import LLMClient
 from .policies import UNSET, DecisionRule, Verifier
@@ -143,13 +144,15 @@ class Engine:
                     trees: int = UNSET, rollouts: int = UNSET, samples: int = 8, budget: int | None = None,
                     budget_usd: float | None = None, example_pool: list[tuple[str, str]] | None = None,
                     verifier: str | Verifier = UNSET, decision: str | DecisionRule = UNSET,
-                    raise_errors: bool | None = None, **settings) -> Result:
+                    raise_errors: bool | None = None, on_tree: Callable[[TreeResult], None] | None = None,
+                    **settings) -> Result:
         """Solve one problem with `method` (a forest by default; `mctsr` is one tree; `cot`, `sc`, `bon`
         sample `samples` answers, see fot/baselines.py). `budget` caps its tokens (never exceeded);
         settings override SearchConfig.
 
         `verifier` and `decision` take a registry key (fot.policies) or agent code's own object;
-        `example_pool` is a list of solved (question, solution) pairs for the "example" tree input.
+        `example_pool` is a list of solved (question, solution) pairs for the "example" tree input;
+        `on_tree(tree_result)` is called as each tree finishes (progress; forest methods only).
 
         A problem that ends without an answer says why in `error_kind` (fot.errors.ERROR_KINDS); with
         `raise_errors` (default: the engine's) it raises `SolveError` instead, the result attached. A
@@ -191,7 +194,8 @@ class Engine:
                                         samples=samples, verifier=verifier_obj, reward_llm=self.reward_llm)
             else:
                 fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
-                                      decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm)
+                                      decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm,
+                                      on_tree=on_tree)
         except (EnvironmentFailure, asyncio.CancelledError):
             # not this problem's fault: the run stops and the problem is not recorded as finished
             self.ledger.calls_by_problem.pop(problem.id, None)

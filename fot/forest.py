@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import prompts
 from .aio import gather_all
@@ -57,9 +58,11 @@ class ForestResult:
 async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget,
                      problem_id: str, *, verifier: Verifier | None = None, decision: DecisionRule | None = None,
                      example_pool: list[tuple[str, str]] | None = None,
-                     reward_llm: LLMClient | None = None) -> ForestResult:
+                     reward_llm: LLMClient | None = None,
+                     on_tree: Callable[[TreeResult], None] | None = None) -> ForestResult:
     """Search one problem. `verifier` / `decision` default to the ones `cfg` names; `example_pool` is
-    the user's solved problems (without one, the task's own exemplars)."""
+    the user's solved problems (without one, the task's own exemplars); `on_tree` hears of each tree
+    as it finishes, before the decision."""
     T = cfg.trees
     if cfg.tree_budget is not None:  # the same allowance at any forest size: smaller forests replay exactly
         shares = [budget.child(tokens=cfg.tree_budget, name=f"{budget.name}/tree{i}") for i in range(T)]
@@ -93,6 +96,9 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         return await tree.run()
 
     tasks = [asyncio.create_task(one(i)) for i in range(T)]
+    if on_tree is not None:  # progress for whoever shows it (fot.serve's stream): each tree as it finishes
+        for t in tasks:
+            t.add_done_callback(lambda t: None if t.cancelled() or t.exception() else on_tree(t.result()))
     early = False
     try:
         if cfg.early_stop and T > 1:

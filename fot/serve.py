@@ -40,6 +40,7 @@ from .config import SearchConfig
 from .engine import METHODS, Engine, Result, minimum_budget
 from .errors import FotError
 from .ledger import CallRecord, Totals
+from .mctsr import TreeResult
 from .problems import Problem
 from .tasks import TASKS, detect_task, get_task
 
@@ -420,10 +421,16 @@ class FotServer:
         return max(1, math.ceil(self._wall_ewma * max(1.0, waves)))
 
     async def _solve(self, request: web.Request, rid: str, question: str, plan: Plan,
-                     tick: Callable[[], Awaitable[None]] | None = None) -> tuple[Result, dict[str, Totals]]:
-        """Run one forest, cancelling it the moment its client is gone."""
+                     tick: Callable[[], Awaitable[None]] | None = None,
+                     progress: Callable[[list[TreeResult]], Awaitable[None]] | None = None
+                     ) -> tuple[Result, dict[str, Totals]]:
+        """Run one forest, cancelling it the moment its client is gone; `progress` is given the trees
+        that finished since it was last called."""
+        finished: list[TreeResult] = []
         kwargs: dict = {"task": plan.task, "method": plan.method, "trees": plan.trees, "rollouts": plan.rollouts,
                         "samples": plan.samples, "budget": plan.budget, "raise_errors": False}
+        if progress is not None and plan.method in ("forest", "mctsr"):
+            kwargs["on_tree"] = finished.append
         if plan.seed is not None:
             kwargs["seed"] = plan.seed
         self.meter.open(rid)
@@ -432,6 +439,9 @@ class FotServer:
         try:
             while True:
                 done, _ = await asyncio.wait({job}, timeout=self.config.poll_s)
+                if finished and progress is not None:
+                    news, finished[:] = list(finished), []
+                    await progress(news)
                 if done:
                     break
                 if request.transport is None or request.transport.is_closing():
@@ -498,8 +508,9 @@ class FotServer:
 
     async def _stream(self, request: web.Request, rid: str, model: str, question: str, plan: Plan,
                       queued_s: float, include_usage: bool, started: float) -> web.StreamResponse:
-        """Server-sent events as the openai client reads them: the role, then the decided text (a forest's
-        answer is only known at its end), the finish reason, the usage when asked, and [DONE]."""
+        """Server-sent events as the openai client reads them: the role, a chunk without text per tree as it
+        finishes (its answer and Q under `fot.progress`), then the decided text (a forest's answer is only
+        known at its end), the finish reason, the usage when asked, and [DONE]."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         created = int(time.time())
@@ -514,8 +525,19 @@ class FotServer:
         async def keepalive() -> None:
             await resp.write(b": the forest is working\n\n")
 
+        done_trees = 0
+
+        async def progress(trees: list[TreeResult]) -> None:
+            """A chunk with no text per finished tree; clients that read `fot` see the forest grow."""
+            nonlocal done_trees
+            for t in trees:
+                done_trees += 1
+                await resp.write(chunk({}, fot={"progress": {
+                    "tree": t.index, "answer": t.answer, "q": t.q, "tokens": t.tokens, "stopped": t.stopped,
+                    "trees_done": done_trees, "trees": 1 if plan.method == "mctsr" else plan.trees}}))
+
         await resp.write(chunk({"role": "assistant", "content": ""}))
-        result, roles = await self._solve(request, rid, question, plan, tick=keepalive)
+        result, roles = await self._solve(request, rid, question, plan, tick=keepalive, progress=progress)
         reply = self._completion(rid, model, result, roles, queued_s, plan.budget, started)
         self._log(rid, model, result, reply["usage"])
         if reply.get("error"):  # the openai client raises APIError on an event carrying `error`

@@ -189,6 +189,13 @@ async def test_sync_stream_with_usage(serve):
     f = last.to_dict()["fot"]
     assert f["answer"] == "391" and len({c.id for c in chunks}) == 1 and chunks[0].id == f["id"]
     assert_usage_is_ledger(last.usage.to_dict(), s, f["id"])
+    # progress: one text-less chunk per tree as it finishes, before the decided text
+    progress = [c.to_dict()["fot"]["progress"] for c in chunks if "progress" in (c.to_dict().get("fot") or {})]
+    assert [p["trees_done"] for p in progress] == list(range(1, len(f["trees"]) + 1)) and len(f["trees"]) >= 2
+    assert sorted(p["tree"] for p in progress) == list(range(len(f["trees"])))
+    first_text = next(i for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.content)
+    last_progress = max(i for i, c in enumerate(chunks) if "progress" in (c.to_dict().get("fot") or {}))
+    assert last_progress < first_text
 
 
 async def test_async_stream_without_usage(serve):
