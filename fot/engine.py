@@ -71,9 +71,18 @@ class Result:
     evaluation: dict = field(default_factory=dict)  # self-evaluation samples asked for and read
     early_stopped: bool = False
     budget_bound: dict = field(default_factory=dict)  # {"problem": bool, "trees": [bool]}: which caps shaped the search
+    # every tree's every node (forest methods): the trees file's line, not the results line, which stays small
+    forest: list[dict] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The results line: everything but the node record (`trees_line`), which is ten times its size."""
+        d = asdict(self)
+        d.pop("forest")
+        return d
+
+    def trees_line(self) -> dict:
+        """The trees file's line for this problem (docs/viewer.md)."""
+        return {"id": self.id, "trees": self.forest}
 
 
 class Engine:
@@ -82,7 +91,7 @@ class Engine:
                  price: Price | None = None, run_budget: int | None = None, run_budget_usd: float | None = None,
                  trace: str | os.PathLike | None = None, config: SearchConfig | None = None,
                  reward_model: tuple[str, str] | None = None, context_window: int | None = None,
-                 raise_errors: bool = False):
+                 raise_errors: bool = False, trace_text: bool = False):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise ValueError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
@@ -94,7 +103,7 @@ class Engine:
         self.ledger = Ledger(trace)
         self.budget = Budget(tokens=run_budget, usd=run_budget_usd, price=price, name="run")
         self._client_kw = dict(concurrency=concurrency, rps=rps, timeout=timeout, max_attempts=max_attempts,
-                               context_window=context_window)
+                               context_window=context_window, trace_text=trace_text)
         self.llm: LLMClient | None = None
         self._reward_model = reward_model
         self.reward_llm: LLMClient | None = None
@@ -145,14 +154,15 @@ class Engine:
                     budget_usd: float | None = None, example_pool: list[tuple[str, str]] | None = None,
                     verifier: str | Verifier = UNSET, decision: str | DecisionRule = UNSET,
                     raise_errors: bool | None = None, on_tree: Callable[[TreeResult], None] | None = None,
-                    **settings) -> Result:
+                    on_rollout: Callable[[str, TreeResult], None] | None = None, **settings) -> Result:
         """Solve one problem with `method` (a forest by default; `mctsr` is one tree; `cot`, `sc`, `bon`
         sample `samples` answers, see fot/baselines.py). `budget` caps its tokens (never exceeded);
         settings override SearchConfig.
 
         `verifier` and `decision` take a registry key (fot.policies) or agent code's own object;
         `example_pool` is a list of solved (question, solution) pairs for the "example" tree input;
-        `on_tree(tree_result)` is called as each tree finishes (progress; forest methods only).
+        `on_tree(tree_result)` is called as each tree finishes, `on_rollout(problem_id, tree_result)` as each
+        rollout of a tree does (progress; forest methods only).
 
         A problem that ends without an answer says why in `error_kind` (fot.errors.ERROR_KINDS); with
         `raise_errors` (default: the engine's) it raises `SolveError` instead, the result attached. A
@@ -195,7 +205,8 @@ class Engine:
             else:
                 fr = await run_forest(question, the_task, self.llm, cfg, pb, problem.id, verifier=verifier_obj,
                                       decision=decision_obj, example_pool=example_pool, reward_llm=self.reward_llm,
-                                      on_tree=on_tree)
+                                      on_tree=on_tree, on_rollout=None if on_rollout is None else
+                                      (lambda t, pid=problem.id: on_rollout(pid, t)))
         except (EnvironmentFailure, asyncio.CancelledError):
             # not this problem's fault: the run stops and the problem is not recorded as finished
             self.ledger.calls_by_problem.pop(problem.id, None)
@@ -253,6 +264,9 @@ class Engine:
                     "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "stopped": t.stopped,
                     "tokens": t.tokens, "error": t.error} for t in fr.trees]
         r.snapshots = [[asdict(s) for s in t.snapshots] for t in fr.trees]
+        r.forest = [{"index": t.index, "input": t.input_kind, "question": t.question, "hint": t.hint,
+                     "temperature": t.temperature, "answer": t.answer, "q": t.q, "best": t.best, "stopped": t.stopped,
+                     "nodes": t.node_records} for t in fr.trees]
         r.evaluation = {"asked": sum(t.eval_asked for t in fr.trees), "parsed": sum(t.eval_parsed for t in fr.trees)}
         r.expert_tokens, r.expert_usage = fr.expert_tokens, fr.expert_usage
         r.early_stopped, r.budget_bound = fr.early_stopped, fr.budget_bound

@@ -59,10 +59,11 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                      problem_id: str, *, verifier: Verifier | None = None, decision: DecisionRule | None = None,
                      example_pool: list[tuple[str, str]] | None = None,
                      reward_llm: LLMClient | None = None,
-                     on_tree: Callable[[TreeResult], None] | None = None) -> ForestResult:
+                     on_tree: Callable[[TreeResult], None] | None = None,
+                     on_rollout: Callable[[TreeResult], None] | None = None) -> ForestResult:
     """Search one problem. `verifier` / `decision` default to the ones `cfg` names; `example_pool` is
     the user's solved problems (without one, the task's own exemplars); `on_tree` hears of each tree
-    as it finishes, before the decision."""
+    as it finishes, before the decision; `on_rollout` of each rollout as it finishes (progress)."""
     T = cfg.trees
     if cfg.tree_budget is not None:  # the same allowance at any forest size: smaller forests replay exactly
         shares = [budget.child(tokens=cfg.tree_budget, name=f"{budget.name}/tree{i}") for i in range(T)]
@@ -91,7 +92,8 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
             inp = TreeInput(question, kind="raw", note=f"{kind}: no budget left to prepare it")
         tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
-                         temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note)
+                         temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note,
+                         on_rollout=on_rollout)
         made[i] = tree
         return await tree.run()
 

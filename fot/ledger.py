@@ -51,6 +51,10 @@ class CallRecord:
     error: str = ""
     cost_usd: float = 0.0
     started: float = field(default_factory=time.time)
+    # only with trace_text (`--trace-text`): the messages sent and the texts received. The API key is never in
+    # either (it lives in the HTTP client only); rows without them leave the keys out of the trace altogether
+    messages: list | None = None
+    texts: list | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -131,7 +135,11 @@ class Ledger:
             observe(row)
         if self._fh is not None:
             try:
-                self._fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")
+                d = asdict(row)
+                for k in ("messages", "texts"):
+                    if d[k] is None:
+                        del d[k]
+                self._fh.write(json.dumps(d, separators=(",", ":")) + "\n")
                 self._fh.flush()
                 if self._fsync:
                     os.fsync(self._fh.fileno())

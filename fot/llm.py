@@ -158,6 +158,7 @@ class LLMClient:
         price: Price | None = None,
         min_tokens: int = 1,
         context_window: int | None = None,
+        trace_text: bool = False,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -175,6 +176,7 @@ class LLMClient:
         self.price = price or (budget.price if budget is not None else None)
         self.min_tokens = min_tokens
         self.context_window = context_window  # prompt + completion limit of the server, when small and known
+        self.trace_text = trace_text  # ledger rows keep the messages and completion texts (--trace-text)
         # the key goes to the openai client and nowhere else: never into rows, errors or logs
         self._secret = api_key or ""
         # httpx's connection pool scans every connection on each request, so with hundreds in flight
@@ -249,6 +251,8 @@ class LLMClient:
             raise
         finally:
             row.choices = len(choices)
+            if self.trace_text:
+                row.messages, row.texts = [dict(m) for m in messages], [c.text for c in choices]
             row.latency_s = time.monotonic() - t0
             if self.price is not None:
                 row.cost_usd = self.price.cost(row.prompt_tokens, row.completion_tokens, row.cached_tokens) + \

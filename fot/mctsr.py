@@ -31,6 +31,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import prompts
 from .aio import gather_all
@@ -55,6 +56,11 @@ class Node:
     dummy: bool = False
     index: int = 0  # creation order: ties go to the older node
     rollout: int = 0  # the rollout that created it
+    # for the node record (`record()`, fot.view): kept as the search runs, since the tree is thrown away after
+    critique: str = ""  # the feedback on the parent that this refinement answers
+    samples: list[dict] = field(default_factory=list)  # every reward sample asked: score (None: unreadable), text, rollout
+    tokens: int = 0  # what making it cost: the critique of its parent and its answer (corrections included)
+    eval_tokens: int = 0  # what scoring it cost, re-scoring when selected included
 
     @property
     def visits(self) -> int:
@@ -68,6 +74,15 @@ class Node:
         child.parent = self
         self.children.append(child)
         return child
+
+    def record(self) -> dict:
+        """One node as the trees file keeps it (docs/viewer.md names the fields)."""
+        parent = self.parent.index if self.parent is not None and self.parent.index >= 0 else None
+        role = "dummy" if self.dummy else "root" if parent is None else "refine"
+        return {"id": self.index, "parent": parent, "role": role, "rollout": self.rollout, "answer": self.answer,
+                "q": self.Q, "q_own": self.q_own, "n": self.visits, "tokens": self.tokens,
+                "eval_tokens": self.eval_tokens, "text": self.text, "critique": self.critique,
+                "rewards": self.samples}
 
 
 @dataclass
@@ -146,13 +161,17 @@ class TreeResult:
     error: str = ""
     tokens: int = 0
     failure: Exception | None = field(default=None, repr=False)  # the last error itself (status, retry info)
+    best: int | None = None  # the id of the node the tree returns
+    node_records: list[dict] = field(default_factory=list, repr=False)  # every node (`Node.record`), for fot.view
 
 
 class MCTSrTree:
     def __init__(self, *, index: int, question: str, original_question: str, task: Task, llm: LLMClient,
                  verifier: Verifier, config: SearchConfig, budget: Budget, problem_id: str, hint: str = "",
-                 temperature: float = 0.7, seed: int = 0, input_kind: str = "raw", input_note: str = ""):
+                 temperature: float = 0.7, seed: int = 0, input_kind: str = "raw", input_note: str = "",
+                 on_rollout: Callable[[TreeResult], None] | None = None):
         self.cfg = config
+        self.on_rollout = on_rollout  # progress: hears of each finished rollout
         self.question, self.original_question, self.hint = question, original_question, hint
         self.task, self.llm, self.verifier, self.budget = task, llm, verifier, budget
         self.problem_id, self.temperature = problem_id, temperature
@@ -174,19 +193,21 @@ class MCTSrTree:
         self._calls += 1
         return self._seed * 10_007 + self._calls
 
-    async def _generate(self, messages: list[dict], role: str, rollout: int) -> tuple[str, bool]:
-        """(text, truncated) of a step. A step that breaks the task's rule or has a low mean log-prob is
+    async def _generate(self, messages: list[dict], role: str, rollout: int) -> tuple[str, bool, int]:
+        """(text, truncated, tokens spent) of a step. A step that breaks the task's rule or has a low mean log-prob is
         regenerated (up to max_corrections) from a refine prompt naming the problem, and the most
         confident rule-abiding sample is kept, not the last one (the official FoT code does the same)."""
         cfg = self.cfg
         want_lp = cfg.logprob_threshold is not None
         tried: list[tuple[bool, float, int, str, bool]] = []  # (abides, log-prob, -attempt, text, truncated)
         msgs = messages
+        spent = 0
         for attempt in range(cfg.max_corrections + 1):
             c = await self.llm.chat(msgs, role=role, tag=self._tag(rollout), max_tokens=self.answer_max_tokens,
                                     temperature=self.temperature, seed=self._next_seed(), logprobs=want_lp,
                                     budget=self.budget)
             text, choice = c.text, c.choices[0]
+            spent += c.record.prompt_tokens + c.record.completion_tokens
             lp = choice.mean_logprob
             low_confidence = want_lp and lp is not None and lp < cfg.logprob_threshold
             broken = self.task.rule_check(self.original_question, text) is False
@@ -197,12 +218,15 @@ class MCTSrTree:
             msgs = prompts.refine(self.question, text, prompts.BROKE_RULE if broken else prompts.LOW_CONFIDENCE,
                                   self.task.instructions)
         _, _, _, text, truncated = max(tried)
-        return text, truncated
+        return text, truncated, spent
 
     async def _score(self, node: Node, k: int, rollout: int) -> None:
         scores = await self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
                                            seed=self._next_seed())
         node.rewards.extend(scores.values)
+        node.samples += [{"score": v, "text": t, "rollout": rollout}
+                         for v, t in (scores.samples or [(v, "") for v in scores.values])]
+        node.eval_tokens += scores.tokens
         self.result.eval_asked += scores.asked
         self.result.eval_parsed += len(scores.values)
         if not node.children:
@@ -251,9 +275,10 @@ class MCTSrTree:
         dummy = self.root.add(self._new_node(self.rng.choice(prompts.DUMMY_ANSWERS), dummy=True))
 
         async def first() -> None:
-            text, truncated = await self._generate(prompts.answer(self.question, self.hint, self.task.instructions),
-                                                   "answer", 0)
+            text, truncated, spent = await self._generate(
+                prompts.answer(self.question, self.hint, self.task.instructions), "answer", 0)
             node = self.root.add(self._new_node(text, truncated=truncated))
+            node.tokens = spent
             await self._score(node, k, 0)
 
         await gather_all(first(), self._score(dummy, k, 0))
@@ -270,9 +295,11 @@ class MCTSrTree:
             feedback, _ = await gather_all(feedback_call, self._score(node, 1, r))
         else:
             feedback = await feedback_call
-        text, truncated = await self._generate(prompts.refine(self.question, node.text, feedback.text,
-                                                              self.task.instructions), "refine", r)
+        text, truncated, spent = await self._generate(prompts.refine(self.question, node.text, feedback.text,
+                                                                     self.task.instructions), "refine", r)
         child = node.add(self._new_node(text, truncated=truncated, rollout=r))
+        child.critique = feedback.text
+        child.tokens = spent + feedback.record.prompt_tokens + feedback.record.completion_tokens
         await self._score(child, cfg.reward_samples, r)
         backpropagate(node)
 
@@ -294,6 +321,8 @@ class MCTSrTree:
                         break
                 res.rollouts_done = r
                 self._snapshot(r)
+                if self.on_rollout is not None:
+                    self.on_rollout(res)
         except BudgetExhausted as e:
             res.stopped, res.failure = "budget", e
         except LLMError as e:
@@ -315,6 +344,8 @@ class MCTSrTree:
         res = self.result
         b = self.best()
         res.answer, res.text, res.q = (b.answer, b.text, b.q_own) if b else (None, "", None)
+        res.best = b.index if b else None
+        res.node_records = [n.record() for n in self.nodes]
         res.tokens = self.budget.spent_tokens
         res.nodes = len(self.nodes)
         res.depth = max((self.depth(n) for n in self.nodes), default=0)

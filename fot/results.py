@@ -113,3 +113,34 @@ def append_line(fh, out: Path, row: dict) -> None:
         except OSError:
             pass
         raise EnvironmentFailure(f"cannot write results to {out}", e) from None
+
+
+def trees_path(out: Path) -> Path:
+    """The node record kept next to the results: `o.jsonl` -> `o.trees.jsonl` (docs/viewer.md)."""
+    return out.with_name(out.stem + ".trees.jsonl")
+
+
+def prune_trees(path: Path, finished: dict[str, dict]) -> None:
+    """Keep one trees line per finished result, the last one written. A problem's trees line is written
+    before its results line, so a crash between the two leaves a trees line whose result is missing; the
+    problem runs again and writes a second one. Dropping lines without a result here (and duplicates)
+    keeps the pair consistent without any two-file transaction."""
+    if not path.is_file():
+        return
+    kept: dict[str, bytes] = {}
+    raw = path.read_bytes()
+    for line in raw.splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+            if not line.endswith(b"\n") or not isinstance(row, dict) or "id" not in row:
+                continue
+        except ValueError:
+            continue
+        if str(row["id"]) in finished:
+            kept.pop(str(row["id"]), None)
+            kept[str(row["id"])] = line
+    new = b"".join(kept.values())
+    if new != raw:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(new)
+        os.replace(tmp, path)

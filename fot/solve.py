@@ -1,7 +1,9 @@
 """`python -m fot.solve PROBLEMS`: run the forest on every problem of a file, resumably.
 
 Each result is one JSON line in `--out`, written (and fsynced) as soon as its problem finishes;
-re-running with the same `--out` skips the ids already there. At the end, a summary: accuracy
+re-running with the same `--out` skips the ids already there. Every node of every tree goes to
+`<out>.trees.jsonl` (one line per problem, written just before its result; `--no-trees` to skip),
+which `python -m fot.view <out>` draws. At the end, a summary: accuracy
 of the returned answers with a 95% Wilson interval, oracle pass@k (labelled: any node right),
 tokens and dollars per solved problem, wall time, calls and errors.
 
@@ -22,11 +24,12 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import json
     import time
     import urllib.parse
-    from contextlib import AsyncExitStack, aclosing
+    from contextlib import AsyncExitStack, aclosing, nullcontext
     from pathlib import Path
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
     from rich.table import Table
 
     from .budget import Price
@@ -35,7 +38,8 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .errors import EnvironmentFailure, FotError
     from .meter import grade, summarize
     from .problems import Problem, ProblemFileError, load_problems
-    from .results import append_line, changed_settings, lock_output, read_finished, run_settings
+    from .results import (append_line, changed_settings, lock_output, prune_trees, read_finished, run_settings,
+                          trees_path)
     from .policies import DECISION_RULES
     from .tasks import TASKS, detect_task, get_task
 except KeyboardInterrupt:
@@ -159,6 +163,10 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
     o.add_argument("--limit", type=_positive_int("--limit", 1), default=None, help="first N problems only")
     o.add_argument("--trace", default=None, help="write every call to this JSONL file")
+    o.add_argument("--trace-text", action="store_true",
+                   help="with --trace: keep each call's prompt messages and completion texts too (large)")
+    o.add_argument("--no-trees", action="store_true",
+                   help="do not keep the node record <out>.trees.jsonl (what fot.view draws)")
     o.add_argument("--retry-errors", action="store_true", help="on resume, redo problems that ended in an error")
     o.add_argument("--resume-changed", action="store_true",
                    help="resume even though --out holds results made with other settings (they will be mixed)")
@@ -278,7 +286,7 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
 
 
 async def run(args: argparse.Namespace, problems: list[Problem], task_name: str, out: Path,
-              done: dict[str, dict], fh) -> int:
+              done: dict[str, dict], fh, trees_fh=None) -> int:
     price = None
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
@@ -352,7 +360,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         try:
             engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                             price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
-                            context_window=context_window)
+                            context_window=context_window, trace_text=args.trace_text)
             stack.push_async_callback(engine.aclose)
             await engine.start()
         except FotError as e:
@@ -370,22 +378,44 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 f" ({unrecorded} written before fot recorded settings: not checked)" if unrecorded else ""))
         rows = list(done.values())
         t0 = time.monotonic()
-        progress = Progress(TextColumn("[bold]solving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[acc]}"), console=Console(stderr=True),
-                            disable=args.quiet or not todo)
+        progress = Progress(TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                            console=Console(stderr=True), disable=args.quiet or not todo)
+        tree_search = args.method in ("forest", "mctsr")
+        per_problem = (args.trees if args.method == "forest" else 1) * args.rollouts if tree_search else 0
+        tokens_before = engine.ledger.total.total_tokens
+
+        def spent() -> str:
+            return f"{engine.ledger.total.total_tokens - tokens_before:,} tokens"
+
         try:
             with progress:
-                bar = progress.add_task("solve", total=len(todo), acc="")
+                bar = progress.add_task("problems", total=len(todo), note="")
+                # rollouts are the unit of work inside a problem, so their rate gives an ETA long before the
+                # first problem ends; a problem that stops early (budget, early stop) gives back the rest
+                steps = progress.add_task("rollouts", total=len(todo) * per_problem, note="",
+                                          visible=per_problem > 0)
+                rollouts_of: dict[str, int] = {}
+
+                def on_rollout(problem_id: str, tree) -> None:
+                    rollouts_of[problem_id] = rollouts_of.get(problem_id, 0) + 1
+                    progress.update(steps, advance=1, note=spent())
+
                 async with aclosing(engine.solve_many(todo, parallel=args.parallel, task=task_name,
                                                       budget=args.budget, example_pool=args.example_pool,
-                                                      method=args.method, samples=args.samples)) as results:
+                                                      method=args.method, samples=args.samples,
+                                                      on_rollout=on_rollout if per_problem else None)) as results:
                     async for result in results:
                         row = grade({**result.to_dict(), "run": recorded}, task, refs.get(result.id))
+                        if trees_fh is not None and result.forest:  # first, so no result is ever without its trees
+                            append_line(trees_fh, trees_path(out), result.trees_line())
                         append_line(fh, out, row)
                         rows.append(row)
                         graded = [r for r in rows if r.get("correct") is not None]
                         acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
-                        progress.update(bar, advance=1, acc=acc)
+                        progress.update(bar, advance=1, note=f"{acc}  {spent()}".strip())
+                        if per_problem:
+                            progress.update(steps, advance=per_problem - rollouts_of.pop(result.id, 0))
         except EnvironmentFailure as e:
             say(f"{e}; stopped. Finished results are in {out}; fix it and run the same command to resume")
             return EXIT_FAIL
@@ -447,16 +477,20 @@ def _main(argv: list[str] | None) -> int:
         say(str(e))
         return EXIT_FAIL
     with lock:
+        trees_fh = None
         try:
             done = read_finished(out, args.retry_errors)
             fh = open(out, "a", encoding="utf-8")
+            if not args.no_trees:
+                prune_trees(trees_path(out), done)
+                trees_fh = open(trees_path(out), "a", encoding="utf-8")
         except OSError as e:
             say(f"cannot use {out}: {e.strerror or e}")
             return EXIT_FAIL
         done = {k: v for k, v in done.items() if k in {p.id for p in problems}}
-        with fh:
+        with fh, (trees_fh or nullcontext()):
             try:
-                return asyncio.run(run(args, problems, task, out, done, fh))
+                return asyncio.run(run(args, problems, task, out, done, fh, trees_fh))
             except KeyboardInterrupt:
                 say(f"interrupted; finished results are in {out}; run the same command to resume")
                 return EXIT_INTERRUPTED

@@ -14,7 +14,7 @@ The protocol is `Verifier` below; the registry that names them is `fot.policies.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import prompts
@@ -32,6 +32,10 @@ SCORE_LINE = re.compile(
 class Scores:
     values: list[float]  # the samples that could be read, each in [-100, 100]
     asked: int  # samples asked for (asked - len(values) could not be read and were dropped)
+    # optional, for the node record (fot.view): every sample asked, (score or None if unreadable, the
+    # evaluator's text), and what the scoring cost. A verifier that leaves them empty still works.
+    samples: list[tuple[float | None, str]] = field(default_factory=list)
+    tokens: int = 0
 
 
 class Verifier(Protocol):
@@ -67,8 +71,9 @@ class SelfEvaluation:
                     seed: int | None = None) -> Scores:
         c = await self.llm.chat(prompts.evaluate(question, text), role=self.role, tag=tag, n=k,
                                 max_tokens=self.max_tokens, temperature=self.temperature, seed=seed, budget=budget)
-        scores = [parse_score(t) for t in c.texts]
-        return Scores([self.suppress(s) for s in scores if s is not None], asked=len(c.texts))
+        read = [(None if s is None else self.suppress(s), t) for s, t in ((parse_score(t), t) for t in c.texts)]
+        return Scores([s for s, _ in read if s is not None], asked=len(c.texts), samples=read,
+                      tokens=c.record.prompt_tokens + c.record.completion_tokens)
 
 
 class RewardModel(SelfEvaluation):
@@ -85,7 +90,8 @@ class RuleVerifier:
                     seed: int | None = None) -> Scores:
         verdict = self.task.rule_check(self.question, text)
         if verdict is not None:
-            return Scores([100.0 if verdict else -100.0], asked=1)
+            v = 100.0 if verdict else -100.0
+            return Scores([v], asked=1, samples=[(v, f"rule check: {'passes' if verdict else 'fails'}")])
         if self.fallback is None:
             return Scores([], asked=0)
         return await self.fallback.score(question, text, k, tag, budget, seed=seed)
