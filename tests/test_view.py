@@ -106,3 +106,119 @@ def test_progress_shows_problems_rollouts_tokens_and_eta(tmp_path, capsys):
     assert "problems" in err and "3/3" in err
     assert "rollouts" in err and "12/12" in err  # 3 problems x 2 trees x 2 rollouts
     assert "tokens" in err and "eta" in err
+
+
+# ---- fot.view ---------------------------------------------------------------------------------------
+
+from fot import view  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).exists()), None)
+INJECTED = "a model wrote </script><script>alert(1)</script> and <!-- this"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A real fot.sim run of 6 problems (a weak simulated solver, so some answers are wrong), one node's text
+    made hostile to the page's <script> tag."""
+    tmp = tmp_path_factory.mktemp("view")
+    probs = write_problems(tmp, 6, seed=4, name="arith.jsonl")
+    out = tmp / "o.jsonl"
+    assert solve_main([str(probs), "--sim", "--trees", "3", "--rollouts", "2", "--sim-profile", "p_first=0.2,p_fix=0.1",
+                       "--out", str(out), "--quiet", "--seed", "2"]) == 0
+    lines = read_rows(trees_path(out))
+    lines[0]["trees"][0]["nodes"][1]["text"] = INJECTED
+    trees_path(out).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return out
+
+
+def test_the_data_cannot_close_its_script_tag(results):
+    page = view.render(view.page_data(results))
+    assert page.count("</script>") == 2  # the data tag's and the code's: none from the data
+    data = page.split('<script id="data" type="application/json">')[1].split("</script>")[0]
+    assert "<" not in data and json.loads(data)["problems"][0]["forest"][0]["nodes"][1]["text"] == INJECTED
+
+
+def test_view_command_writes_next_to_the_results_and_refuses_a_missing_file(results, tmp_path, capsys):
+    assert view.main([str(results)]) == 0
+    assert results.with_suffix(".html").is_file()
+    assert view.main([str(tmp_path / "nope.jsonl")]) == 2
+    assert view.main([str(tmp_path)]) == 2  # a directory without sweep.json
+    assert "sweep.json" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium executable (apt-get install -y chromium): the viewer's browser tests need one")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _open(browser, html: Path):
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: errors.append(f"network: {r.url}") if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(html.as_uri())
+    return page, errors
+
+
+def test_the_page_shows_every_problem_and_its_forest_and_a_node_when_clicked(browser, results, tmp_path):
+    html = tmp_path / "r.html"
+    assert view.main([str(results), "-o", str(html)]) == 0
+    rows, trees = read_rows(results), read_rows(trees_path(results))
+    page, errors = _open(browser, html)
+    assert page.locator("tr.problem").count() == len(rows) == 6
+    page.locator("tr.problem").first.click()
+    first = trees[0]["trees"]
+    assert page.locator("#detail .tree").count() == len(first) == 3
+    assert page.locator("#detail g.node").count() == sum(len(t["nodes"]) for t in first)
+    assert page.locator("#detail g.node.dummy").count() == 3
+    assert page.locator("#detail g.node.best").count() == sum(t["best"] is not None for t in first)
+    page.locator('.tree[data-tree="0"] g.node[data-id="1"]').click()
+    assert page.locator("#node-text").text_content() == INJECTED
+    assert page.locator("#node-rewards tr").count() == 1 + len(first[0]["nodes"][1]["rewards"])
+    refine = next(n for n in first[0]["nodes"] if n["role"] == "refine")
+    page.locator(f'.tree[data-tree="0"] g.node[data-id="{refine["id"]}"]').click()
+    assert page.locator("#node-critique").text_content() == refine["critique"]
+    assert page.locator("#tokens-chart polyline").count() == 3
+    assert errors == []
+
+
+def test_the_result_filter_shows_only_wrong_answers(browser, results, tmp_path):
+    html = tmp_path / "r.html"
+    view.main([str(results), "-o", str(html)])
+    rows = read_rows(results)
+    wrong = [r["id"] for r in rows if r["correct"] is False]
+    assert 0 < len(wrong) < len(rows)  # else the filter test would prove nothing
+    page, errors = _open(browser, html)
+    page.select_option("#f-correct", "wrong")
+    visible = page.locator("tr.problem:not([hidden]) td:nth-child(2)").all_text_contents()
+    assert visible == wrong
+    assert page.locator("#shown").text_content().startswith(f"{len(wrong)} of 6")
+    page.select_option("#f-correct", "all")
+    page.select_option("#f-decision", rows[0]["decision"])
+    assert page.locator("tr.problem:not([hidden])").count() == sum(r["decision"] == rows[0]["decision"] for r in rows)
+    assert errors == []
+
+
+def test_a_sweep_directory_is_drawn_with_its_frontier_and_baselines(browser, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    shutil.copy(ROOT / "benchmarks/results/sim-arith-baselines/sweep.json", sweep / "sweep.json")
+    data = json.loads((sweep / "sweep.json").read_text())
+    assert view.main([str(sweep)]) == 0
+    page, errors = _open(browser, sweep / "sweep.html")
+    cells = [c for c in data["cells"] if c["accuracy"] is not None and not c.get("inexact")]
+    assert page.locator("#sweep-svg circle.cell").count() == len(cells)
+    assert page.locator("#sweep-svg .pareto-ring").count() == len(data["pareto"])
+    assert page.locator("#sweep-svg rect.baseline").count() == sum(len(v) for v in data["baselines"].values())
+    page.locator('#sweep-svg circle.cell[data-label="1x0"]').hover()
+    assert "1 tree × 0 rollouts" in page.locator("#cell").text_content()
+    assert errors == []

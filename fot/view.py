@@ -1,0 +1,462 @@
+"""`python -m fot.view RESULTS [-o report.html]` or `python -m fot.view SWEEPDIR`: one HTML file to read a run.
+
+The page is self-contained (inline CSS and JS, no network, opens from file://) so it can be mailed,
+attached to an issue or kept next to the results. It shows a table of the problems (filter by right,
+wrong, decision), and for a problem its forest: every tree drawn from the node record
+(`<out>.trees.jsonl`, written by fot.solve), nodes coloured by Q, the returned node and the dummy
+marked; click a node to read its text, the critique that produced it and its reward samples. For a
+sweep directory it draws the accuracy-against-tokens cells of sweep.json with the Pareto frontier and
+the baselines, and the run's problems when `run.jsonl` is there.
+
+The data goes in as JSON in a `<script type="application/json">` tag with `<`, `>` and `&` escaped
+as \\u003c etc., so no text in a result (a model may write `</script>`) can end the tag early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .results import trees_path
+
+# fields of a results line the page uses; the rest (settings, run, budget_bound ...) stays out of the page
+PROBLEM_FIELDS = ("id", "question", "task", "answer", "reference", "correct", "oracle_correct", "decision", "text",
+                  "tokens", "calls", "wall_s", "error", "error_kind", "method", "trees", "snapshots", "answers_seen",
+                  "expert_tokens", "early_stopped")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Whole lines only: a results file being written (or torn by a crash) still opens."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def problems_of(results: Path) -> list[dict]:
+    """The results lines joined with their trees lines (the last one per id, as fot.solve keeps them)."""
+    forests = {str(t.get("id")): t.get("trees") for t in read_jsonl(trees_path(results))}
+    out = []
+    for row in read_jsonl(results):
+        p = {k: row.get(k) for k in PROBLEM_FIELDS}
+        if row.get("samples"):
+            p["samples"] = [{"answer": s.get("answer"), "score": s.get("score")} for s in row["samples"]]
+        p["forest"] = forests.get(str(row.get("id")))
+        out.append(p)
+    return out
+
+
+def sweep_of(directory: Path) -> dict:
+    """sweep.json without the per-problem lists of its cells (ids, outcomes), which the chart does not need."""
+    sweep = json.loads((directory / "sweep.json").read_text(encoding="utf-8"))
+    slim = lambda c: {k: v for k, v in c.items() if k not in ("ids", "outcomes")}  # noqa: E731
+    sweep["cells"] = [slim(c) for c in sweep.get("cells", [])]
+    sweep["baselines"] = {m: [slim(c) for c in curve] for m, curve in (sweep.get("baselines") or {}).items()}
+    return sweep
+
+
+def page_data(path: Path) -> dict:
+    if path.is_dir():
+        if not (path / "sweep.json").is_file():
+            raise FileNotFoundError(f"{path} has no sweep.json (give a results .jsonl or a fot.sweep directory)")
+        sweep = sweep_of(path)
+        return {"kind": "sweep", "title": f"fot sweep: {sweep.get('meta', {}).get('problems_file', path.name)}",
+                "source": str(path), "sweep": sweep, "problems": problems_of(path / "run.jsonl")}
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results file")
+    summary_path = path.with_name(path.stem + ".summary.json")
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    return {"kind": "results", "title": f"fot: {path.name}", "source": str(path), "summary": summary,
+            "sweep": None, "problems": problems_of(path)}
+
+
+def embed(data: dict) -> str:
+    """JSON safe inside a <script> element: `<`, `>`, `&` only occur inside JSON strings, where the escapes
+    mean the same characters, so `</script>` or `<!--` in a model's text cannot close or confuse the tag."""
+    s = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return s.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def render(data: dict) -> str:
+    title = data["title"].replace("&", "&amp;").replace("<", "&lt;")
+    return (PAGE.replace("%%TITLE%%", title).replace("%%CSS%%", CSS).replace("%%JS%%", JS)
+            .replace("%%DATA%%", embed(data)))
+
+
+def default_output(path: Path) -> Path:
+    return path / "sweep.html" if path.is_dir() else path.with_name(path.stem + ".html")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fot.view", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("path", help="a results .jsonl of fot.solve (its .trees.jsonl is read too) or a fot.sweep directory")
+    ap.add_argument("-o", "--output", default=None, help="the HTML file (default: RESULTS.html, or SWEEPDIR/sweep.html)")
+    args = ap.parse_args(argv)
+    path = Path(args.path)
+    try:
+        data = page_data(path)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"fot.view: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else default_output(path)
+    out.write_text(render(data), encoding="utf-8")
+    with_trees = sum(p["forest"] is not None for p in data["problems"])
+    print(f"fot.view: wrote {out} ({len(data['problems'])} problems, {with_trees} with their trees"
+          f"{', the sweep chart' if data['kind'] == 'sweep' else ''})")
+    return 0
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>%%TITLE%%</title>
+<style>%%CSS%%</style></head>
+<body>
+<header><h1 id="title"></h1><div id="summary"></div></header>
+<section id="sweep" hidden><h2>Accuracy against tokens</h2><div id="chart"></div><div id="cell" class="panel"></div></section>
+<section id="list">
+<div class="filters">
+ <label>result <select id="f-correct"><option value="all">all</option><option value="right">right</option>
+ <option value="wrong">wrong</option><option value="ungraded">ungraded</option><option value="error">error</option></select></label>
+ <label>decision <select id="f-decision"><option value="all">all</option></select></label>
+ <label>search <input id="f-text" type="search" placeholder="id or question"></label>
+ <span id="shown"></span>
+</div>
+<table id="problems"><thead><tr><th>#</th><th>id</th><th>result</th><th>answer</th><th>reference</th>
+<th>decision</th><th>tokens</th><th>trees</th><th>question</th></tr></thead><tbody></tbody></table>
+</section>
+<section id="detail" hidden></section>
+<script id="data" type="application/json">%%DATA%%</script>
+<script>%%JS%%</script>
+</body></html>
+"""
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 1.5em 2em;color:#222}
+h1{font-size:1.3em}h2{font-size:1.1em;margin:.8em 0 .3em}h3{font-size:1em;margin:.6em 0 .2em}
+.filters{margin:.5em 0;display:flex;gap:1.2em;align-items:center}
+table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
+#problems{max-height:40vh;display:block;overflow:auto}
+#problems tbody tr{cursor:pointer}#problems tbody tr:hover{background:#f3f6ff}#problems tr.sel{background:#dde6ff}
+.right{color:#17803d}.wrong{color:#c0392b}.muted{color:#888}
+td.q{max-width:40em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;margin:.2em 0;max-height:20em;overflow:auto}
+.panel{border:1px solid #ddd;padding:.5em 1em;margin:.5em 0;background:#fff}
+.forest{display:flex;flex-wrap:wrap;gap:1em}.tree{border:1px solid #ddd;padding:.3em .6em}
+.tree h3{font-weight:normal}.node{cursor:pointer}.node circle{stroke:#555;stroke-width:1}
+.node.best circle{stroke:#000;stroke-width:3.5}.node.dummy circle{stroke-dasharray:3 2;fill:#ccc!important}
+.node.sel circle{stroke:#1f5bff;stroke-width:4}.node text{font-size:9px;text-anchor:middle;pointer-events:none}
+.edge{stroke:#999;stroke-width:1.2}.legend{font-size:12px;color:#555}
+.point{cursor:pointer}.point:hover{stroke:#000;stroke-width:2}
+#sweep-svg polyline,#sweep-svg line,.pareto-ring{pointer-events:none}
+.axis text{font-size:11px}.axis line,.axis path{stroke:#888}
+#detail{margin-top:1em}.cols{display:flex;gap:2em;flex-wrap:wrap}
+"""
+
+JS = r"""
+"use strict";
+const D = JSON.parse(document.getElementById("data").textContent);
+const NS = "http://www.w3.org/2000/svg";
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) { if (v !== undefined && v !== null) e.setAttribute(k, v); }
+  for (const k of kids) { if (k !== null && k !== undefined) e.append(k instanceof Node ? k : String(k)); }
+  return e;
+}
+function sv(tag, attrs, ...kids) {
+  const e = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) { if (v !== undefined && v !== null) e.setAttribute(k, v); }
+  for (const k of kids) { if (k !== null && k !== undefined) e.append(k instanceof Node ? k : String(k)); }
+  return e;
+}
+const fmt = (x, d) => x === null || x === undefined ? "n/a" : (typeof x === "number" ? x.toFixed(d === undefined ? 1 : d) : String(x));
+const int = x => x === null || x === undefined ? "n/a" : Math.round(x).toLocaleString("en");
+const pct = x => x === null || x === undefined ? "n/a" : (100 * x).toFixed(1) + "%";
+function qColour(q) {  // -100 red .. 0 amber .. 100 green
+  if (q === null || q === undefined) return "#bbb";
+  const t = Math.max(0, Math.min(1, (q + 100) / 200));
+  return "hsl(" + Math.round(t * 120) + ",70%,52%)";
+}
+function status(p) {
+  if (p.error && (p.answer === null || p.answer === undefined)) return "error";
+  if (p.correct === true) return "right";
+  if (p.correct === false) return "wrong";
+  return "ungraded";
+}
+
+// ---- header -------------------------------------------------------------------------------------
+document.getElementById("title").textContent = D.title;
+(function summary() {
+  const ps = D.problems, graded = ps.filter(p => p.correct !== null && p.correct !== undefined);
+  const right = graded.filter(p => p.correct).length;
+  const toks = ps.map(p => (p.tokens || {}).total || 0);
+  const mean = toks.length ? toks.reduce((a, b) => a + b, 0) / toks.length : 0;
+  const parts = [ps.length + " problems", graded.length ? "accuracy " + pct(right / graded.length) + " (" + right + "/" + graded.length + ")" : "not graded",
+                 "mean tokens/problem " + int(mean)];
+  if (D.sweep && !ps.length) parts.splice(0, 3, "the run's problems are not here (no run.jsonl next to sweep.json)");
+  if (D.summary && D.summary.backend) parts.push("backend: " + D.summary.backend);
+  if (D.sweep && D.sweep.meta) parts.push("backend: " + D.sweep.meta.backend);
+  document.getElementById("summary").textContent = parts.join(" · ");
+})();
+
+// ---- the problem table ----------------------------------------------------------------------------
+const tbody = document.querySelector("#problems tbody");
+const decisions = [...new Set(D.problems.map(p => p.decision))].sort();
+for (const d of decisions) document.getElementById("f-decision").append(el("option", {value: d}, d));
+D.problems.forEach((p, i) => {
+  const st = status(p);
+  const tr = el("tr", {"class": "problem", "data-i": i, "data-status": st, "data-decision": p.decision},
+    el("td", {}, i + 1), el("td", {}, p.id),
+    el("td", {"class": st}, st === "right" ? "✓ right" : st === "wrong" ? "✗ wrong" : st),
+    el("td", {}, p.answer === null ? "—" : p.answer), el("td", {}, p.reference === null ? "—" : p.reference),
+    el("td", {}, p.decision), el("td", {}, int((p.tokens || {}).total)),
+    el("td", {}, p.forest ? p.forest.length : (p.trees || []).length), el("td", {"class": "q"}, p.question));
+  tr.addEventListener("click", () => showProblem(i));
+  tbody.append(tr);
+});
+function applyFilters() {
+  const c = document.getElementById("f-correct").value, d = document.getElementById("f-decision").value;
+  const t = document.getElementById("f-text").value.trim().toLowerCase();
+  let shown = 0;
+  for (const tr of tbody.children) {
+    const p = D.problems[+tr.dataset.i];
+    const ok = (c === "all" || tr.dataset.status === c) && (d === "all" || p.decision === d) &&
+      (!t || String(p.id).toLowerCase().includes(t) || String(p.question).toLowerCase().includes(t));
+    tr.hidden = !ok;
+    shown += ok;
+  }
+  document.getElementById("shown").textContent = shown + " of " + D.problems.length + " shown";
+}
+for (const id of ["f-correct", "f-decision", "f-text"]) document.getElementById(id).addEventListener("input", applyFilters);
+applyFilters();
+
+// ---- one problem: vote, tokens over rollouts, the forest -----------------------------------------
+function showProblem(i) {
+  const p = D.problems[i];
+  for (const tr of tbody.children) tr.classList.toggle("sel", +tr.dataset.i === i);
+  const box = document.getElementById("detail");
+  box.hidden = false;
+  box.replaceChildren();
+  const st = status(p);
+  box.append(el("h2", {id: "problem-title"}, "Problem " + p.id + " — ", el("span", {"class": st}, st)));
+  box.append(el("pre", {}, p.question));
+  const facts = el("table", {id: "facts"});
+  const row = (k, v) => facts.append(el("tr", {}, el("th", {}, k), el("td", {}, v)));
+  row("answer returned", p.answer === null ? "none" : p.answer);
+  row("reference", p.reference === null ? "none" : p.reference);
+  row("decision", p.decision + (p.decision === "expert" ? " (the expert prompt chose among the trees' answers; " + int(p.expert_tokens) + " tokens)" : ""));
+  const tk = p.tokens || {};
+  row("tokens", int(tk.total) + " (prompt " + int(tk.prompt) + ", completion " + int(tk.completion) + ", cached " + int(tk.cached) + ")");
+  row("calls / wall", int(p.calls) + " / " + fmt(p.wall_s) + " s");
+  if (p.oracle_correct !== null && p.oracle_correct !== undefined) row("some node right (oracle)", p.oracle_correct ? "yes" : "no");
+  if (p.error) row("error", (p.error_kind ? p.error_kind + ": " : "") + p.error);
+  box.append(facts);
+  const cols = el("div", {"class": "cols"});
+  cols.append(vote(p));
+  if (p.snapshots && p.snapshots.length) cols.append(tokenChart(p));
+  box.append(cols);
+  if (p.samples && p.samples.length) {
+    box.append(el("h2", {}, "Samples (" + p.method + ")"));
+    const t = el("table", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "answer"), el("th", {}, "score")));
+    p.samples.forEach((s, k) => t.append(el("tr", {}, el("td", {}, k), el("td", {}, s.answer), el("td", {}, fmt(s.score)))));
+    box.append(t);
+  }
+  box.append(el("h2", {}, "The forest"));
+  if (!p.forest) {
+    box.append(el("p", {"class": "muted", id: "no-forest"}, "No node record for this problem (no trees line: a sampling method, --no-trees, or results older than the record)."));
+    return;
+  }
+  box.append(el("div", {"class": "legend"}, "Nodes coloured by Q (red −100 … green +100, grey unscored); thick ring: the node the tree returned; dashed grey: the dummy answer. Click a node."));
+  const forest = el("div", {"class": "forest"});
+  p.forest.forEach(t => forest.append(drawTree(t)));
+  box.append(forest);
+  box.append(el("div", {id: "node", "class": "panel"}, el("span", {"class": "muted"}, "Click a node to read it.")));
+  box.scrollIntoView({behavior: "instant", block: "start"});
+}
+
+function vote(p) {
+  const div = el("div", {id: "vote"}, el("h3", {}, "The vote"));
+  const groups = new Map();
+  for (const t of p.trees || []) {
+    const k = t.answer === null ? "(no answer)" : t.answer;
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k).push(t);
+  }
+  const tab = el("table", {}, el("tr", {}, el("th", {}, "answer"), el("th", {}, "trees"), el("th", {}, "best Q"), el("th", {}, "")));
+  for (const [ans, ts] of [...groups.entries()].sort((a, b) => b[1].length - a[1].length)) {
+    const qs = ts.map(t => t.q).filter(q => q !== null);
+    tab.append(el("tr", {}, el("td", {}, ans), el("td", {}, ts.map(t => "#" + t.index + " (" + t.input + ")").join(", ")),
+      el("td", {}, qs.length ? fmt(Math.max(...qs)) : "n/a"), el("td", {}, ans === p.answer ? "◀ returned (" + p.decision + ")" : "")));
+  }
+  div.append(tab);
+  return div;
+}
+
+function axes(g, x0, y0, xs, ys, xl, yl, W, H, m) {
+  g.append(sv("line", {x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b, "class": "axis", stroke: "#888"}));
+  g.append(sv("line", {x1: m.l, y1: m.t, x2: m.l, y2: H - m.b, stroke: "#888"}));
+  for (const [v, label] of xs) { const x = x0(v); g.append(sv("text", {x, y: H - m.b + 14, "text-anchor": "middle", "font-size": 10}, label)); g.append(sv("line", {x1: x, x2: x, y1: H - m.b, y2: H - m.b + 4, stroke: "#888"})); }
+  for (const [v, label] of ys) { const y = y0(v); g.append(sv("text", {x: m.l - 5, y: y + 3, "text-anchor": "end", "font-size": 10}, label)); g.append(sv("line", {x1: m.l, x2: W - m.r, y1: y, y2: y, stroke: "#eee"})); }
+  g.append(sv("text", {x: (m.l + W - m.r) / 2, y: H - 4, "text-anchor": "middle", "font-size": 11}, xl));
+  g.append(sv("text", {x: 12, y: (m.t + H - m.b) / 2, "text-anchor": "middle", "font-size": 11, transform: "rotate(-90 12 " + (m.t + H - m.b) / 2 + ")"}, yl));
+}
+function ticks(lo, hi, n) {
+  const span = hi - lo || 1, step0 = span / n, mag = Math.pow(10, Math.floor(Math.log10(step0)));
+  const step = [1, 2, 5, 10].map(s => s * mag).find(s => span / s <= n) || mag * 10;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(v);
+  return out;
+}
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+
+function tokenChart(p) {
+  const W = 420, H = 220, m = {l: 58, r: 10, t: 10, b: 34};
+  const div = el("div", {id: "tokens-chart"}, el("h3", {}, "Tokens over rollouts (cumulative, per tree)"));
+  const s = sv("svg", {width: W, height: H});
+  const all = p.snapshots.flat();
+  const maxR = Math.max(1, ...all.map(x => x.rollout)), maxT = Math.max(1, ...all.map(x => x.tokens));
+  const X = r => m.l + (W - m.l - m.r) * r / maxR, Y = t => H - m.b - (H - m.t - m.b) * t / maxT;
+  axes(s, X, Y, ticks(0, maxR, 8).map(v => [v, v]), ticks(0, maxT, 5).map(v => [v, int(v)]), "rollout", "tokens", W, H, m);
+  p.snapshots.forEach((snaps, k) => {
+    const col = PALETTE[k % PALETTE.length];
+    s.append(sv("polyline", {points: snaps.map(x => X(x.rollout) + "," + Y(x.tokens)).join(" "), fill: "none", stroke: col, "stroke-width": 1.5}));
+    for (const x of snaps) s.append(sv("circle", {cx: X(x.rollout), cy: Y(x.tokens), r: 2.5, fill: col}, sv("title", {}, "tree " + k + ", rollout " + x.rollout + ": " + int(x.tokens) + " tokens, answer " + x.answer)));
+  });
+  div.append(s);
+  return div;
+}
+
+function drawTree(t) {
+  const nodes = t.nodes || [], kids = new Map(), byId = new Map(nodes.map(n => [n.id, n]));
+  for (const n of nodes) { const k = n.parent === null ? "top" : n.parent; if (!kids.has(k)) kids.set(k, []); kids.get(k).push(n); }
+  const pos = new Map();
+  let leaf = 0, maxDepth = 0;
+  function place(n, depth) {  // leaves left to right, a parent centred over its children
+    maxDepth = Math.max(maxDepth, depth);
+    const ch = kids.get(n.id) || [];
+    let x;
+    if (!ch.length) x = leaf++;
+    else { const xs = ch.map(c => place(c, depth + 1)); x = (Math.min(...xs) + Math.max(...xs)) / 2; }
+    pos.set(n.id, [x, depth]);
+    return x;
+  }
+  for (const r of kids.get("top") || []) place(r, 0);
+  const dx = 30, dy = 42, pad = 16;
+  const W = Math.max(140, pad * 2 + Math.max(0, leaf - 1) * dx), H = pad * 2 + maxDepth * dy + 4;
+  const s = sv("svg", {width: W, height: H, "class": "tree-svg", "data-tree": t.index});
+  const P = id => { const [x, d] = pos.get(id); return [pad + x * dx, pad + d * dy]; };
+  for (const n of nodes) if (n.parent !== null && byId.has(n.parent)) {
+    const [x1, y1] = P(n.parent), [x2, y2] = P(n.id);
+    s.append(sv("line", {x1, y1, x2, y2, "class": "edge"}));
+  }
+  for (const n of nodes) {
+    const [x, y] = P(n.id);
+    const cls = "node" + (n.id === t.best ? " best" : "") + (n.role === "dummy" ? " dummy" : "");
+    const g = sv("g", {"class": cls, "data-id": n.id, "data-tree": t.index, tabindex: 0},
+      sv("circle", {cx: x, cy: y, r: 10, fill: qColour(n.q)}),
+      sv("text", {x, y: y + 3}, n.id),
+      sv("title", {}, n.role + " #" + n.id + " · answer " + n.answer + " · Q " + fmt(n.q) + " · N " + n.n));
+    g.addEventListener("click", () => showNode(t, n, g));
+    s.append(g);
+  }
+  const head = el("h3", {}, "Tree " + t.index + " · input " + t.input + " · T=" + t.temperature + " · answer " + (t.answer === null ? "none" : t.answer) + " · Q " + fmt(t.q) + (t.stopped !== "done" ? " · " + t.stopped : ""));
+  const box = el("div", {"class": "tree", "data-tree": t.index}, head, s);
+  if (t.hint || t.input !== "raw") box.append(el("details", {}, el("summary", {}, "the input this tree saw"), el("pre", {}, t.question + (t.hint ? "\n\n" + t.hint : ""))));
+  return box;
+}
+
+function showNode(t, n, g) {
+  document.querySelectorAll(".node.sel").forEach(x => x.classList.remove("sel"));
+  g.classList.add("sel");
+  const box = document.getElementById("node");
+  box.replaceChildren(el("h3", {id: "node-title"}, "Tree " + t.index + ", node #" + n.id + " (" + n.role + (n.id === t.best ? ", returned by the tree" : "") + ")"));
+  box.append(el("div", {}, "parent " + (n.parent === null ? "—" : "#" + n.parent) + " · rollout " + n.rollout + " · answer " + (n.answer === null ? "none" : n.answer) +
+    " · Q " + fmt(n.q) + " · own Q " + fmt(n.q_own) + " · N " + n.n + " · tokens " + int(n.tokens) + " to make, " + int(n.eval_tokens) + " to score"));
+  box.append(el("h3", {}, "Text"), el("pre", {id: "node-text"}, n.text));
+  if (n.critique) box.append(el("h3", {}, "The critique it answers"), el("pre", {id: "node-critique"}, n.critique));
+  box.append(el("h3", {}, "Reward samples (" + (n.rewards || []).length + ")"));
+  const tab = el("table", {id: "node-rewards"}, el("tr", {}, el("th", {}, "score"), el("th", {}, "rollout"), el("th", {}, "the evaluator's text")));
+  for (const r of n.rewards || []) tab.append(el("tr", {}, el("td", {}, r.score === null ? "unreadable" : fmt(r.score, 0)), el("td", {}, r.rollout), el("td", {}, el("pre", {}, r.text || "(no text kept)"))));
+  box.append(tab);
+}
+
+// ---- a sweep: accuracy against tokens -------------------------------------------------------------
+function sweepChart(S) {
+  const sec = document.getElementById("sweep");
+  sec.hidden = false;
+  const W = 760, H = 420, m = {l: 60, r: 170, t: 14, b: 40};
+  const forest = S.cells.filter(c => c.accuracy !== null && !c.inexact && (c.method || "forest") === "forest");
+  const base = Object.entries(S.baselines || {}).map(([k, cs]) => [k, cs.filter(c => c.accuracy !== null)]);
+  const pts = forest.concat(...base.map(b => b[1]));
+  if (!pts.length) { sec.append(el("p", {}, "No cell has an accuracy.")); return; }
+  const lx = pts.map(c => Math.log10(Math.max(1, c.tokens_mean)));
+  const lo = Math.floor(Math.min(...lx) * 10) / 10 - 0.05, hi = Math.ceil(Math.max(...lx) * 10) / 10 + 0.05;
+  const accs = pts.flatMap(c => c.ci95 ? c.ci95 : [c.accuracy]);
+  const ylo = Math.max(0, Math.floor(Math.min(...accs) * 10) / 10), yhi = Math.min(1, Math.ceil(Math.max(...accs) * 10) / 10 || 1);
+  const X = t => m.l + (W - m.l - m.r) * (Math.log10(Math.max(1, t)) - lo) / (hi - lo);
+  const Y = a => H - m.b - (H - m.t - m.b) * (a - ylo) / ((yhi - ylo) || 1);
+  const s = sv("svg", {width: W, height: H, id: "sweep-svg"});
+  const xt = [];
+  for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) for (const k of [1, 2, 5]) { const v = k * Math.pow(10, e); const l = Math.log10(v); if (l >= lo && l <= hi) xt.push([v, int(v)]); }
+  axes(s, X, Y, xt, ticks(ylo, yhi, 6).map(v => [v, pct(v)]), "mean tokens per problem (log scale)", "accuracy", W, H, m);
+  const panel = document.getElementById("cell");
+  const show = (c, label) => { panel.replaceChildren(el("b", {}, label), " · accuracy " + pct(c.accuracy) + (c.ci95 ? " [95% CI " + pct(c.ci95[0]) + " – " + pct(c.ci95[1]) + "]" : "") +
+    " (" + c.correct + "/" + c.graded + ") · " + int(c.tokens_mean) + " tokens/problem · " + int(c.tokens_per_solved) + " tokens/solved"); };
+  const legend = [];
+  const treeCounts = [...new Set(forest.map(c => c.trees))].sort((a, b) => a - b);
+  treeCounts.forEach((tc, k) => {
+    const col = PALETTE[k % PALETTE.length];
+    const row = forest.filter(c => c.trees === tc).sort((a, b) => a.tokens_mean - b.tokens_mean);
+    s.append(sv("polyline", {points: row.map(c => X(c.tokens_mean) + "," + Y(c.accuracy)).join(" "), fill: "none", stroke: col, "stroke-width": 1.5}));
+    for (const c of row) {
+      if (c.ci95) s.append(sv("line", {x1: X(c.tokens_mean), x2: X(c.tokens_mean), y1: Y(c.ci95[0]), y2: Y(c.ci95[1]), stroke: col, "stroke-opacity": 0.4}));
+      const label = c.trees + " tree" + (c.trees > 1 ? "s" : "") + " × " + c.rollouts + " rollouts";
+      const dot = sv("circle", {cx: X(c.tokens_mean), cy: Y(c.accuracy), r: 5, fill: col, "class": "point cell", "data-label": c.trees + "x" + c.rollouts}, sv("title", {}, label + ": " + pct(c.accuracy) + " at " + int(c.tokens_mean) + " tokens"));
+      dot.addEventListener("click", () => show(c, label));
+      dot.addEventListener("mouseenter", () => show(c, label));
+      s.append(dot);
+    }
+    legend.push([col, tc + " tree" + (tc > 1 ? "s" : ""), "solid"]);
+  });
+  const front = (S.pareto || []).map(([t, r]) => forest.find(c => c.trees === t && c.rollouts === r)).filter(Boolean).sort((a, b) => a.tokens_mean - b.tokens_mean);
+  if (front.length) {
+    s.append(sv("polyline", {points: front.map(c => X(c.tokens_mean) + "," + Y(c.accuracy)).join(" "), fill: "none", stroke: "#000", "stroke-dasharray": "6 4", id: "pareto"}));
+    for (const c of front) s.append(sv("circle", {cx: X(c.tokens_mean), cy: Y(c.accuracy), r: 10, fill: "none", stroke: "#000", "class": "pareto-ring"}));
+    legend.push(["#000", "Pareto frontier", "6 4"]);
+  }
+  base.forEach(([method, curve], k) => {
+    const col = PALETTE[(treeCounts.length + k) % PALETTE.length];
+    s.append(sv("polyline", {points: curve.map(c => X(c.tokens_mean) + "," + Y(c.accuracy)).join(" "), fill: "none", stroke: col, "stroke-dasharray": "2 3", "stroke-width": 1.5}));
+    for (const c of curve) {
+      const label = method + " with " + c.samples + " samples";
+      const sq = sv("rect", {x: X(c.tokens_mean) - 4, y: Y(c.accuracy) - 4, width: 8, height: 8, fill: col, "class": "point baseline", "data-label": method + "@" + c.samples}, sv("title", {}, label + ": " + pct(c.accuracy)));
+      sq.addEventListener("click", () => show(c, label));
+      sq.addEventListener("mouseenter", () => show(c, label));
+      s.append(sq);
+    }
+    legend.push([col, method + " (baseline)", "2 3"]);
+  });
+  legend.forEach(([col, text, dash], k) => {
+    const y = m.t + 10 + k * 18, x = W - m.r + 14;
+    s.append(sv("line", {x1: x, x2: x + 24, y1: y, y2: y, stroke: col, "stroke-width": 2, "stroke-dasharray": dash === "solid" ? null : dash}));
+    s.append(sv("text", {x: x + 30, y: y + 4, "font-size": 11}, text));
+  });
+  document.getElementById("chart").append(s);
+  panel.append(el("span", {"class": "muted"}, "Point at a cell to read it."));
+  if (!D.problems.length) document.getElementById("list").hidden = true;
+}
+if (D.sweep) sweepChart(D.sweep);
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
