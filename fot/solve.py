@@ -105,77 +105,94 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m fot.solve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("problems", help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer")
-    b = ap.add_argument_group("backend")
-    b.add_argument("--base-url", type=_base_url, default=os.environ.get("OPENAI_BASE_URL"),
-                   help="OpenAI-compatible server (default $OPENAI_BASE_URL)")
-    b.add_argument("--model", default=os.environ.get("FOT_MODEL"), help="model name (default $FOT_MODEL, "
-                   "else the server's first model)")
-    b.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
-    b.add_argument("--sim", action="store_true", help="run against fot.sim, the SIMULATED backend (a test double)")
-    b.add_argument("--sim-fault", action="append", default=[], metavar="KIND=RATE",
-                   help="with --sim: inject faults (429, 500, 503, hang, truncate, nonjson, no_usage, short_n)")
-    b.add_argument("--sim-profile", default="", metavar="K=V,...",
-                   help="with --sim: the simulated solver's skill, e.g. p_first=0.4,p_fix=0.3,eval_wrong=40:30 "
-                        "(see fot.sim.SimProfile)")
-    b.add_argument("--gguf", default=os.environ.get("FOT_GGUF"),
-                   help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
-    b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
-    b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
-    b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=None,
-                   help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time)")
-    b.add_argument("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
-    b.add_argument("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
-    s = ap.add_argument_group("search")
-    s.add_argument("--task", default="auto", choices=["auto", *TASKS])
-    s.add_argument("--method", default=None, choices=list(METHODS),
-                   help="forest (default; sc on the embedded local model, where sampling beat the forest: "
-                        "docs/local.md); mctsr = one tree; baselines on the same token axis: cot (one sample), "
-                        "sc (majority of --samples), bon (best of --samples by the same verifier)")
-    s.add_argument("--samples", type=_positive_int("--samples", 1), default=8,
-                   help="samples for sc / bon (default 8); smaller counts are replayed from the run")
-    s.add_argument("--trees", type=_positive_int("--trees", 1), default=None,
-                   help="trees per problem (default 4; 2 on the embedded local model)")
-    s.add_argument("--rollouts", type=_positive_int("--rollouts", 0), default=None,
-                   help="rollouts per tree (default 8; 1 on the embedded local model)")
-    s.add_argument("--reward-samples", type=_positive_int("--reward-samples", 1), default=None,
-                   help="self-evaluation samples per node (default 3; 1 on the embedded local model)")
-    s.add_argument("--eval-max-tokens", type=_positive_int("--eval-max-tokens", 16), default=None,
-                   help="completion cap of one self-evaluation, analysis and score line (default 192; 96 on the "
-                        "embedded local model)")
-    s.add_argument("--budget", type=_positive_int("--budget", 1), default=None, help="tokens per problem (hard cap)")
-    s.add_argument("--tree-budget", type=_positive_int("--tree-budget", 1), default=None,
-                   help="tokens per tree (hard cap), the same at any forest size, so smaller forests replay "
-                        "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
-    s.add_argument("--run-budget", type=_positive_int("--run-budget", 1), default=None, help="tokens for the run")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
-    s.add_argument("--decision", choices=list(DECISION_RULES), default="majority_first",
-                   help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
-                        "paper's order, sparse activation first")
-    s.add_argument("--tie-break", choices=["expert", "q"], default="expert",
-                   help="no decision by vote: ask an expert prompt (default) or take the rule's fallback "
-                        "(largest group, then best Q)")
-    s.add_argument("--examples", default=None, metavar="FILE",
-                   help="your own solved problems (question + worked answer), shown to 'example' trees; "
-                        "never the problem file itself")
-    s.add_argument("--early-stop", action="store_true", help="stop once a majority of trees agree")
-    o = ap.add_argument_group("output")
-    o.add_argument("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
-    o.add_argument("--limit", type=_positive_int("--limit", 1), default=None, help="first N problems only")
-    o.add_argument("--trace", default=None, help="write every call to this JSONL file")
-    o.add_argument("--trace-text", action="store_true",
-                   help="with --trace: keep each call's prompt messages and completion texts too (large)")
-    o.add_argument("--no-trees", action="store_true",
-                   help="do not keep the node record <out>.trees.jsonl (what fot.view draws)")
-    o.add_argument("--retry-errors", action="store_true", help="on resume, redo problems that ended in an error")
-    o.add_argument("--resume-changed", action="store_true",
-                   help="resume even though --out holds results made with other settings (they will be mixed)")
-    o.add_argument("--quiet", action="store_true", help="no progress display")
-    p = ap.add_argument_group("prices (USD per million tokens)")
-    p.add_argument("--price-in", type=_non_negative_float("--price-in"), default=None)
-    p.add_argument("--price-out", type=_non_negative_float("--price-out"), default=None)
-    p.add_argument("--price-cached", type=_non_negative_float("--price-cached"), default=None)
+    add_options(ap)
     return ap
+
+
+def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
+                title: str = "") -> list[argparse.Action]:
+    """fot.solve's options, on its own parser or on fot.sweep's (which passes them through, so its --help
+    lists them and an unknown option is refused by the sweep itself); `skip` names the ones the caller owns."""
+    added: list[argparse.Action] = []
+
+    def group(name: str):
+        g = ap.add_argument_group(f"{title}{name}")
+
+        def add(*flags, **kw):
+            if flags[0].lstrip("-").replace("-", "_") not in skip:
+                added.append(g.add_argument(*flags, **kw))
+        return add
+    b = group("backend")
+    b("--base-url", type=_base_url, default=os.environ.get("OPENAI_BASE_URL"),
+      help="OpenAI-compatible server (default $OPENAI_BASE_URL)")
+    b("--model", default=os.environ.get("FOT_MODEL"), help="model name (default $FOT_MODEL, "
+      "else the server's first model)")
+    b("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
+    b("--sim", action="store_true", help="run against fot.sim, the SIMULATED backend (a test double)")
+    b("--sim-fault", action="append", default=[], metavar="KIND=RATE",
+      help="with --sim: inject faults (429, 500, 503, hang, truncate, nonjson, no_usage, short_n)")
+    b("--sim-profile", default="", metavar="K=V,...",
+      help="with --sim: the simulated solver's skill, e.g. p_first=0.4,p_fix=0.3,eval_wrong=40:30 "
+           "(see fot.sim.SimProfile)")
+    b("--gguf", default=os.environ.get("FOT_GGUF"),
+      help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
+    b("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
+    b("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
+    b("--concurrency", type=_positive_int("--concurrency", 1), default=None,
+      help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time)")
+    b("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
+    b("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
+    s = group("search")
+    s("--task", default="auto", choices=["auto", *TASKS])
+    s("--method", default=None, choices=list(METHODS),
+      help="forest (default; sc on the embedded local model, where sampling beat the forest: "
+           "docs/local.md); mctsr = one tree; baselines on the same token axis: cot (one sample), "
+           "sc (majority of --samples), bon (best of --samples by the same verifier)")
+    s("--samples", type=_positive_int("--samples", 1), default=8,
+      help="samples for sc / bon (default 8); smaller counts are replayed from the run")
+    s("--trees", type=_positive_int("--trees", 1), default=None,
+      help="trees per problem (default 4; 2 on the embedded local model)")
+    s("--rollouts", type=_positive_int("--rollouts", 0), default=None,
+      help="rollouts per tree (default 8; 1 on the embedded local model)")
+    s("--reward-samples", type=_positive_int("--reward-samples", 1), default=None,
+      help="self-evaluation samples per node (default 3; 1 on the embedded local model)")
+    s("--eval-max-tokens", type=_positive_int("--eval-max-tokens", 16), default=None,
+      help="completion cap of one self-evaluation, analysis and score line (default 192; 96 on the "
+           "embedded local model)")
+    s("--budget", type=_positive_int("--budget", 1), default=None, help="tokens per problem (hard cap)")
+    s("--tree-budget", type=_positive_int("--tree-budget", 1), default=None,
+      help="tokens per tree (hard cap), the same at any forest size, so smaller forests replay "
+           "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
+    s("--run-budget", type=_positive_int("--run-budget", 1), default=None, help="tokens for the run")
+    s("--seed", type=int, default=0)
+    s("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
+    s("--decision", choices=list(DECISION_RULES), default="majority_first",
+      help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
+           "paper's order, sparse activation first")
+    s("--tie-break", choices=["expert", "q"], default="expert",
+      help="no decision by vote: ask an expert prompt (default) or take the rule's fallback "
+           "(largest group, then best Q)")
+    s("--examples", default=None, metavar="FILE",
+      help="your own solved problems (question + worked answer), shown to 'example' trees; "
+           "never the problem file itself")
+    s("--early-stop", action="store_true", help="stop once a majority of trees agree")
+    o = group("output")
+    o("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
+    o("--limit", type=_positive_int("--limit", 1), default=None, help="first N problems only")
+    o("--trace", default=None, help="write every call to this JSONL file")
+    o("--trace-text", action="store_true",
+      help="with --trace: keep each call's prompt messages and completion texts too (large)")
+    o("--no-trees", action="store_true",
+      help="do not keep the node record <out>.trees.jsonl (what fot.view draws)")
+    o("--retry-errors", action="store_true", help="on resume, redo problems that ended in an error")
+    o("--resume-changed", action="store_true",
+      help="resume even though --out holds results made with other settings (they will be mixed)")
+    o("--quiet", action="store_true", help="no progress display")
+    p = group("prices (USD per million tokens)")
+    p("--price-in", type=_non_negative_float("--price-in"), default=None)
+    p("--price-out", type=_non_negative_float("--price-out"), default=None)
+    p("--price-cached", type=_non_negative_float("--price-cached"), default=None)
+    return added
 
 
 def sim_profile(spec: str):

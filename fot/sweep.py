@@ -9,7 +9,9 @@ tokens, does a wider forest beat one deeper tree, and does either beat sc or bon
 `--independent` also runs every forest cell for real and compares it with its replay (paired).
 
 Writes DIR/sweep.json (every cell), DIR/sweep.md (a table to read) and DIR/sweep.png (accuracy
-against mean tokens per problem, one line per tree count, 95% intervals, Pareto frontier marked).
+against mean tokens per problem, one line per tree count, 95% intervals, Pareto frontier marked;
+skipped, with a note, without matplotlib). `python -m fot.view DIR` draws the same cells in a page.
+Every other fot.solve option (listed below) is passed through to each run.
 """
 
 from __future__ import annotations
@@ -71,7 +73,16 @@ def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[C
     return rows
 
 
+# fot.solve options the sweep sets itself for each run
+SWEEP_OWNS = frozenset({"trees", "rollouts", "out", "samples", "method", "price_in", "price_out", "price_cached"})
+
+
 def parser() -> argparse.ArgumentParser:
+    ap, _ = _parser()
+    return ap
+
+
+def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("problems")
@@ -87,7 +98,26 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--price-in", type=float, default=None)
     ap.add_argument("--price-out", type=float, default=None)
     ap.add_argument("--price-cached", type=float, default=None)
-    return ap
+    return ap, solve.add_options(ap, skip=SWEEP_OWNS, title="passed through to fot.solve: ")
+
+
+def passthrough(args: argparse.Namespace, actions: list[argparse.Action]) -> list[str]:
+    """The fot.solve options given, back as fot.solve arguments. Rebuilt from what the sweep parsed (not
+    the raw leftovers of a partial parse), so an option's value can never be mistaken for the problem file."""
+    argv: list[str] = []
+    for a in actions:
+        v = getattr(args, a.dest)
+        if v == a.default:
+            continue
+        flag = a.option_strings[0]
+        if isinstance(a, argparse._StoreTrueAction):
+            argv.append(flag)
+        elif isinstance(a, argparse._AppendAction):
+            for item in v:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(v)]
+    return argv
 
 
 def _load(path: Path) -> list[dict]:
@@ -165,14 +195,15 @@ def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, targ
 
 
 def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
-         baselines: dict[str, list[Cell]] | None = None) -> None:
+         baselines: dict[str, list[Cell]] | None = None) -> bool:
+    """Draw sweep.png; False (nothing drawn) without matplotlib, which is optional: the table still prints."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("fot.sweep: the plot needs matplotlib: pip install -e '.[plot]'") from None
+        return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for t in sorted({c.trees for c in cells}):
         row = sorted((c for c in cells if c.trees == t and c.accuracy is not None and c.exact), key=lambda c: c.tokens_mean)
@@ -202,10 +233,13 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, passthrough = parser().parse_known_args(argv)
+    ap, actions = _parser()
+    args = ap.parse_args(argv)
+    extra = passthrough(args, actions)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     T, R = max(args.trees), max(args.rollouts)
@@ -217,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None:
             prices += [flag, str(v)]
     run_path = out / "run.jsonl"
-    command = ["python -m fot.solve", args.problems, *passthrough, *prices, "--trees", str(T), "--rollouts", str(R),
+    command = ["python -m fot.solve", args.problems, *extra, *prices, "--trees", str(T), "--rollouts", str(R),
                "--out", str(run_path)]
-    rc = solve.main([args.problems, *passthrough, *prices, "--trees", str(T), "--rollouts", str(R),
-                     "--out", str(run_path), "--quiet"])
+    rc = solve.main([args.problems, *extra, *prices, "--trees", str(T), "--rollouts", str(R),
+                     "--out", str(run_path)])
     if rc != 0:
         return rc
     rows = _load(run_path)
@@ -241,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     baselines: dict[str, list[Cell]] = {}
     for method in args.baselines:
         path = out / f"{method}.jsonl"
-        rc = solve.main([args.problems, *passthrough, *prices, "--method", method, "--samples", str(max(args.samples)),
-                         "--out", str(path), "--quiet"])
+        rc = solve.main([args.problems, *extra, *prices, "--method", method, "--samples", str(max(args.samples)),
+                         "--out", str(path)])
         if rc != 0:
             return rc
         baselines[method] = sample_curve(_load(path), task, args.samples, price)
@@ -255,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             if c.trees == 0:
                 continue
             cell_path = out / "cells" / f"t{c.trees}-r{c.rollouts}.jsonl"
-            rc = solve.main([args.problems, *passthrough, *prices, "--trees", str(c.trees), "--rollouts",
-                             str(c.rollouts), "--out", str(cell_path), "--quiet"])
+            rc = solve.main([args.problems, *extra, *prices, "--trees", str(c.trees), "--rollouts",
+                             str(c.rollouts), "--out", str(cell_path)])
             if rc != 0:
                 return rc
             own = grid(_load(cell_path), task, [c.trees], [c.rollouts], price)[0]
@@ -277,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation, baselines, asked)
     backend = str(meta["backend"])
     title = f"{meta['task']} on {backend}" + (" (SIMULATED)" if meta["simulated"] and "SIMULATED" not in backend else "")
-    plot(out / "sweep.png", cells, front, title, baselines)
+    drawn = plot(out / "sweep.png", cells, front, title, baselines)
     print((out / "sweep.md").read_text())
+    if not drawn:
+        print(f"fot.sweep: {out / 'sweep.png'} not drawn: it needs matplotlib (pip install -e '.[plot]'); "
+              f"python -m fot.view {out} draws the chart without it", file=sys.stderr)
     if validation is not None and not all(v["inside"] for v in validation):
         print("fot.sweep: some independently run cells differ from their replay beyond chance (paired)", file=sys.stderr)
     return 0

@@ -148,8 +148,10 @@ def test_view_command_writes_next_to_the_results_and_refuses_a_missing_file(resu
     assert "sweep.json" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser():
+    """Per test: sync Playwright keeps an event loop running in this thread while it is open, which would
+    break later tests that call asyncio.run (fot.solve's main)."""
     if CHROMIUM is None:
         pytest.skip("no chromium executable (apt-get install -y chromium): the viewer's browser tests need one")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
@@ -222,3 +224,44 @@ def test_a_sweep_directory_is_drawn_with_its_frontier_and_baselines(browser, tmp
     page.locator('#sweep-svg circle.cell[data-label="1x0"]').hover()
     assert "1 tree × 0 rollouts" in page.locator("#cell").text_content()
     assert errors == []
+
+
+# ---- fot.sweep: its options, its progress, no matplotlib ---------------------------------------------
+
+from fot.sweep import main as sweep_main  # noqa: E402
+
+
+def test_sweep_help_lists_what_it_passes_to_solve_and_refuses_an_unknown_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        sweep_main(["--help"])
+    assert e.value.code == 0
+    helptext = capsys.readouterr().out
+    assert "passed through to fot.solve" in helptext
+    for option in ("--sim", "--budget", "--parallel", "--no-trees", "--trace-text", "--limit"):
+        assert option in helptext
+    with pytest.raises(SystemExit) as e:
+        sweep_main(["p.jsonl", "--out", "x", "--bogus", "1"])
+    assert e.value.code == 2
+    assert "python -m fot.sweep: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_sweep_passes_options_through_shows_progress_and_prints_its_table_without_matplotlib(
+        tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    probs = write_problems(tmp_path, 3, seed=4, name="arith.jsonl")
+    out = tmp_path / "sweep"
+    # an option's value first, before the problem file: rebuilt from the parse, it cannot be taken for it
+    rc = sweep_main(["--budget", "60000", str(probs), "--sim", "--trees", "1,2", "--rollouts", "0,1", "--out",
+                     str(out), "--seed", "3"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "| trees | rollouts |" in captured.out
+    assert "not drawn" in captured.err and not (out / "sweep.png").exists()
+    assert "problems" in captured.err and "rollouts" in captured.err and "3/3" in captured.err  # solve's progress
+    rows = read_rows(out / "run.jsonl")
+    assert {r["run"]["budget"] for r in rows} == {60000} and {r["run"]["seed"] for r in rows} == {3}
+    assert len(read_rows(out / "run.trees.jsonl")) == 3
+    data = view.page_data(out)
+    assert data["kind"] == "sweep" and len(data["problems"]) == 3 and all(p["forest"] for p in data["problems"])
