@@ -148,7 +148,7 @@ table{border-collapse:collapse}th,td{padding:2px 8px;border-bottom:1px solid #ee
 #problems{max-height:40vh;display:block;overflow:auto}
 #problems tbody tr{cursor:pointer}#problems tbody tr:hover{background:#f3f6ff}#problems tr.sel{background:#dde6ff}
 .right{color:#17803d}.wrong{color:#c0392b}.muted{color:#888}
-td.q{max-width:40em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+td.q{max-width:40em;}td.ans{max-width:10em}td.q,td.ans{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;margin:.2em 0;max-height:20em;overflow:auto}
 .panel{border:1px solid #ddd;padding:.5em 1em;margin:.5em 0;background:#fff}
 .forest{display:flex;flex-wrap:wrap;gap:1em}.tree{border:1px solid #ddd;padding:.3em .6em}
@@ -217,7 +217,8 @@ D.problems.forEach((p, i) => {
   const tr = el("tr", {"class": "problem", "data-i": i, "data-status": st, "data-decision": p.decision},
     el("td", {}, i + 1), el("td", {}, p.id),
     el("td", {"class": st}, st === "right" ? "✓ right" : st === "wrong" ? "✗ wrong" : st),
-    el("td", {}, p.answer === null ? "—" : p.answer), el("td", {}, p.reference === null ? "—" : p.reference),
+    el("td", {"class": "ans"}, p.answer === null ? "—" : p.answer),
+    el("td", {"class": "ans", title: p.reference === null ? "" : p.reference}, p.reference === null ? "—" : p.reference),
     el("td", {}, p.decision), el("td", {}, int((p.tokens || {}).total)),
     el("td", {}, p.forest ? p.forest.length : (p.trees || []).length), el("td", {"class": "q"}, p.question));
   tr.addEventListener("click", () => showProblem(i));
