@@ -182,7 +182,7 @@ def test_results_on_a_full_disk_stop_with_one_line_and_only_whole_lines(tmp_path
 
     def fsync(fd):
         calls["n"] += 1
-        if calls["n"] > 2:
+        if calls["n"] > 4:  # two problems written, each a trees line then a results line
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
@@ -191,6 +191,7 @@ def test_results_on_a_full_disk_stop_with_one_line_and_only_whole_lines(tmp_path
     err = _one_line_err(capsys)
     assert rc == 1 and "cannot write results" in err and "No space left" in err
     assert len(read_rows(out)) == 2  # the two written lines, whole; the failed one cut back off
+    assert [r["id"] for r in read_rows(tmp_path / "out.trees.jsonl")] == [r["id"] for r in read_rows(out)]
     monkeypatch.setattr(solve.os, "fsync", real_fsync)
     assert main([str(probs), *SIM, "--out", str(out)]) == 0 and len(read_rows(out)) == 5
 
