@@ -1,4 +1,4 @@
-"""`python -m fot {solve,sweep,serve} ...` (and the `fot` console script): one entry point for the three
+"""`python -m fot {solve,sweep,serve,view} ...` (and the `fot` console script): one entry point for the
 commands, each of which is also runnable on its own as `python -m fot.<command>`."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import importlib
 import sys
 
 COMMANDS = {"solve": "run the forest on a problem file", "sweep": "accuracy against tokens over forest shapes",
-            "serve": "an OpenAI-compatible endpoint in front of the forest"}
+            "serve": "an OpenAI-compatible endpoint in front of the forest",
+            "view": "one HTML page to read a run's forests or a sweep"}
 
 
 def main(argv: list[str] | None = None) -> int:

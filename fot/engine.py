@@ -75,7 +75,7 @@ class Result:
     forest: list[dict] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        """The results line: everything but the node record (`trees_line`), which is ten times its size."""
+        """The results line: everything but the node record (`trees_line`), about six times its size."""
         d = asdict(self)
         d.pop("forest")
         return d

@@ -20,7 +20,9 @@ docs/search.md compares every step with the paper and the official code.
 
 Within a rollout, independent work runs concurrently: the critique of the selected node and
 its extra reward sample; the k reward samples of the new node (one call with n = k).
-After every rollout the tree records a `Snapshot` so the meter can replay smaller searches.
+After every rollout the tree records a `Snapshot` so the meter can replay smaller searches. Each node
+keeps its critique, its evaluators' texts and its tokens, so `TreeResult.node_records` can describe the
+whole tree once it is thrown away (the trees file, fot.view; docs/viewer.md).
 
 The tree sees the question text only, never a reference answer.
 """
@@ -58,7 +60,7 @@ class Node:
     rollout: int = 0  # the rollout that created it
     # for the node record (`record()`, fot.view): kept as the search runs, since the tree is thrown away after
     critique: str = ""  # the feedback on the parent that this refinement answers
-    samples: list[dict] = field(default_factory=list)  # every reward sample asked: score (None: unreadable), text, rollout
+    samples: list[dict] = field(default_factory=list)  # every reward sample asked: score (None: unreadable), text
     tokens: int = 0  # what making it cost: the critique of its parent and its answer (corrections included)
     eval_tokens: int = 0  # what scoring it cost, re-scoring when selected included
 
@@ -194,8 +196,8 @@ class MCTSrTree:
         return self._seed * 10_007 + self._calls
 
     async def _generate(self, messages: list[dict], role: str, rollout: int) -> tuple[str, bool, int]:
-        """(text, truncated, tokens spent) of a step. A step that breaks the task's rule or has a low mean log-prob is
-        regenerated (up to max_corrections) from a refine prompt naming the problem, and the most
+        """(text, truncated, tokens spent) of a step. A step that breaks the task's rule or has a low mean
+        log-prob is regenerated (up to max_corrections) from a refine prompt naming the problem, and the most
         confident rule-abiding sample is kept, not the last one (the official FoT code does the same)."""
         cfg = self.cfg
         want_lp = cfg.logprob_threshold is not None

@@ -396,7 +396,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         rows = list(done.values())
         t0 = time.monotonic()
         progress = Progress(TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[note]}"),
                             console=Console(stderr=True), disable=args.quiet or not todo)
         tree_search = args.method in ("forest", "mctsr")
         per_problem = (args.trees if args.method == "forest" else 1) * args.rollouts if tree_search else 0

@@ -100,8 +100,10 @@ def default_output(path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fot.view", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("path", help="a results .jsonl of fot.solve (its .trees.jsonl is read too) or a fot.sweep directory")
-    ap.add_argument("-o", "--output", default=None, help="the HTML file (default: RESULTS.html, or SWEEPDIR/sweep.html)")
+    ap.add_argument("path", help="a results .jsonl of fot.solve (its .trees.jsonl is read too) or a fot.sweep "
+                    "directory")
+    ap.add_argument("-o", "--output", default=None,
+                    help="the HTML file (default: RESULTS.html next to it, or SWEEPDIR/sweep.html)")
     args = ap.parse_args(argv)
     path = Path(args.path)
     try:

@@ -146,6 +146,21 @@ def test_view_command_writes_next_to_the_results_and_refuses_a_missing_file(resu
     assert view.main([str(tmp_path / "nope.jsonl")]) == 2
     assert view.main([str(tmp_path)]) == 2  # a directory without sweep.json
     assert "sweep.json" in capsys.readouterr().err
+    from fot.__main__ import main as fot_main
+
+    assert fot_main(["view", str(results), "-o", str(tmp_path / "via-fot.html")]) == 0
+    assert (tmp_path / "via-fot.html").read_text() == results.with_suffix(".html").read_text()
+
+
+def test_results_without_a_trees_file_still_open_and_say_why(browser, results, tmp_path):
+    bare = tmp_path / "bare.jsonl"
+    shutil.copy(results, bare)  # no bare.trees.jsonl: --no-trees, or results older than the record
+    assert view.main([str(bare)]) == 0
+    page, errors = _open(browser, bare.with_suffix(".html"))
+    page.locator("tr.problem").nth(1).click()
+    assert page.locator("#no-forest").is_visible() and page.locator("#detail .tree").count() == 0
+    assert page.locator("#vote tr").count() > 1  # the vote comes from the results line alone
+    assert errors == []
 
 
 @pytest.fixture
