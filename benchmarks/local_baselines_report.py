@@ -68,30 +68,43 @@ def forest_phases(rows: list[dict]) -> dict[str, float]:
 def main() -> None:
     task = get_task("arith")
     runs = {"forest": load("forest2x1.jsonl"), "sc": load("sc8.jsonl"), "bon": load("bon4.jsonl")}
-    common = set.intersection(*(set(r["id"] for r in rows) for rows in runs.values() if rows))
-    runs = {k: [r for r in rows if r["id"] in common] for k, rows in runs.items()}
-    cells: list[Cell] = []
-    if runs["forest"]:
-        cells += grid(runs["forest"], task, [1, 2], [0, 1])
-    if runs["sc"]:
-        cells += sample_curve(runs["sc"], task, [1, 2, 4, 8])
-    if runs["bon"]:
-        cells += sample_curve(runs["bon"], task, [1, 2, 4])
-    by = {c.label: c for c in cells}
-    lines = [f"# The forest against plain sampling, embedded SmolLM2-135M, {len(common)} problems (REAL model)", "",
-             "Every cell below is replayed from one run of its method's largest setting; accuracy is the returned "
-             "answer's (not oracle pass@k), with a 95% Wilson interval.", "",
+
+    def cells_on(ids: set[str]) -> list[Cell]:
+        """Every cell, each method restricted to the same problems (so any two can be paired)."""
+        on = {k: [r for r in rows if r["id"] in ids] for k, rows in runs.items()}
+        out: list[Cell] = []
+        if on["forest"]:
+            out += grid(on["forest"], task, [1, 2], [0, 1])
+        if on["sc"]:
+            out += sample_curve(on["sc"], task, [1, 2, 4, 8])
+        if on["bon"]:
+            out += sample_curve(on["bon"], task, [1, 2, 4])
+        return out
+
+    ids_of = {k: {r["id"] for r in rows} for k, rows in runs.items()}
+    main_ids = ids_of["forest"] & ids_of["sc"] if runs["forest"] and runs["sc"] else set().union(*ids_of.values())
+    bon_ids = main_ids & ids_of["bon"]
+    cells = [c for c in cells_on(main_ids) if c.method != "bon"] + [c for c in cells_on(bon_ids) if c.method == "bon"]
+    common = main_ids
+    lines = [f"# The forest against plain sampling, embedded SmolLM2-135M (REAL model)", "",
+             f"Forest and sc on the same {len(main_ids)} problems; bon on {len(bon_ids)} of them. Every cell is "
+             "replayed from one run of its method's largest setting; accuracy is the returned answer's (not oracle "
+             "pass@k), with a 95% Wilson interval.", "",
              "| cell | graded | accuracy | 95% CI | tokens / problem | replay |", "| --- | ---: | ---: | :---: | ---: | --- |"]
     lines += [cell_row(c) for c in sorted(cells, key=lambda c: c.tokens_mean)]
     pairs = [("2x1", "sc@8"), ("2x1", "sc@4"), ("2x1", "bon@4"), ("2x0", "1x1"), ("1x1", "sc@2"), ("2x0", "sc@2"),
              ("bon@4", "sc@4"), ("1x0", "sc@1")]
-    lines += ["", "Paired, same problems: A minus B (Newcombe 95% interval), and B's tokens over A's.", "",
-              "| A | B | A | B | A - B | 95% CI | B tokens / A tokens | verdict |",
-              "| --- | --- | ---: | ---: | ---: | :---: | ---: | --- |"]
+    lines += ["", "Paired, same problems: A minus B (Newcombe 95% interval), and B's tokens over A's; pairs with bon "
+              f"on its {len(bon_ids)} problems.", "",
+              "| A | B | n | A | B | A - B | 95% CI | B tokens / A tokens | verdict |",
+              "| --- | --- | ---: | ---: | ---: | ---: | :---: | ---: | --- |"]
+    by_main = {c.label: c for c in cells_on(main_ids)}
+    by_bon = {c.label: c for c in cells_on(bon_ids)}
     for a, b in pairs:
+        by = by_bon if "bon" in a + b else by_main
         if a in by and b in by:
             d, ratio = compare(by[a], by[b])
-            lines.append(f"| {a} | {b} | {pct(by[a].accuracy)} | {pct(by[b].accuracy)} | {d.diff:+.1%} | "
+            lines.append(f"| {a} | {b} | {d.n} | {pct(by[a].accuracy)} | {pct(by[b].accuracy)} | {d.diff:+.1%} | "
                          f"{d.ci95[0]:+.1%} to {d.ci95[1]:+.1%} | {ratio:.2f} | {d.verdict(a, b)} |")
     if runs["forest"]:
         phase = forest_phases(runs["forest"])
@@ -101,6 +114,17 @@ def main() -> None:
     if share:
         lines += ["", "Where best-of-4's tokens go (its trace, by call role): " +
                   ", ".join(f"{k} {v:.0%}" for k, v in share.items())]
+    if runs["sc"]:  # the seed of sample i is the same on every problem: how much one seed's luck weighs
+        per = [sum(bool(task.grade(r["samples"][i]["answer"], r.get("reference"), r["question"]))
+                   for r in runs["sc"]) / len(runs["sc"]) for i in range(len(runs["sc"][0]["samples"]))]
+        lines += ["", "sc, accuracy of sample i alone (seed i on every problem): " + ", ".join(f"{a:.1%}" for a in per) +
+                  f"; mean {sum(per) / len(per):.1%}. One seed's luck moves a one-sample cell by +-15 points, so "
+                  "compare methods at several samples, not at one."]
+    if runs["forest"]:
+        first = [sum(bool(task.grade(r["snapshots"][k][0]["answer"], r.get("reference"), r["question"]))
+                     for r in runs["forest"]) / len(runs["forest"]) for k in range(len(runs["forest"][0]["snapshots"]))]
+        lines += ["", "forest, accuracy of each tree's first answer: " + ", ".join(f"tree {k} {a:.1%}"
+                                                                             for k, a in enumerate(first))]
     evals = [r.get("evaluation") or {} for rows in runs.values() for r in rows]
     asked = sum(e.get("asked", 0) for e in evals)
     parsed = sum(e.get("parsed", 0) for e in evals)
@@ -127,7 +151,7 @@ def main() -> None:
     ax.set_xscale("log")
     ax.set_xlabel("tokens per problem (log)")
     ax.set_ylabel("accuracy (returned answer)")
-    ax.set_title(f"SmolLM2-135M, {len(common)} arithmetic problems: forest vs sampling")
+    ax.set_title(f"SmolLM2-135M, {len(common)} arithmetic problems (bon: {len(bon_ids)}): forest vs sampling")
     ax.legend()
     fig.tight_layout()
     fig.savefig(HERE / "report.png", dpi=120)
