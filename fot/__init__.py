@@ -1,7 +1,7 @@
 """fot: a Forest-of-Thought reasoning engine for any OpenAI-compatible backend.
 
 The public names load on first use (PEP 562), so `python -m fot.solve` can take Ctrl-C from its
-first instant (before the openai client has loaded) and exit 130 instead of dying by the signal.
+first instant (before the HTTP client has loaded) and exit 130 instead of dying by the signal.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _EXPORTS = {
     "llm": ["Choice", "Completion", "LLMClient"],
     "policies": ["UNSET", "Decision", "DecisionRule", "InputKind", "Scores", "TreeInput", "Verifier", "Vote"],
     "problems": ["Problem", "ProblemFileError", "load_problems"],
+    "runtime": ["tune_gc"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF, key=lambda n: (n != "UNSET", n.lower()))
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from .llm import Choice, Completion, LLMClient
     from .policies import UNSET, Decision, DecisionRule, InputKind, Scores, TreeInput, Verifier, Vote
     from .problems import Problem, ProblemFileError, load_problems
+    from .runtime import tune_gc
 
 
 def __getattr__(name: str):

@@ -1,7 +1,7 @@
 """The library API: `async with Engine(...) as engine: result = await engine.solve(question)`.
 
-An `Engine` owns one LLM client (so one concurrency cap, throttle and retry policy for everything
-it runs), one ledger and an optional run budget; each problem gets its own child budget and each
+An `Engine` owns one LLM client (so one set of endpoints, concurrency rule, throttle and retry policy
+for everything it runs), one ledger and an optional run budget; each problem gets its own child budget and each
 tree a share of that. `solve` never sees a reference answer: grading is the meter's job, after.
 """
 
@@ -14,8 +14,6 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import AsyncIterator, Callable, Iterable
 
-import openai
-
 from .baselines import SAMPLING_METHODS, run_sampling
 from . import prompts, tokens
 from .budget import Budget, Price
@@ -24,6 +22,7 @@ from .errors import BackendUnreachable, EnvironmentFailure, SolveError, error_ki
 from .forest import run_forest
 from .mctsr import TreeResult
 from .ledger import Ledger
+from .endpoints import public_url
 from .llm import LLMClient
 from .policies import UNSET, DecisionRule, Verifier
 from .problems import Problem
@@ -86,16 +85,23 @@ class Result:
 
 
 class Engine:
+    """`base_url` is one OpenAI-compatible server; `base_urls` several replicas of one model, shared by least
+    outstanding requests (fot.endpoints). `concurrency` caps requests in flight per endpoint; by default there
+    is no cap (the work in flight is the concurrency) and a 429 or 503 lowers it (fot.endpoints: the rule)."""
+
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
-                 concurrency: int = 16, rps: float | None = None, timeout: float = 120.0, max_attempts: int = 6,
+                 base_urls: list[str] | None = None, concurrency: int | None = None, rps: float | None = None, timeout: float = 120.0, max_attempts: int = 6,
                  price: Price | None = None, run_budget: int | None = None, run_budget_usd: float | None = None,
                  trace: str | os.PathLike | None = None, config: SearchConfig | None = None,
                  reward_model: tuple[str, str] | None = None, context_window: int | None = None,
                  raise_errors: bool = False, trace_text: bool = False):
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        if not base_url:
+        if base_url is not None and base_urls:
+            raise ValueError("pass base_url (one server) or base_urls (several), not both")
+        urls = list(base_urls or [base_url or os.environ.get("OPENAI_BASE_URL") or ""])
+        if not all(urls):
             raise ValueError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
-        self.base_url = base_url
+        self.base_urls = urls
+        self.base_url = urls[0]
         self.model = model or os.environ.get("FOT_MODEL")
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.config = config or SearchConfig()
@@ -105,6 +111,7 @@ class Engine:
         self._client_kw = dict(concurrency=concurrency, rps=rps, timeout=timeout, max_attempts=max_attempts,
                                context_window=context_window, trace_text=trace_text)
         self.llm: LLMClient | None = None
+        self.down_at_start: list[str] = []  # endpoints that did not answer at start (taken out, probed)
         self._reward_model = reward_model
         self.reward_llm: LLMClient | None = None
         self.raise_errors = raise_errors  # solve raises SolveError instead of returning a result with an error
@@ -117,27 +124,34 @@ class Engine:
         await self.aclose()
 
     async def start(self, check_timeout: float = 10.0) -> None:
-        """Check the backend answers (and pick its first model if none was named)."""
-        probe = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or "not-needed", max_retries=1,
-                                   timeout=check_timeout)
+        """Check the endpoints answer (and pick the first model listed if none was named). Endpoints that do
+        not answer are taken out and probed until they do (`down_at_start`); none answering is an error."""
+        llm = LLMClient(self.base_urls, self.model or "", self._api_key, ledger=self.ledger, price=self.price,
+                        budget=self.budget, min_tokens=self.config.min_tokens, **self._client_kw)
         try:
-            models = await probe.models.list()
-            ids = [m.id for m in models.data]
-        except (openai.APIConnectionError, openai.APITimeoutError) as e:
-            raise BackendUnreachable(f"backend at {self.base_url} is unreachable ({type(e).__name__})") from None
-        except openai.APIStatusError as e:
-            if e.status_code in (401, 403):
-                raise BackendUnreachable(f"backend at {self.base_url} refused the API key (HTTP {e.status_code})") \
-                    from None
-            ids = []  # some servers have no /models; the first chat call will tell
-        finally:
-            await probe.close()
-        if self.model is None:
-            if not ids:
-                raise BackendUnreachable(f"backend at {self.base_url} lists no models; pass a model name")
-            self.model = ids[0]
-        self.llm = LLMClient(self.base_url, self.model, self._api_key, ledger=self.ledger, price=self.price,
-                             budget=self.budget, min_tokens=self.config.min_tokens, **self._client_kw)
+            answers = await llm.endpoints.models(check_timeout)
+            refused = [(ep, f) for ep, _, f in answers if f is not None and f.status in (401, 403)]
+            if refused:
+                ep, f = refused[0]
+                raise BackendUnreachable(f"backend at {ep.public} refused the API key (HTTP {f.status})")
+            down = [(ep, f) for ep, _, f in answers if f is not None and f.status is None]
+            if len(down) == len(answers):
+                ep, f = down[0]
+                raise BackendUnreachable(f"backend at {ep.public} is unreachable ({f})" if len(down) == 1 else
+                                         f"none of the {len(down)} endpoints is reachable (first: {f})")
+            ids = next((m for _, m, _ in answers if m), [])  # some servers have no /models; the first call will tell
+            if self.model is None:
+                if not ids:
+                    raise BackendUnreachable(f"backend at {public_url(self.base_url)} lists no models; pass a model name")
+                self.model = ids[0]
+        except BaseException:
+            await llm.aclose()
+            raise
+        for ep, _ in down:
+            llm.endpoints.mark_down(ep)
+        self.down_at_start = [ep.public for ep, _ in down]
+        llm.model = self.model
+        self.llm = llm
         if self._reward_model is not None:
             url, name = self._reward_model
             self.reward_llm = LLMClient(url, name, self._api_key, ledger=self.ledger, price=self.price,

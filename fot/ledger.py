@@ -47,6 +47,7 @@ class CallRecord:
     charged_unknown: int = 0  # failed attempts the server may have charged (counted at their reservation)
     max_tokens: int = 0  # per choice, after the budget's clamp
     latency_s: float = 0.0
+    endpoint: str = ""  # the endpoint(s) that served it, comma-separated (several: a retry moved, or n was split)
     outcome: str = "ok"  # ok | error kind (rate_limit, server, timeout, connection, malformed, client) | budget | cancelled
     error: str = ""
     cost_usd: float = 0.0

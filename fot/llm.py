@@ -1,17 +1,17 @@
-"""The LLM client: one `openai.AsyncOpenAI` underneath, with the engine's single retry policy.
+"""The LLM client: chat completions against one model on one or more endpoints (fot.endpoints: the
+HTTP pools, the choice of endpoint, the concurrency rule, health), with the engine's single retry policy.
 
 Per attempt, in this order: reserve from the budget (waiting if the budget is tight), pass the
-request-rate throttle, take a concurrency slot, make the HTTP request, settle the budget to the
+request-rate throttle, take a slot on an endpoint, make the HTTP request, settle the budget to the
 real usage. Reserving before taking a slot means a slot is only ever held by a funded call, so
 budget waits cannot deadlock the pool.
 
-Retries (tenacity; the openai client's own retries are off so there is one policy): 429, 5xx,
-timeouts, connection errors and malformed bodies are retried with full-jitter exponential
-backoff, or after exactly `Retry-After` when the server sends it. Other 4xx are not retried.
-A call that still fails raises `LLMError` with its kind; either way it is a row in the ledger.
-The first attempt runs outside tenacity's loop (it costs CPU on every call; see
-docs/performance.md), and requests go through the openai client's `post` with the JSON body read
-here, which skips the client's expensive walk over its typed parameters.
+Retries (tenacity, one policy): 429, 5xx, timeouts, connection errors and malformed bodies are
+retried with full-jitter exponential backoff, or after exactly `Retry-After` when the server sends
+it; with several endpoints a retry goes to another endpoint straight away when one is up. Other 4xx
+are not retried. A call that still fails raises `LLMError` with its kind; either way it is a row in
+the ledger, which names the endpoint(s) that served it. The first attempt runs outside tenacity's
+loop (it costs CPU on every call; see docs/performance.md).
 
 What a failed attempt cost: an error status (429, 5xx) or a connection that was never made charges
 nothing and the reservation is released. Once a request has been sent, any other end (a timeout, a
@@ -38,24 +38,19 @@ import json
 import math
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import openai
 from asyncio_throttle import Throttler
-
-try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover
-    import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from . import tokens
 from .budget import Budget, BudgetExhausted, Price, Reservation
+from .endpoints import Endpoint, Endpoints, HTTPFailure
 from .errors import LLMError
 from .ledger import CallRecord, CallTag, Ledger
 
-POOL_SHARD_SIZE, POOL_SHARDS_MAX = 32, 16
 RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
 
 
@@ -92,16 +87,9 @@ class Completion:
 
 def classify(exc: BaseException) -> str:
     """Map an exception from one attempt to an error kind."""
-    if isinstance(exc, openai.RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection"
-    if isinstance(exc, openai.APIStatusError):
-        return "server" if exc.status_code >= 500 or exc.status_code in (408, 409) else "client"
-    if isinstance(exc, (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError,
-                        ValueError, TypeError, AttributeError)):
+    if isinstance(exc, HTTPFailure):
+        return exc.kind
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError, ValueError, TypeError, AttributeError)):
         return "malformed"
     return "other"
 
@@ -111,14 +99,12 @@ def may_have_been_charged(exc: BaseException, kind: str) -> bool:
     status or a connection that never opened says no."""
     if kind in ("rate_limit", "server", "client"):
         return False
-    cause = exc.__cause__ or exc.__context__
-    return not isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout))
+    return not isinstance(exc, HTTPFailure) or exc.sent
 
 
 def retry_after_s(exc: BaseException | None) -> float | None:
     """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or HTTP date)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+    headers = getattr(exc, "headers", None)
     if not headers:
         return None
     ms = headers.get("retry-after-ms")
@@ -138,15 +124,15 @@ def retry_after_s(exc: BaseException | None) -> float | None:
 
 
 class LLMClient:
-    """Chat completions against one OpenAI-compatible backend and model."""
+    """Chat completions against one model on one or more OpenAI-compatible endpoints (replicas)."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         api_key: str | None = None,
         *,
-        concurrency: int = 16,
+        concurrency: int | None = None,
         rps: float | None = None,
         timeout: float = 120.0,
         max_attempts: int = 6,
@@ -159,13 +145,16 @@ class LLMClient:
         min_tokens: int = 1,
         context_window: int | None = None,
         trace_text: bool = False,
+        affinity: bool = True,
     ):
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        # concurrency: the cap on requests in flight per endpoint; None = no cap (fot.endpoints: the rule)
+        self.endpoints = Endpoints(urls, api_key, cap=concurrency, timeout=timeout)
         self.model = model
-        self.base_url = base_url
+        self.base_url = urls[0]
+        self.affinity = affinity and len(urls) > 1  # a tree's calls prefer one endpoint (its prefix cache)
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -177,24 +166,15 @@ class LLMClient:
         self.min_tokens = min_tokens
         self.context_window = context_window  # prompt + completion limit of the server, when small and known
         self.trace_text = trace_text  # ledger rows keep the messages and completion texts (--trace-text)
-        # the key goes to the openai client and nowhere else: never into rows, errors or logs
+        # the key goes to the endpoints' Authorization header and nowhere else: never into rows, errors or logs
         self._secret = api_key or ""
-        # httpx's connection pool scans every connection on each request, so with hundreds in flight
-        # one pool costs more CPU than the rest of the engine (benchmarks/engine.py): shard it, one
-        # openai client per 32 concurrent requests, taken in turn.
-        shards = max(1, min(POOL_SHARDS_MAX, math.ceil(concurrency / POOL_SHARD_SIZE)))
-        self._clients = [openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0,
-                                            timeout=timeout) for _ in range(shards)]
-        self._next_client = 0
-        self._sem = asyncio.Semaphore(concurrency)
         self._throttle = Throttler(rate_limit=rps, period=1.0) if rps else None
         self.n_supported: bool | None = None  # learnt from the first n > 1 response
         self._prompt_ratio: float | None = None  # max observed server prompt tokens / our estimate
         self._completion_ratio: float = 1.0  # server completion tokens / our count, from n = 1 calls
 
     async def aclose(self) -> None:
-        for c in self._clients:
-            await c.close()
+        await self.endpoints.aclose()
 
     async def __aenter__(self) -> "LLMClient":
         return self
@@ -226,6 +206,8 @@ class LLMClient:
                          model=self.model, n=n)
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "stop": stop,
                                   "logprobs": True if logprobs else None}
+        if self.affinity and tag.problem is not None:
+            params["prefer"] = zlib.crc32(f"{tag.problem}/{tag.tree}".encode())
         t0 = time.monotonic()
         choices: list[Choice] = []
         try:
@@ -293,10 +275,11 @@ class LLMClient:
         cap = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
         return random.uniform(0, cap)
 
-    def _wait(self, retry_state) -> float:
-        """tenacity's wait after a failed retry; the first attempt already failed once before."""
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return self._backoff(exc, retry_state.attempt_number + 1)
+    def _backoff_or_elsewhere(self, exc: BaseException | None, failures: int) -> float:
+        """No wait when another endpoint is up to take the retry; the backoff otherwise."""
+        if self.endpoints.other_up(getattr(exc, "endpoint", None)):
+            return 0.0
+        return self._backoff(exc, failures)
 
     def _fit_context(self, prompt_est: int, max_tokens: int) -> int:
         """Clamp max_tokens so prompt + completion fits the server's context; refuse a prompt that cannot."""
@@ -314,6 +297,9 @@ class LLMClient:
         max_tokens = self._fit_context(prompt_est, max_tokens)
         row.requests += 1
 
+        prefer = params.get("prefer")
+        failed_on: list[Endpoint | None] = [None]  # the endpoint of the last failed attempt: retries go elsewhere
+
         async def attempt() -> list[Choice]:
             row.attempts += 1
             res: Reservation | None = None
@@ -323,7 +309,7 @@ class LLMClient:
                 res = await budget.reserve(prompt_reserve, max_tokens, n=n, min_tokens=self.min_tokens)
                 mt = res.max_tokens
             row.max_tokens = mt
-            kwargs = {k: v for k, v in params.items() if v is not None}
+            kwargs = {k: v for k, v in params.items() if v is not None and k != "prefer"}
             if n > 1:
                 kwargs["n"] = n
             if seed is not None:
@@ -333,18 +319,17 @@ class LLMClient:
                     async with self._throttle:
                         pass
                 body = {"model": self.model, "messages": list(messages), "max_tokens": mt, **kwargs}
-                async with self._sem:
-                    # The openai client's own request path (auth, base URL, errors as typed exceptions),
-                    # without its per-call walk over the typed parameters, which cost more CPU than
-                    # everything else here together (benchmarks/engine.py); we read the JSON ourselves.
-                    client = self._clients[self._next_client]
-                    self._next_client = (self._next_client + 1) % len(self._clients)
+                ep = await self.endpoints.acquire(prefer, failed_on[0])
+                try:
                     sent = True
-                    http = await client.post("/chat/completions", cast_to=httpx.Response, body=body,
-                                                   options={"timeout": self.timeout})
-                    resp = http.json()
+                    resp = await self.endpoints.post(ep, "/chat/completions", body)
+                finally:
+                    self.endpoints.release(ep)
+                if ep.public not in row.endpoint.split(","):
+                    row.endpoint = f"{row.endpoint},{ep.public}" if row.endpoint else ep.public
                 choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
             except BaseException as exc:
+                failed_on[0] = getattr(exc, "endpoint", None)
                 kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
                 if sent and may_have_been_charged(exc, kind):
                     row.charged_unknown += prompt_reserve + n * mt  # an upper bound of what was charged
@@ -370,10 +355,11 @@ class LLMClient:
             except Exception as first:
                 if classify(first) not in RETRYABLE or self.max_attempts < 2:
                     raise
-                await asyncio.sleep(self._backoff(first, 1))
+                await asyncio.sleep(self._backoff_or_elsewhere(first, 1))
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(self.max_attempts - 1),
-                wait=self._wait,
+                wait=lambda state: self._backoff_or_elsewhere(
+                    state.outcome.exception() if state.outcome else None, state.attempt_number + 1),
                 retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) in RETRYABLE),
                 reraise=True,
             )
@@ -383,8 +369,9 @@ class LLMClient:
         except Exception as exc:
             kind = classify(exc)
             status = getattr(exc, "status_code", None)
-            raise LLMError(kind, f"{type(exc).__name__} from {self.base_url} after {row.attempts} attempt(s): "
-                                 f"{_short(exc, self._secret)}", status=status if isinstance(status, int) else None,
+            what = str(exc) if isinstance(exc, HTTPFailure) else f"{type(exc).__name__} from {self.base_url}: {exc}"
+            raise LLMError(kind, f"{_short(what, self._secret)} (after {row.attempts} attempt(s))",
+                           status=status if isinstance(status, int) else None,
                            retry_after=retry_after_s(exc), attempts=row.attempts) from exc
 
     def _read(self, resp: Any, messages, prompt_est: int) -> tuple[list[Choice], int, int, int, bool]:
@@ -427,10 +414,10 @@ class LLMClient:
         return choices, prompt, completion, cached, estimated
 
 
-def _short(exc: BaseException, secret: str = "") -> str:
+def _short(exc: BaseException | str, secret: str = "") -> str:
     """An error message fit for results and traces: one line, and never the API key, however short
     (a backend may echo the key it refused). A key too short to cut out safely withholds the message."""
     s = str(exc).replace("\n", " ")
     if secret and secret in s:
-        s = s.replace(secret, "***") if len(secret) >= 4 else f"{type(exc).__name__} (message withheld: it holds the API key)"
+        s = s.replace(secret, "***") if len(secret) >= 4 else "(the error message is withheld: it holds the API key)"
     return s[:300]

@@ -26,7 +26,6 @@ import re
 import signal
 import sys
 import time
-import urllib.parse
 import uuid
 from collections import defaultdict
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,10 +37,12 @@ from aiohttp import web
 from .budget import Price
 from .config import SearchConfig
 from .engine import METHODS, Engine, Result, minimum_budget
+from .endpoints import public_url
 from .errors import FotError
 from .ledger import CallRecord, Totals
 from .mctsr import TreeResult
 from .problems import Problem
+from .runtime import tune_gc
 from .tasks import TASKS, detect_task, get_task
 
 log = logging.getLogger("fot.serve")
@@ -361,10 +362,10 @@ class FotServer:
 
     async def health(self, request: web.Request) -> web.Response:
         b = self.engine.budget
-        u = urllib.parse.urlsplit(self.engine.base_url)  # no user:password@ part, no query
-        upstream = f"{u.scheme}://{u.hostname}{f':{u.port}' if u.port else ''}{u.path}"
+        llm = self.engine.llm
         return web.json_response({
-            "status": "ok", "upstream": upstream, "model": self.engine.model,
+            "status": "ok", "upstream": public_url(self.engine.base_url), "model": self.engine.model,
+            "upstreams": llm.endpoints.stats() if llm is not None else [],
             "simulated": self.config.simulated, "active": self.admission.active, "waiting": self.admission.waiting,
             "served": self.served, "run_budget": {"tokens": b.tokens, "spent": b.spent_tokens}})
 
@@ -573,9 +574,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trace", default=None, help="write every upstream call to this JSONL file")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     b = ap.add_argument_group("upstream")
-    b.add_argument("--upstream", "--base-url", dest="upstream", type=_base_url,
-                   default=os.environ.get("OPENAI_BASE_URL"),
-                   help="OpenAI-compatible upstream (default $OPENAI_BASE_URL; none: the embedded local model)")
+    b.add_argument("--upstream", "--base-url", dest="upstream", type=_base_url, action="append", default=None,
+                   metavar="URL", help="OpenAI-compatible upstream (default $OPENAI_BASE_URL; none: the embedded "
+                   "local model); several: replicas of one model, shared by least load (docs/scale.md)")
     b.add_argument("--model", default=os.environ.get("FOT_MODEL"), help="upstream model (default $FOT_MODEL, "
                    "else the upstream's first model)")
     b.add_argument("--api-key", default=None, help="the upstream's API key (default $OPENAI_API_KEY); never sent "
@@ -585,7 +586,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096)
     b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=2)
     b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=None,
-                   help="upstream requests in flight, all requests together (default 16; 1 for the embedded model)")
+                   help="cap on upstream requests in flight per upstream (default: none, the forests in flight decide "
+                   "and a 429 or 503 lowers it; 1 for the embedded model)")
     b.add_argument("--rps", type=_non_negative_float("--rps"), default=None)
     b.add_argument("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per upstream call")
     b.add_argument("--max-attempts", type=_positive_int("--max-attempts", 1), default=6,
@@ -620,7 +622,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
     preset = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
-    concurrency, context_window, model = args.concurrency or 16, None, args.model
+    concurrency, context_window, model = args.concurrency, None, args.model
     async with AsyncExitStack() as stack:
         if args.sim:
             from .sim import SimConfig, SimServer
@@ -628,7 +630,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
             sim = await stack.enter_async_context(SimServer(SimConfig(seed=args.seed)))
             base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
         elif args.upstream:
-            base_url, backend = args.upstream, args.upstream
+            base_url, backend = args.upstream, ", ".join(public_url(u) for u in args.upstream)
         else:
             from .local import LocalServer, LocalServerConfig
 
@@ -649,7 +651,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
                            tie_break=args.tie_break, decision=args.decision)
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
         try:
-            engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
+            engine = Engine(None, model, api_key, base_urls=[base_url] if isinstance(base_url, str) else base_url,
+                            concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                             max_attempts=args.max_attempts, price=price, run_budget=args.run_budget,
                             trace=args.trace, config=cfg, context_window=context_window)
             stack.push_async_callback(engine.aclose)
@@ -675,7 +678,16 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.upstream is None and os.environ.get("OPENAI_BASE_URL"):
+        from .solve import _base_url
+
+        try:
+            args.upstream = [_base_url(os.environ["OPENAI_BASE_URL"])]
+        except argparse.ArgumentTypeError as e:
+            ap.error(f"$OPENAI_BASE_URL: {e}")
+    tune_gc()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one line per upstream call would bury the requests' own lines
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

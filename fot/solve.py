@@ -38,6 +38,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .errors import EnvironmentFailure, FotError
     from .meter import grade, summarize
     from .problems import Problem, ProblemFileError, load_problems
+    from .runtime import tune_gc
     from .results import (append_line, changed_settings, lock_output, prune_trees, read_finished, run_settings,
                           trees_path)
     from .policies import DECISION_RULES
@@ -123,8 +124,9 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
                 added.append(g.add_argument(*flags, **kw))
         return add
     b = group("backend")
-    b("--base-url", type=_base_url, default=os.environ.get("OPENAI_BASE_URL"),
-      help="OpenAI-compatible server (default $OPENAI_BASE_URL)")
+    b("--base-url", type=_base_url, action="append", default=None, metavar="URL",
+      help="OpenAI-compatible server (default $OPENAI_BASE_URL); give it several times for replicas of one "
+           "model: calls go to the least loaded, a failing one is taken out until it answers (docs/scale.md)")
     b("--model", default=os.environ.get("FOT_MODEL"), help="model name (default $FOT_MODEL, "
       "else the server's first model)")
     b("--api-key", default=None, help="API key (default $OPENAI_API_KEY); never printed or stored")
@@ -139,7 +141,8 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     b("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
     b("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
     b("--concurrency", type=_positive_int("--concurrency", 1), default=None,
-      help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time)")
+      help="cap on requests in flight per endpoint (default: none, the work in flight decides, and a 429 or "
+           "503 lowers it; 1 for the embedded local server, which serves one at a time; docs/performance.md)")
     b("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
     b("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
     s = group("search")
@@ -274,7 +277,8 @@ def _fmt(x: float | None, spec: str = ",.0f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def print_summary(console: Console, rows: list[dict], price: Price | None, backend: str, wall: float) -> dict:
+def print_summary(console: Console, rows: list[dict], price: Price | None, backend: str, wall: float,
+                  endpoints: list[dict] | None = None) -> dict:
     s = summarize(rows, price)
     t = Table(title=f"fot: {s.problems} problems on {backend}", show_header=False)
     t.add_column("metric", style="bold")
@@ -298,8 +302,14 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
                   "(unreadable ones are dropped, not scored)")
     t.add_row("calls / errors", f"{s.calls:,} / {s.errors}")
     t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
+    for e in endpoints if endpoints and len(endpoints) > 1 else []:  # this run's requests, by replica
+        t.add_row(f"  {e['endpoint']}", f"{e['served']:,} answered, {e['failed']:,} failed, taken out "
+                  f"{e['ejected']} time(s){'' if e['up'] else ' (out now)'}")
     console.print(t)
-    return s.to_dict()
+    d = s.to_dict()
+    if endpoints:
+        d["endpoints"] = endpoints
+    return d
 
 
 async def run(args: argparse.Namespace, problems: list[Problem], task_name: str, out: Path,
@@ -310,7 +320,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
     todo = [p for p in problems if p.id not in done]
     refs = {p.id: p.answer for p in problems}
     context_window = None
-    concurrency = args.concurrency or 16
+    concurrency = args.concurrency
     backend_kind = "sim" if args.sim else "server" if args.base_url else "embedded"
     preset = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
     if backend_kind == "embedded":
@@ -355,7 +365,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 problems={normalize_question(p.question): p.answer for p in problems if p.answer is not None})))
             base_url, model, backend = sim.base_url, "fot-sim", "fot.sim (SIMULATED backend, a test double)"
         elif args.base_url:
-            base_url, model, backend = args.base_url, args.model, args.base_url
+            base_url, model = args.base_url, args.model
+            backend = args.base_url[0] if len(args.base_url) == 1 else f"{len(args.base_url)} endpoints"
         else:
             from .local import LocalServer, LocalServerConfig
 
@@ -375,7 +386,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             backend = f"local llama.cpp server ({local.gguf.name})"
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
         try:
-            engine = Engine(base_url, model, api_key, concurrency=concurrency, rps=args.rps, timeout=args.timeout,
+            engine = Engine(None, model, api_key, base_urls=[base_url] if isinstance(base_url, str) else base_url,
+                            concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                             price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
                             context_window=context_window, trace_text=args.trace_text)
             stack.push_async_callback(engine.aclose)
@@ -384,6 +396,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             say(str(e))
             return EXIT_FAIL
         backend = f"{backend} [{engine.model}]"
+        for url in engine.down_at_start:
+            say(f"{url} does not answer; it is left out until it does")
         recorded = run_settings(args, task_name, backend_kind, engine.model)
         if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
             say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); use another "
@@ -437,7 +451,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         except EnvironmentFailure as e:
             say(f"{e}; stopped. Finished results are in {out}; fix it and run the same command to resume")
             return EXIT_FAIL
-        summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0)
+        summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0, engine.llm.endpoints.stats())
         if backend_kind == "embedded" and (death := local.died()):
             say(death)
             return EXIT_FAIL
@@ -464,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
+    if args.base_url is None and os.environ.get("OPENAI_BASE_URL"):
+        try:
+            args.base_url = [_base_url(os.environ["OPENAI_BASE_URL"])]
+        except argparse.ArgumentTypeError as e:
+            ap.error(f"$OPENAI_BASE_URL: {e}")
+    tune_gc()
     try:
         args.sim_profile_parsed = sim_profile(args.sim_profile)
         args.sim_faults_parsed = sim_faults(args.sim_fault)

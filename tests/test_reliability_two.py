@@ -269,10 +269,10 @@ def test_two_real_runs_at_once_write_each_problem_once(tmp_path):
 
 
 def _loading_libraries(pid: int) -> bool:
-    """True once the child is loading the openai client (its pydantic_core extension is mapped): inside
-    fot.solve's own imports, past the interpreter's start, which is Python's, not ours."""
+    """True once the child is loading the HTTP client (an aiohttp extension is mapped): inside fot.solve's
+    own imports, past the interpreter's start, which is Python's, not ours."""
     try:
-        return "pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+        return "/aiohttp/" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
 

@@ -315,7 +315,7 @@ class SimServer:
     async def start(self) -> "SimServer":
         self._runner = web.AppRunner(self.backend.app(), handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)  # thousands of clients connect at once
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked for port=0
         return self
