@@ -8,7 +8,11 @@ wave opens the connections; the CPU time of this process (`time.process_time`) o
 divided by their calls, is the figure. Each figure is the median of `--repeats` runs, with the spread;
 the machine's load and core count are recorded beside them.
 
-Run: python benchmarks/client_cpu.py --label after [--inflight 100,1000,5000] [--repeats 3]
+Python's garbage collector is part of what a call costs with thousands in flight (fot/runtime.py);
+`--gc tuned` measures with the setting `fot solve`, `fot sweep` and `fot serve` apply (`fot.tune_gc()`),
+`--gc default` with Python's own, which is what agent code gets unless it calls `tune_gc()`.
+
+Run: python benchmarks/client_cpu.py --label after [--gc default|tuned] [--inflight 100,1000,5000] [--repeats 3]
 Writes benchmarks/results/client-cpu/<label>.json.
 """
 
@@ -27,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import SimProcess  # noqa: E402
+from simproc import SimProcess  # noqa: E402
 
 from fot import Budget, LLMClient, Ledger, prompts  # noqa: E402
 
@@ -71,10 +75,15 @@ def main() -> int:
     ap.add_argument("--inflight", default="100,1000,5000")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--waves", type=int, default=2)
+    ap.add_argument("--gc", choices=["default", "tuned"], default="default")
     ap.add_argument("--ttft", type=float, default=None,
                     help="simulated latency per call (default: long enough that a wave is all in flight)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.inflight.split(",")]
+    if args.gc == "tuned":
+        from fot import tune_gc
+
+        tune_gc()
     load_before = os.getloadavg()
     rows = []
     for n in sizes:
@@ -95,13 +104,13 @@ def main() -> int:
                      "sim_max_in_flight": max(peaks)})
         print(f"{n:>6} in flight: {statistics.median(runs):,.0f} us/call  runs {', '.join(f'{r:,.0f}' for r in runs)}",
               flush=True)
-    record = {"label": args.label, "command": " ".join(["python", *sys.argv]), "cores": os.cpu_count(),
+    record = {"label": args.label, "command": " ".join(["python", *sys.argv]), "cores": os.cpu_count(), "gc": args.gc,
               "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "prompt_tokens_approx": 700, "backend": "fot.sim (SIMULATED, separate process, loopback)",
               "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}
     if len(rows) > 1:
         record["growth_first_to_last"] = rows[-1]["cpu_us_per_call"] / rows[0]["cpu_us_per_call"]
-    t = Table(title=f"client CPU per call ({args.label}; fot.sim, SIMULATED backend)")
+    t = Table(title=f"client CPU per call ({args.label}, gc {args.gc}; fot.sim, SIMULATED backend)")
     for col in ("in flight", "CPU µs / call (median)", "spread", "sim peak in flight"):
         t.add_column(col)
     for r in rows:
