@@ -215,3 +215,23 @@ def test_an_unreachable_cluster_exits_1_quickly_naming_it(tmp_path):
     assert done.returncode == 1 and time.monotonic() - t0 < 30
     assert f"cannot reach the Ray cluster at {address}" in done.stderr
     assert not read_rows(tmp_path / "o.jsonl") if (tmp_path / "o.jsonl").exists() else True
+
+
+def test_ctrl_c_with_ray_exits_130_keeps_whole_lines_and_resumes(sim, tmp_path):
+    probs = write_problems(tmp_path, 30, seed=10, name="arith.jsonl")
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "fot.solve", str(probs), "--base-url", sim.base_url, "--trees", "2", "--rollouts",
+           "2", "--parallel", "2", "--out", str(out), "--quiet", "--ray", "--ray-workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    partial = out.read_text()
+    assert partial.endswith("\n") and 3 <= len(partial.splitlines()) < 30
+    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ids = [r["id"] for r in read_rows(out)]
+    assert len(ids) == 30 == len(set(ids))
