@@ -140,7 +140,8 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     b("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
     b("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
     b("--concurrency", type=_positive_int("--concurrency", 1), default=None,
-      help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time)")
+      help="requests in flight (default 16; 2 for the embedded local server, which serves one at a time); "
+           "per worker with --ray")
     b("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
     b("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
     s = group("search")
@@ -166,7 +167,8 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
            "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
     s("--run-budget", type=_positive_int("--run-budget", 1), default=None, help="tokens for the run")
     s("--seed", type=int, default=0)
-    s("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
+    s("--parallel", type=_positive_int("--parallel", 1), default=4,
+      help="problems at once (with --ray: in total, spread over the workers)")
     s("--decision", choices=list(DECISION_RULES), default="majority_first",
       help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
            "paper's order, sparse activation first")
