@@ -34,6 +34,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
 
     from .budget import Price
     from .config import SearchConfig
+    from .distributed import RayUnavailable  # not Ray itself: that is imported only with --ray
     from .engine import METHODS, Engine, minimum_budget
     from .errors import EnvironmentFailure, FotError
     from .meter import grade, summarize
@@ -142,7 +143,8 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     b("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
     b("--concurrency", type=_positive_int("--concurrency", 1), default=None,
       help="cap on requests in flight per endpoint (default: none, the work in flight decides, and a 429 or "
-           "503 lowers it; 1 for the embedded local server, which serves one at a time; docs/performance.md)")
+           "503 lowers it; 1 for the embedded local server, which serves one at a time; docs/performance.md); "
+           "per worker with --ray")
     b("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
     b("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
     s = group("search")
@@ -168,7 +170,8 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
            "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
     s("--run-budget", type=_positive_int("--run-budget", 1), default=None, help="tokens for the run")
     s("--seed", type=int, default=0)
-    s("--parallel", type=_positive_int("--parallel", 1), default=4, help="problems at once")
+    s("--parallel", type=_positive_int("--parallel", 1), default=4,
+      help="problems at once (with --ray: in total, spread over the workers)")
     s("--decision", choices=list(DECISION_RULES), default="majority_first",
       help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
            "paper's order, sparse activation first")
@@ -191,6 +194,14 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     o("--resume-changed", action="store_true",
       help="resume even though --out holds results made with other settings (they will be mixed)")
     o("--quiet", action="store_true", help="no progress display")
+    d = group("distributed (Ray: fot/distributed.py, docs/scale.md)")
+    d("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+      help="spread the problems over Ray workers, each with its own Engine (the 'ray' extra); no ADDRESS "
+           "starts a local Ray, ADDRESS (host:port, ray://host:port, auto) joins a cluster, which must reach "
+           "the backend. --parallel is then problems in flight in total, spread over the workers; "
+           "--concurrency and --rps are per worker. Put it after PROBLEMS, or write --ray=ADDRESS")
+    d("--ray-workers", type=_positive_int("--ray-workers", 1), default=None, metavar="N",
+      help="with --ray: Ray workers (default: the cluster's CPUs, at least 1)")
     p = group("prices (USD per million tokens)")
     p("--price-in", type=_non_negative_float("--price-in"), default=None)
     p("--price-out", type=_non_negative_float("--price-out"), default=None)
@@ -385,13 +396,24 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                     "minutes, not hours, on 2 cores)")
             backend = f"local llama.cpp server ({local.gguf.name})"
         api_key = args.api_key if args.api_key is not None else os.environ.get("OPENAI_API_KEY")
+        # the same for every engine of the run: this one, and each Ray worker's
+        settings = dict(base_urls=[base_url] if isinstance(base_url, str) else base_url, concurrency=concurrency,
+                        rps=args.rps, timeout=args.timeout, price=price, config=cfg,
+                        context_window=context_window, trace_text=args.trace_text)
+        pool = None
         try:
-            engine = Engine(None, model, api_key, base_urls=[base_url] if isinstance(base_url, str) else base_url,
-                            concurrency=concurrency, rps=args.rps, timeout=args.timeout,
-                            price=price, run_budget=args.run_budget, trace=args.trace, config=cfg,
-                            context_window=context_window, trace_text=args.trace_text)
+            engine = Engine(None, model, api_key, run_budget=args.run_budget, trace=args.trace, **settings)
             stack.push_async_callback(engine.aclose)
             await engine.start()
+            if args.ray is not None:
+                from .distributed import RayPool, Secret, WorkerSettings
+
+                pool = await stack.enter_async_context(RayPool(
+                    WorkerSettings({"model": engine.model, **settings}, Secret(api_key),
+                                   capped=args.run_budget is not None, keep_rows=args.trace is not None),
+                    address=args.ray, workers=args.ray_workers, run_budget=args.run_budget, ledger=engine.ledger,
+                    notice=say))
+                say(f"Ray: {len(pool.workers)} workers" + (f" on {args.ray}" if args.ray else " (local)"))
         except FotError as e:
             say(str(e))
             return EXIT_FAIL
@@ -418,6 +440,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         tokens_before = engine.ledger.total.total_tokens
 
         def spent() -> str:
+            if pool is not None:
+                return f"{pool.spent_tokens:,} tokens"
             return f"{engine.ledger.total.total_tokens - tokens_before:,} tokens"
 
         try:
@@ -433,7 +457,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                     rollouts_of[problem_id] = rollouts_of.get(problem_id, 0) + 1
                     progress.update(steps, advance=1, note=spent())
 
-                async with aclosing(engine.solve_many(todo, parallel=args.parallel, task=task_name,
+                async with aclosing((pool or engine).solve_many(todo, parallel=args.parallel, task=task_name,
                                                       budget=args.budget, example_pool=args.example_pool,
                                                       method=args.method, samples=args.samples,
                                                       on_rollout=on_rollout if per_problem else None)) as results:
@@ -448,16 +472,19 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                         progress.update(bar, advance=1, note=f"{acc}  {spent()}".strip())
                         if per_problem:
                             progress.update(steps, advance=per_problem - rollouts_of.pop(result.id, 0))
-        except EnvironmentFailure as e:
+        except (EnvironmentFailure, RayUnavailable) as e:
             say(f"{e}; stopped. Finished results are in {out}; fix it and run the same command to resume")
             return EXIT_FAIL
-        summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0, engine.llm.endpoints.stats())
+        summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0,
+                                None if pool is not None else engine.llm.endpoints.stats())
         if backend_kind == "embedded" and (death := local.died()):
             say(death)
             return EXIT_FAIL
         summary.update({"backend": backend, "task": task_name, "method": args.method, "trees": args.trees,
                         "rollouts": args.rollouts, "samples": args.samples, "budget": args.budget,
-                        "simulated": bool(args.sim), "run": recorded})
+                        "simulated": bool(args.sim), "run": recorded, "wall_s": time.monotonic() - t0})
+        if pool is not None:
+            summary["ray"] = pool.summary()
         summary_path = out.with_name(out.stem + ".summary.json")
         try:
             summary_path.write_text(json.dumps(summary, indent=1) + "\n")
@@ -484,6 +511,16 @@ def _main(argv: list[str] | None) -> int:
         except argparse.ArgumentTypeError as e:
             ap.error(f"$OPENAI_BASE_URL: {e}")
     tune_gc()
+    if args.ray_workers is not None and args.ray is None:
+        ap.error("--ray-workers needs --ray")
+    if args.ray is not None:
+        from .distributed import require_ray
+
+        try:
+            require_ray()
+        except RayUnavailable as e:
+            say(str(e))
+            return EXIT_FAIL
     try:
         args.sim_profile_parsed = sim_profile(args.sim_profile)
         args.sim_faults_parsed = sim_faults(args.sim_fault)

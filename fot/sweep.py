@@ -110,7 +110,7 @@ def passthrough(args: argparse.Namespace, actions: list[argparse.Action]) -> lis
         if v == a.default:
             continue
         flag = a.option_strings[0]
-        if isinstance(a, argparse._StoreTrueAction):
+        if isinstance(a, argparse._StoreTrueAction) or (a.nargs == "?" and v == a.const):  # --ray with no ADDRESS
             argv.append(flag)
         elif isinstance(a, argparse._AppendAction):
             for item in v:
