@@ -40,8 +40,9 @@ def questions(n: int) -> list[str]:
 
 
 def by_endpoint(rows, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
-    return dict(Counter(e for r in rows if r.outcome == "ok" and since <= r.started < until
-                        for e in r.endpoint.split(",")))
+    """Calls answered per endpoint among those started in [since, until); rows are (started, endpoint, outcome)."""
+    return dict(Counter(e for started, endpoint, outcome in rows if outcome == "ok" and since <= started < until
+                        for e in endpoint.split(",")))
 
 
 async def spread(urls: list[str], n: int, affinity: bool) -> dict:
@@ -61,6 +62,8 @@ async def failover(sims: list[SimProcess], n: int) -> dict:
     phase: dict[str, float] = {}
     victim = sims[1]
     async with Engine(base_urls=urls, model="fot-sim") as engine:
+        rows: list[tuple[float, str, str]] = []  # every call's (started, endpoint, outcome): the ledger keeps the last 1,024
+        engine.ledger.observers.append(lambda r: rows.append((r.started, r.endpoint, r.outcome)))
         done = 0
         async for r in engine.solve_many(questions(n), parallel=n // 4, task="gsm8k", trees=4, rollouts=4):
             done += 1 if r.answer is not None else 0
@@ -73,26 +76,26 @@ async def failover(sims: list[SimProcess], n: int) -> dict:
                                                 LATENCY], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 await asyncio.to_thread(victim.proc.stdout.readline)
                 phase["restarted"] = time.time()
-        rows = list(engine.ledger.rows)
         stats = engine.llm.endpoints.stats()
         errors = engine.ledger.total.failed
     return {"problems": n, "answered": done, "failed_calls": errors,
             "before_kill": by_endpoint(rows, until=phase["killed"]),
             "while_down": by_endpoint(rows, phase["killed"], phase["restarted"]),
             "after_restart": by_endpoint(rows, phase["restarted"]), "endpoints": stats,
-            "killed": victim.base_url, "note": "calls by the time they started; the ledger keeps its last 1,024 rows"}
+            "killed": victim.base_url, "note": "calls by the time they started"}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--problems", type=int, default=40)
+    ap.add_argument("--failover-only", action="store_true", help="part 2 alone; part 1 is kept from the last record")
     args = ap.parse_args()
     record: dict = {"command": "python " + " ".join(sys.argv), "cores": os.cpu_count(), "loadavg_before": os.getloadavg(),
                     "date": time.strftime("%Y-%m-%d %H:%M"),
                     "backend": f"3 x fot.sim (SIMULATED, separate processes), {float(LATENCY) * 1000:.0f} ms a call"}
     runs: dict[bool, list[dict]] = {True: [], False: []}
-    for _ in range(args.repeats):
+    for _ in range(0 if args.failover_only else args.repeats):
         for affinity in (True, False):
             sims = [SimProcess("--ttft", LATENCY) for _ in range(3)]  # fresh caches for each run
             try:
@@ -100,11 +103,15 @@ def main() -> int:
             finally:
                 for s in sims:
                     s.close()
-    record["spread"] = {("affinity" if a else "no_affinity"): {
-        "cached_share": statistics.median(r["cached_share"] for r in rs),
-        "cached_share_runs": [r["cached_share"] for r in rs],
-        "wall_s": statistics.median(r["wall_s"] for r in rs), "calls_per_endpoint": [r["calls_per_endpoint"] for r in rs],
-        "answered": [r["answered"] for r in rs]} for a, rs in runs.items()}
+    if args.failover_only:
+        record["spread"] = json.loads((OUT / "endpoints.json").read_text())["spread"]
+    else:
+        record["spread"] = {("affinity" if a else "no_affinity"): {
+            "cached_share": statistics.median(r["cached_share"] for r in rs),
+            "cached_share_runs": [r["cached_share"] for r in rs],
+            "wall_s": statistics.median(r["wall_s"] for r in rs),
+            "calls_per_endpoint": [r["calls_per_endpoint"] for r in rs],
+            "answered": [r["answered"] for r in rs]} for a, rs in runs.items()}
     sims = [SimProcess("--ttft", LATENCY) for _ in range(3)]
     try:
         record["failover"] = asyncio.run(failover(sims, args.problems))

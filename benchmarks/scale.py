@@ -10,10 +10,9 @@ time, cannot take less than ceil(N / P) x 26 x 0.1 s. Reported per configuration
 `--repeats` runs, with min-max): wall, problems/s, calls/s, wall / bound. Ray's own start (the local
 cluster, the workers' start) is reported apart, not in the wall.
 
-Endpoints: one fot.sim process, or with `--base-url URL` (repeatable) those servers. TODO (multi-
-endpoint client, being added in fot/llm.py and fot/engine.py): when `Engine` takes `base_urls`, one
-fot.sim process is started per replica (as many as the largest Ray configuration has workers) and
-every engine is given all of them; until then the first URL is used.
+Endpoints: one fot.sim process per replica (as many as the largest Ray configuration has workers),
+every engine given all of them (`Engine(base_urls=[...])`, fot/endpoints.py), or with `--base-url URL`
+(repeatable) those servers.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ def engine_settings(urls: list[str], trees: int) -> dict:
     """The Engine keywords every configuration uses (no throttle: the backend has no capacity limit)."""
     cfg = SearchConfig(trees=trees, rollouts=8, inputs=("raw",), logprob_threshold=None, tie_break="q")
     where = {"base_urls": urls} if MULTI_ENDPOINT else {"base_url": urls[0]}
-    return {**where, "model": "fot-sim", "concurrency": 100_000, "timeout": 600, "config": cfg}
+    return {**where, "model": "fot-sim", "timeout": 600, "config": cfg}  # no concurrency cap: the default
 
 
 def problems(n: int) -> list[Problem]:

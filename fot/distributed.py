@@ -142,6 +142,10 @@ class FotWorker:
         """The worker's process id (operators, and the test that kills one mid-run)."""
         return os.getpid()
 
+    async def close(self) -> None:
+        """Close the engine's connections (and its trace) before the actor is killed."""
+        await self.engine.aclose()
+
     def progress(self) -> dict:
         return {"rollouts": dict(self.rollouts), "spent": self.engine.budget.spent_tokens}
 
@@ -270,6 +274,12 @@ class RayPool:
         ray = self._ray
         if ray is None:
             return
+        alive = [w for w in self.workers if w.alive]
+        try:  # let the live workers close their connections; a worker that does not answer is killed anyway
+            await asyncio.wait_for(asyncio.gather(*(w.actor.close.remote() for w in alive), return_exceptions=True),
+                                   timeout=5.0)
+        except (asyncio.TimeoutError, Exception):
+            pass
         for w in self.workers:
             try:
                 ray.kill(w.actor, no_restart=True)

@@ -172,6 +172,7 @@ class LLMClient:
         self.n_supported: bool | None = None  # learnt from the first n > 1 response
         self._prompt_ratio: float | None = None  # max observed server prompt tokens / our estimate
         self._completion_ratio: float = 1.0  # server completion tokens / our count, from n = 1 calls
+        self._n1_calls = 0
 
     async def aclose(self) -> None:
         await self.endpoints.aclose()
@@ -390,11 +391,10 @@ class LLMClient:
             if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
                 lps = [float(t["logprob"]) for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
             choices.append(Choice(text=text, finish_reason=c.get("finish_reason"), logprobs=lps or None))
-        counted = [tokens.count_text(c.text) for c in choices]
         usage = resp.get("usage")
         if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int) \
                 or not isinstance(usage.get("completion_tokens"), int):
-            return choices, prompt_est, sum(counted), 0, True
+            return choices, prompt_est, sum(tokens.count_text(c.text) for c in choices), 0, True
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
         details = usage.get("prompt_tokens_details")
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
@@ -402,9 +402,17 @@ class LLMClient:
             ratio = prompt / prompt_est
             self._prompt_ratio = ratio if self._prompt_ratio is None else max(self._prompt_ratio, ratio)
         estimated = False
-        if len(choices) == 1 and counted[0] > 0:
-            self._completion_ratio = 0.9 * self._completion_ratio + 0.1 * (completion / counted[0])
-        elif len(choices) > 1 and counted[0] > 0 and completion > 0:
+        if len(choices) == 1:
+            # the server/our-count ratio, learnt from n = 1 calls: on the first 64, then one in 16 (counting
+            # a completion's tokens is a good part of the client's CPU per call)
+            self._n1_calls += 1
+            if self._n1_calls <= 64 or self._n1_calls % 16 == 0:
+                counted = tokens.count_text(choices[0].text)
+                if counted > 0:
+                    self._completion_ratio = 0.9 * self._completion_ratio + 0.1 * (completion / counted)
+            return choices, prompt, completion, cached, estimated
+        counted = [tokens.count_text(c.text) for c in choices]
+        if counted[0] > 0 and completion > 0:
             one = self._completion_ratio * counted[0]
             everything = self._completion_ratio * sum(counted)
             if abs(math.log(completion / one)) < abs(math.log(completion / everything)):
