@@ -33,6 +33,7 @@ import math
 import ssl
 import time
 import urllib.parse
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -53,6 +54,15 @@ def ssl_context() -> ssl.SSLContext:
     if _SSL is None:
         _SSL = ssl.create_default_context()
     return _SSL
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for this URL (HTTPS_PROXY / HTTP_PROXY, unless NO_PROXY covers it),
+    as the openai client would use; read once per endpoint, not on every request."""
+    u = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(u.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(u.scheme)
 
 
 def public_url(url: str) -> str:
@@ -97,6 +107,7 @@ class Endpoint:
     last_cut: float = 0.0
     public: str = ""
     index: int = 0
+    proxy: str | None = None
     session: aiohttp.ClientSession | None = field(default=None, repr=False)
     prober: asyncio.Task | None = field(default=None, repr=False)
 
@@ -118,8 +129,8 @@ class Endpoints:
         if cap is not None and cap < 1:
             raise ValueError("concurrency must be >= 1")
         c = math.inf if cap is None else float(cap)
-        self.all = [Endpoint(url=u.rstrip("/"), cap=c, limit=c, public=public_url(u.rstrip("/")), index=i)
-                    for i, u in enumerate(urls)]
+        self.all = [Endpoint(url=u.rstrip("/"), cap=c, limit=c, public=public_url(u.rstrip("/")), index=i,
+                             proxy=env_proxy(u)) for i, u in enumerate(urls)]
         self._turn = 0
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         # the key goes into this header and nowhere else: never into rows, errors or logs
@@ -189,7 +200,9 @@ class Endpoints:
         """POST a JSON body to one endpoint and return its JSON reply; raises HTTPFailure."""
         data = json.dumps(body).encode()
         try:
-            kw = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
+            kw: dict = {} if timeout is None else {"timeout": aiohttp.ClientTimeout(total=timeout)}
+            if ep.proxy is not None:
+                kw["proxy"] = ep.proxy
             async with self._session(ep).post(ep.url + path, data=data, **kw) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
@@ -256,7 +269,8 @@ class Endpoints:
 
     async def _answers(self, ep: Endpoint, timeout: float = 2.0) -> bool:
         try:
-            async with self._session(ep).get(ep.url + "/models", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self._session(ep).get(ep.url + "/models", timeout=aiohttp.ClientTimeout(total=timeout),
+                                             proxy=ep.proxy) as r:
                 await r.read()
                 return r.status < 500
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -266,8 +280,8 @@ class Endpoints:
         """Ask every endpoint for its models: (endpoint, model ids or None if it lists none, failure)."""
         async def one(ep: Endpoint):
             try:
-                async with self._session(ep).get(ep.url + "/models",
-                                                 timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                async with self._session(ep).get(ep.url + "/models", timeout=aiohttp.ClientTimeout(total=timeout),
+                                                 proxy=ep.proxy) as r:
                     raw = await r.read()
                     if r.status >= 400:
                         return ep, None, HTTPFailure(status_kind(r.status), f"HTTP {r.status} from {ep.public}",

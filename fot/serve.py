@@ -680,13 +680,9 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
-    if args.upstream is None and os.environ.get("OPENAI_BASE_URL"):
-        from .solve import _base_url
+    from .solve import base_urls_or_env
 
-        try:
-            args.upstream = [_base_url(os.environ["OPENAI_BASE_URL"])]
-        except argparse.ArgumentTypeError as e:
-            ap.error(f"$OPENAI_BASE_URL: {e}")
+    args.upstream = base_urls_or_env(ap, args.upstream)
     tune_gc()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):  # one line per upstream call would bury the requests' own lines

@@ -103,6 +103,16 @@ def _base_url(s: str) -> str:
     return s
 
 
+def base_urls_or_env(ap: argparse.ArgumentParser, given: list[str] | None) -> list[str] | None:
+    """The URLs given on the command line, else $OPENAI_BASE_URL (checked like --base-url), else None."""
+    if given is None and os.environ.get("OPENAI_BASE_URL"):
+        try:
+            return [_base_url(os.environ["OPENAI_BASE_URL"])]
+        except argparse.ArgumentTypeError as e:
+            ap.error(f"$OPENAI_BASE_URL: {e}")
+    return given
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m fot.solve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -505,11 +515,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
-    if args.base_url is None and os.environ.get("OPENAI_BASE_URL"):
-        try:
-            args.base_url = [_base_url(os.environ["OPENAI_BASE_URL"])]
-        except argparse.ArgumentTypeError as e:
-            ap.error(f"$OPENAI_BASE_URL: {e}")
+    args.base_url = base_urls_or_env(ap, args.base_url)
     tune_gc()
     if args.ray_workers is not None and args.ray is None:
         ap.error("--ray-workers needs --ray")

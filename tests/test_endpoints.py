@@ -155,3 +155,17 @@ async def test_budget_and_ledger_agree_with_the_upstreams_across_endpoints(make_
     assert ledger.total.prompt_tokens == sum(s.stats.reported_prompt for s in sims)
     assert ledger.total.completion_tokens == sum(s.stats.reported_completion for s in sims)
     assert budget.spent_tokens == ledger.total.total_tokens <= 60_000
+
+
+def test_the_environments_proxy_is_used_as_the_openai_client_would_unless_no_proxy_covers_it(monkeypatch):
+    from fot.endpoints import env_proxy
+
+    for var in ("https_proxy", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3129")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert env_proxy("https://api.example.com/v1") == "http://proxy.internal:3128"
+    assert env_proxy("http://gpu-box:8000/v1") == "http://proxy.internal:3129"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None  # NO_PROXY covers it
+    assert Endpoints(["https://api.example.com/v1"]).all[0].proxy == "http://proxy.internal:3128"
