@@ -222,6 +222,29 @@ async def test_models_and_health(serve):
     assert UPSTREAM_KEY not in json.dumps(h)
 
 
+async def test_several_upstreams_share_the_forests_and_health_counts_each(serve):
+    async with SimServer(SimConfig(profile=SURE)) as second:
+        s = await serve()
+        engine = Engine(base_urls=[s.sim.base_url, second.base_url], model="fot-sim", api_key=UPSTREAM_KEY,
+                        config=SearchConfig(reward_samples=1))
+        await engine.start()
+        try:
+            async with FotServer(engine, ServeConfig(port=0, trees=2, rollouts=1, simulated=True)) as server:
+                client = openai.AsyncOpenAI(base_url=server.base_url, api_key="-", max_retries=0)
+                replies = await asyncio.gather(*(client.chat.completions.create(
+                    model="fot", messages=[{"role": "user", "content": f"What is {i} * 9?"}]) for i in range(6)))
+                await client.close()
+                async with aiohttp.ClientSession() as http:
+                    async with http.get(server.base_url.replace("/v1", "/health")) as r:
+                        h = await r.json()
+        finally:
+            await engine.aclose()
+    assert all(str(i * 9) in rep.choices[0].message.content for i, rep in enumerate(replies))
+    served = {u["endpoint"]: u["served"] for u in h["upstreams"]}
+    assert served == {s.sim.base_url: s.sim.stats.requests, second.base_url: second.stats.requests}
+    assert min(served.values()) > 0 and UPSTREAM_KEY not in json.dumps(h)
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 async def post(served: Served, payload, headers: dict | None = None) -> tuple[int, dict, dict]:
