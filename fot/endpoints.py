@@ -229,8 +229,10 @@ class Endpoints:
         ep.served += 1
         ep.streak = 0
         if ep.limit < ep.cap:
+            before = math.floor(ep.limit)
             ep.limit = min(ep.cap, ep.limit + 1 / ep.limit)  # additive increase: about +1 per limit's worth
-            self._wake(everyone=True)
+            if math.floor(ep.limit) > before:
+                self._wake()  # room for one more
 
     def _failed(self, ep: Endpoint, failure: HTTPFailure) -> None:
         ep.failed += 1
