@@ -170,6 +170,26 @@ class FotWorker:
         return Outcome(result, given, budget.spent_tokens, rows)
 
 
+def start_ray(address: str | None, workers: int | None = None) -> bool:
+    """Join the cluster at `address`, or start a local Ray with at least `workers` CPUs. False when Ray was
+    already running in this process (agent code, tests, a sweep that started it once for all its runs):
+    then it is used as it is and left running."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level=logging.ERROR)
+        except Exception as e:  # ConnectionError, RuntimeError, ... whatever the client raises
+            raise RayUnavailable(f"cannot connect to the Ray cluster at {address}: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    else:
+        cpus = max(1, os.cpu_count() or 1)
+        ray.init(num_cpus=max(cpus, workers or 1), include_dashboard=False, logging_level=logging.ERROR)
+    return True
+
+
 @dataclass
 class Worker:
     """The driver's view of one actor: what it holds and what it was granted."""
@@ -233,18 +253,7 @@ class RayPool:
 
     async def __aenter__(self) -> "RayPool":
         ray = self._ray = require_ray()
-        if not ray.is_initialized():
-            if self.address:
-                _check_reachable(self.address)
-                try:
-                    ray.init(address=self.address, logging_level=logging.ERROR)
-                except Exception as e:  # ConnectionError, RuntimeError, ... whatever the client raises
-                    raise RayUnavailable(f"cannot connect to the Ray cluster at {self.address}: "
-                                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-            else:
-                cpus = max(1, os.cpu_count() or 1)
-                ray.init(num_cpus=max(cpus, self.want or 1), include_dashboard=False, logging_level=logging.ERROR)
-            self._started_ray = True
+        self._started_ray = start_ray(self.address, self.want)
         try:
             n = self.want or max(1, int(ray.cluster_resources().get("CPU", 1)))
             run = uuid.uuid4().hex[:8]

@@ -239,7 +239,26 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
 def main(argv: list[str] | None = None) -> int:
     ap, actions = _parser()
     args = ap.parse_args(argv)
-    extra = passthrough(args, actions)
+    if args.ray is None:
+        return _sweep(args, passthrough(args, actions))
+    # one Ray for all the sweep's runs (each run's workers are its own), not a start and a stop per run
+    from .distributed import RayUnavailable, start_ray
+
+    try:
+        started = start_ray(args.ray or None, args.ray_workers)
+    except RayUnavailable as e:
+        print(f"fot.sweep: {e}", file=sys.stderr)
+        return 1
+    try:
+        return _sweep(args, passthrough(args, actions))
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _sweep(args: argparse.Namespace, extra: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     T, R = max(args.trees), max(args.rollouts)
