@@ -85,6 +85,24 @@ class Completion:
         return [c.text for c in self.choices]
 
 
+@dataclass(slots=True)
+class _Request:
+    """One HTTP request's state across its attempts (one object, not a closure's dozen cells: with
+    thousands in flight, every object the garbage collector must traverse costs CPU)."""
+
+    messages: Sequence[dict]
+    n: int
+    max_tokens: int
+    seed: int | None
+    params: dict
+    budget: Budget | None
+    row: CallRecord
+    prompt_est: int
+    prompt_reserve: int
+    prefer: int | None
+    failed_on: Endpoint | None = None  # the endpoint of the last failed attempt
+
+
 def classify(exc: BaseException) -> str:
     """Map an exception from one attempt to an error kind."""
     if isinstance(exc, HTTPFailure):
@@ -295,64 +313,12 @@ class LLMClient:
 
     async def _request(self, messages, n, max_tokens, seed, params, budget, row) -> list[Choice]:
         prompt_est, prompt_reserve = self._prompt_reservation(messages)
-        max_tokens = self._fit_context(prompt_est, max_tokens)
+        req = _Request(messages, n, self._fit_context(prompt_est, max_tokens), seed, params, budget, row, prompt_est,
+                       prompt_reserve, params.get("prefer"))
         row.requests += 1
-
-        prefer = params.get("prefer")
-        failed_on: list[Endpoint | None] = [None]  # the endpoint of the last failed attempt: retries go elsewhere
-
-        async def attempt() -> list[Choice]:
-            row.attempts += 1
-            res: Reservation | None = None
-            sent = False
-            mt = max_tokens
-            if budget is not None:
-                res = await budget.reserve(prompt_reserve, max_tokens, n=n, min_tokens=self.min_tokens)
-                mt = res.max_tokens
-            row.max_tokens = mt
-            kwargs = {k: v for k, v in params.items() if v is not None and k != "prefer"}
-            if n > 1:
-                kwargs["n"] = n
-            if seed is not None:
-                kwargs["seed"] = seed
-            try:
-                if self._throttle is not None:
-                    async with self._throttle:
-                        pass
-                body = {"model": self.model, "messages": list(messages), "max_tokens": mt, **kwargs}
-                ep = await self.endpoints.acquire(prefer, failed_on[0])
-                try:
-                    sent = True
-                    resp = await self.endpoints.post(ep, "/chat/completions", body)
-                finally:
-                    self.endpoints.release(ep)
-                if ep.public not in row.endpoint.split(","):
-                    row.endpoint = f"{row.endpoint},{ep.public}" if row.endpoint else ep.public
-                choices, prompt, completion, cached, estimated = self._read(resp, messages, prompt_est)
-            except BaseException as exc:
-                failed_on[0] = getattr(exc, "endpoint", None)
-                kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
-                if sent and may_have_been_charged(exc, kind):
-                    row.charged_unknown += prompt_reserve + n * mt  # an upper bound of what was charged
-                    if res is not None:
-                        budget.charge_unknown(res)
-                elif res is not None:
-                    budget.release(res)
-                raise
-            # without usage, our count may be below the server's: the rest of the reservation is unknown
-            unknown = max(0, prompt_reserve + n * mt - prompt - completion) if estimated else 0
-            row.charged_unknown += unknown
-            if res is not None:
-                budget.settle(res, prompt, completion, cached, unknown=unknown)
-            row.prompt_tokens += prompt
-            row.completion_tokens += completion
-            row.cached_tokens += cached
-            row.estimated = row.estimated or estimated
-            return choices
-
         try:
             try:
-                return await attempt()  # the common case, without the retry machinery's overhead
+                return await self._attempt(req)  # the common case, without the retry machinery's overhead
             except Exception as first:
                 if classify(first) not in RETRYABLE or self.max_attempts < 2:
                     raise
@@ -364,7 +330,7 @@ class LLMClient:
                 retry=retry_if_exception(lambda e: isinstance(e, Exception) and classify(e) in RETRYABLE),
                 reraise=True,
             )
-            return await retrying(attempt)
+            return await retrying(self._attempt, req)
         except BudgetExhausted:
             raise
         except Exception as exc:
@@ -374,6 +340,58 @@ class LLMClient:
             raise LLMError(kind, f"{_short(what, self._secret)} (after {row.attempts} attempt(s))",
                            status=status if isinstance(status, int) else None,
                            retry_after=retry_after_s(exc), attempts=row.attempts) from exc
+
+    async def _attempt(self, req: "_Request") -> list[Choice]:
+        """One attempt: reserve, throttle, a slot on an endpoint, the HTTP request, settle."""
+        row, budget, n = req.row, req.budget, req.n
+        row.attempts += 1
+        res: Reservation | None = None
+        sent = False
+        mt = req.max_tokens
+        if budget is not None:
+            res = await budget.reserve(req.prompt_reserve, req.max_tokens, n=n, min_tokens=self.min_tokens)
+            mt = res.max_tokens
+        row.max_tokens = mt
+        kwargs = {k: v for k, v in req.params.items() if v is not None and k != "prefer"}
+        if n > 1:
+            kwargs["n"] = n
+        if req.seed is not None:
+            kwargs["seed"] = req.seed
+        try:
+            if self._throttle is not None:
+                async with self._throttle:
+                    pass
+            body = {"model": self.model, "messages": list(req.messages), "max_tokens": mt, **kwargs}
+            ep = await self.endpoints.acquire(req.prefer, req.failed_on)
+            try:
+                sent = True
+                resp = await self.endpoints.post(ep, "/chat/completions", body)
+            finally:
+                self.endpoints.release(ep)
+            del body
+            if ep.public not in row.endpoint.split(","):
+                row.endpoint = f"{row.endpoint},{ep.public}" if row.endpoint else ep.public
+            choices, prompt, completion, cached, estimated = self._read(resp, req.messages, req.prompt_est)
+        except BaseException as exc:
+            req.failed_on = getattr(exc, "endpoint", None)  # a retry goes elsewhere
+            kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
+            if sent and may_have_been_charged(exc, kind):
+                row.charged_unknown += req.prompt_reserve + n * mt  # an upper bound of what was charged
+                if res is not None:
+                    budget.charge_unknown(res)
+            elif res is not None:
+                budget.release(res)
+            raise
+        # without usage, our count may be below the server's: the rest of the reservation is unknown
+        unknown = max(0, req.prompt_reserve + n * mt - prompt - completion) if estimated else 0
+        row.charged_unknown += unknown
+        if res is not None:
+            budget.settle(res, prompt, completion, cached, unknown=unknown)
+        row.prompt_tokens += prompt
+        row.completion_tokens += completion
+        row.cached_tokens += cached
+        row.estimated = row.estimated or estimated
+        return choices
 
     def _read(self, resp: Any, messages, prompt_est: int) -> tuple[list[Choice], int, int, int, bool]:
         """Choices and usage from a response body; raises MalformedResponse on garbage."""
