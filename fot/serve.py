@@ -685,8 +685,6 @@ def main(argv: list[str] | None = None) -> int:
     args.upstream = base_urls_or_env(ap, args.upstream)
     tune_gc()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("httpx", "httpx2", "openai"):  # one line per upstream call would bury the requests' own lines
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:
