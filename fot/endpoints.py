@@ -84,7 +84,6 @@ class HTTPFailure(Exception):
                  sent: bool = True, endpoint: "Endpoint | None" = None):
         super().__init__(message)
         self.kind, self.status, self.headers, self.sent, self.endpoint = kind, status, headers, sent, endpoint
-        self.status_code = status
 
 
 def status_kind(status: int) -> str:

@@ -173,7 +173,6 @@ class LLMClient:
         self.model = model
         self.base_url = urls[0]
         self.affinity = affinity and len(urls) > 1  # a tree's calls prefer one endpoint (its prefix cache)
-        self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -335,7 +334,7 @@ class LLMClient:
             raise
         except Exception as exc:
             kind = classify(exc)
-            status = getattr(exc, "status_code", None)
+            status = getattr(exc, "status", None)
             what = str(exc) if isinstance(exc, HTTPFailure) else f"{type(exc).__name__} from {self.base_url}: {exc}"
             raise LLMError(kind, f"{_short(what, self._secret)} (after {row.attempts} attempt(s))",
                            status=status if isinstance(status, int) else None,

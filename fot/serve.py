@@ -37,6 +37,7 @@ from aiohttp import web
 from .budget import Price
 from .config import SearchConfig
 from .engine import METHODS, Engine, Result, minimum_budget
+from .appserver import AppServer
 from .endpoints import public_url
 from .errors import FotError
 from .ledger import CallRecord, Totals
@@ -257,7 +258,7 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
 
 # -- the server ----------------------------------------------------------------------------------
 
-class FotServer:
+class FotServer(AppServer):
     """The aiohttp application around one started `Engine`: `async with FotServer(engine, cfg) as s:`."""
 
     def __init__(self, engine: Engine, config: ServeConfig | None = None):
@@ -268,10 +269,9 @@ class FotServer:
         self.admission = Admission(self.config.max_active, self.config.queue_limit)
         self.meter = RequestMeter()
         engine.ledger.observers.append(self.meter.observe)
-        self.port = self.config.port
+        self.host, self.port = self.config.host, self.config.port
         self.served = 0
         self._wall_ewma = 1.0  # recent seconds per request, for Retry-After
-        self._runner: web.AppRunner | None = None
         self._secrets = [s for s in (engine._api_key,) if s]
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -283,30 +283,8 @@ class FotServer:
         app.router.add_get("/health", self.health)
         return app
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}/v1"
-
-    async def start(self) -> "FotServer":
-        # handler_cancellation: a client that disconnects cancels its handler (off by default since aiohttp 3.9);
-        # the handler also polls its transport, so either way the forest stops with its client
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked for port=0
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "FotServer":
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    # start, stop, base_url: fot/appserver.py (the handler also polls its transport, so a forest stops
+    # with its client whether or not aiohttp cancels the handler)
 
     # -- middlewares -------------------------------------------------------------------------
 

@@ -330,26 +330,28 @@ async def test_unknown_model_404_and_out_of_range_sizes_400(serve):
             assert r.status == 404 and assert_openai_error(await r.json())
 
 
+async def until(condition) -> None:
+    """Wait for the server to reach a state (a request admitted, one queued)."""
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 async def test_full_queue_is_429_with_retry_after(serve):
     s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.4), max_active=1, queue_limit=1)
     payload = {"model": "cot", "messages": [{"role": "user", "content": Q}]}
     first = asyncio.create_task(post(s, payload))
-    while s.server.admission.active < 1:
-        await asyncio.sleep(0.01)
+    await until(lambda: s.server.admission.active >= 1)
     second = asyncio.create_task(post(s, payload))
-    while s.server.admission.waiting < 1:
-        await asyncio.sleep(0.01)
+    await until(lambda: s.server.admission.waiting >= 1)
     status, body, headers = await post(s, payload)
     assert status == 429 and assert_openai_error(body, "queue_full")["type"] == "rate_limit_error"
     assert int(headers["Retry-After"]) >= 1
     assert [(await t)[0] for t in (first, second)] == [200, 200]  # the queued one waited and was answered
     with pytest.raises(openai.RateLimitError):  # the openai client sees the same
         first = asyncio.create_task(post(s, payload))
-        while s.server.admission.active < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: s.server.admission.active >= 1)
         second = asyncio.create_task(post(s, payload))
-        while s.server.admission.waiting < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: s.server.admission.waiting >= 1)
         try:
             await s.aclient().chat.completions.create(**payload)
         finally:
@@ -419,8 +421,7 @@ async def test_client_leaving_the_queue_frees_its_place(serve):
     s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.5), max_active=1, queue_limit=1)
     payload = {"model": "cot", "messages": [{"role": "user", "content": Q}]}
     first = asyncio.create_task(post(s, payload))
-    while s.server.admission.active < 1:
-        await asyncio.sleep(0.01)
+    await until(lambda: s.server.admission.active >= 1)
     async with aiohttp.ClientSession() as http:
         with pytest.raises(asyncio.TimeoutError):
             await http.post(s.server.base_url + "/chat/completions", json=payload,

@@ -28,6 +28,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from ..appserver import AppServer
 from .solver import Request, ScriptedSolver, SimProfile, SimSolver, normalize_question, sim_tokens, stable_hash
 
 FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "drop", "nonjson", "no_usage", "short_n")
@@ -292,13 +293,17 @@ class SimBackend:
         return web.json_response(payload)
 
 
-class SimServer:
+class SimServer(AppServer):
     """The simulated backend on a loopback port, in this process: `async with SimServer(cfg) as s:`."""
+
+    backlog = 4096  # thousands of clients connect at once (benchmarks/client_cpu.py)
 
     def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
         self.backend = SimBackend(config or SimConfig())
         self.host, self.port = host, port
-        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        return self.backend.app()
 
     @property
     def config(self) -> SimConfig:
@@ -307,26 +312,3 @@ class SimServer:
     @property
     def stats(self) -> SimStats:
         return self.backend.stats
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    async def start(self) -> "SimServer":
-        self._runner = web.AppRunner(self.backend.app(), handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)  # thousands of clients connect at once
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked for port=0
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "SimServer":
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
