@@ -13,7 +13,8 @@ _EXPORTS = {
     "budget": ["Budget", "BudgetExhausted", "Price", "Reservation"],
     "config": ["SearchConfig"],
     "engine": ["Engine", "Result"],
-    "errors": ["BackendUnreachable", "EnvironmentFailure", "FotError", "InputError", "LLMError", "SolveError"],
+    "errors": ["BackendUnreachable", "EnvironmentFailure", "FotError", "InputError", "LLMError", "SolveError",
+               "UsageError"],
     "ledger": ["CallRecord", "CallTag", "Ledger", "Totals"],
     "llm": ["Choice", "Completion", "LLMClient"],
     "policies": ["UNSET", "Decision", "DecisionRule", "InputKind", "Scores", "TreeInput", "Verifier", "Vote"],
@@ -28,7 +29,8 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from .budget import Budget, BudgetExhausted, Price, Reservation
     from .config import SearchConfig
     from .engine import Engine, Result
-    from .errors import BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError
+    from .errors import (BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError,
+                         UsageError)
     from .ledger import CallRecord, CallTag, Ledger, Totals
     from .llm import Choice, Completion, LLMClient
     from .policies import UNSET, Decision, DecisionRule, InputKind, Scores, TreeInput, Verifier, Vote

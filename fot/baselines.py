@@ -21,7 +21,7 @@ from . import prompts
 from .aio import gather_all
 from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
-from .errors import error_kind
+from .errors import UsageError, error_kind
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import q_value
@@ -79,10 +79,10 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
                        problem_id: str, *, method: str, samples: int, verifier: Verifier | None = None,
                        reward_llm: LLMClient | None = None) -> SamplingResult:
     if method not in SAMPLING_METHODS:
-        raise ValueError(f"unknown sampling method '{method}'; known: {', '.join(SAMPLING_METHODS)}")
+        raise UsageError(f"unknown sampling method '{method}'; known: {', '.join(SAMPLING_METHODS)}")
     n = 1 if method == "cot" else samples
     if n < 1:
-        raise ValueError("samples must be >= 1")
+        raise UsageError("samples must be >= 1")
     if method == "bon" and verifier is None:
         verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
                                                            cfg.full_score_penalty, reward_llm))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from .errors import UsageError
 from .policies import DECISION_RULES, INPUT_KINDS, UNSET, VERIFIERS
 
 
@@ -59,12 +60,12 @@ class SearchConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise UsageError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
         for key, value, registry in (("verifier", (self.verifier,), VERIFIERS), ("decision", (self.decision,), DECISION_RULES),
                                      ("inputs", tuple(self.inputs), INPUT_KINDS)):
             unknown = sorted(set(value) - set(registry))
             if unknown:
-                raise ValueError(f"unknown {key} {', '.join(map(repr, unknown))}; known: {', '.join(registry)}")
+                raise UsageError(f"unknown {key} {', '.join(map(repr, unknown))}; known: {', '.join(registry)}")
 
     def answer_cap(self, task) -> int:
         """Completion cap of an answer or refine step: this setting, else the task's own, else 512."""

@@ -18,7 +18,7 @@ from .baselines import SAMPLING_METHODS, run_sampling
 from . import prompts, tokens
 from .budget import Budget, Price
 from .config import SearchConfig
-from .errors import BackendUnreachable, EnvironmentFailure, SolveError, error_kind
+from .errors import UsageError, BackendUnreachable, EnvironmentFailure, SolveError, error_kind
 from .forest import run_forest
 from .mctsr import TreeResult
 from .ledger import Ledger
@@ -96,10 +96,10 @@ class Engine:
                  reward_model: tuple[str, str] | None = None, context_window: int | None = None,
                  raise_errors: bool = False, trace_text: bool = False):
         if base_url is not None and base_urls:
-            raise ValueError("pass base_url (one server) or base_urls (several), not both")
+            raise UsageError("pass base_url (one server) or base_urls (several), not both")
         urls = list(base_urls or [base_url or os.environ.get("OPENAI_BASE_URL") or ""])
         if not all(urls):
-            raise ValueError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
+            raise UsageError("no backend: pass base_url (or set OPENAI_BASE_URL) to an OpenAI-compatible server")
         self.base_urls = urls
         self.base_url = urls[0]
         self.model = model or os.environ.get("FOT_MODEL")
@@ -129,7 +129,8 @@ class Engine:
         llm = LLMClient(self.base_urls, self.model or "", self._api_key, ledger=self.ledger, price=self.price,
                         budget=self.budget, min_tokens=self.config.min_tokens, **self._client_kw)
         try:
-            answers = await llm.endpoints.models(check_timeout)
+            # never longer than a request may take: a replica that hangs must not cost more than --timeout here
+            answers = await llm.endpoints.models(min(check_timeout, self._client_kw["timeout"]))
             refused = [(ep, f) for ep, _, f in answers if f is not None and f.status in (401, 403)]
             if refused:
                 ep, f = refused[0]
@@ -182,7 +183,7 @@ class Engine:
         `raise_errors` (default: the engine's) it raises `SolveError` instead, the result attached. A
         failure of the run's own environment (the trace's disk) always raises `EnvironmentFailure`."""
         if method not in METHODS:
-            raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
+            raise UsageError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
         if self.llm is None:
             await self.start()
         assert self.llm is not None
@@ -198,7 +199,7 @@ class Engine:
             trees = 1
         cfg = self.config.with_(trees=trees, rollouts=rollouts, verifier=verifier, decision=decision, **settings)
         if cfg.verifier == "reward_model" and verifier_obj is None and self.reward_llm is None:
-            raise ValueError("verifier='reward_model' needs Engine(reward_model=(base_url, model))")
+            raise UsageError("verifier='reward_model' needs Engine(reward_model=(base_url, model))")
         pb = self.budget.child(tokens=budget, usd=budget_usd, name=f"problem:{problem.id}")
         t0 = time.monotonic()
         question = problem.question  # the reference (problem.answer) is never passed on
@@ -298,6 +299,7 @@ class Engine:
         are drawn from the iterable as slots free up, so a long (or endless) stream costs no memory."""
         source = iter(problems)
         pending: set[asyncio.Task] = set()
+        finished: list[asyncio.Task] = []  # done, not yet yielded
         try:
             while True:
                 while len(pending) < max(1, parallel):
@@ -308,12 +310,15 @@ class Engine:
                 if not pending:
                     return
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    yield t.result()
+                finished = list(done)
+                while finished:
+                    yield finished.pop(0).result()
         finally:
             for t in pending:
                 t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            # the failures of problems that finished beside the one that stopped us are retrieved here, or
+            # asyncio prints each as "Task exception was never retrieved" after the run's own clean message
+            await asyncio.gather(*pending, *finished, return_exceptions=True)
 
 
 _END = object()

@@ -7,6 +7,8 @@ reach; it is always reported separately and labelled as such, never as accuracy.
 
 from __future__ import annotations
 
+from .errors import UsageError
+
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable
@@ -146,7 +148,7 @@ def rule_of(row: dict) -> "DecisionRule":
     settings = row.get("settings") or {}
     name = settings.get("decision") or "activation_first"
     if name not in DECISION_RULES:
-        raise ValueError(f"result {row.get('id')!r} was decided by '{name}', which is not registered in "
+        raise UsageError(f"result {row.get('id')!r} was decided by '{name}', which is not registered in "
                          f"fot.policies.DECISION_RULES; pass the rule object to replay it")
     return decision_rule(name, settings.get("activation_threshold", 0.0), settings.get("majority", 0.5))
 
@@ -269,7 +271,7 @@ def compare(a: Cell, b: Cell):
     from .stats import paired_diff
 
     if a.ids != b.ids:
-        raise ValueError(f"{a.label} and {b.label} were graded on different problems")
+        raise UsageError(f"{a.label} and {b.label} were graded on different problems")
     return paired_diff(a.outcomes, b.outcomes), (b.tokens_mean / a.tokens_mean if a.tokens_mean else float("nan"))
 
 

@@ -15,6 +15,8 @@ these ever sees a reference answer.
 
 from __future__ import annotations
 
+from .errors import UsageError
+
 import random
 import re
 from dataclasses import dataclass
@@ -180,7 +182,7 @@ def _rule(ctx: VerifierContext) -> Verifier:
 
 def _reward_model(ctx: VerifierContext) -> Verifier:
     if ctx.reward_llm is None:
-        raise ValueError("verifier 'reward_model' needs Engine(reward_model=(base_url, model))")
+        raise UsageError("verifier 'reward_model' needs Engine(reward_model=(base_url, model))")
     return RewardModel(ctx.reward_llm, ctx.max_tokens, ctx.full_score, ctx.full_score_penalty)
 
 
@@ -328,4 +330,4 @@ def decision_rule(name: str, threshold: float = 0.0, majority: float = 0.5) -> D
     try:
         return DECISION_RULES[name](threshold=threshold, majority=majority)
     except KeyError:
-        raise ValueError(f"unknown decision rule '{name}'; known: {', '.join(DECISION_RULES)}") from None
+        raise UsageError(f"unknown decision rule '{name}'; known: {', '.join(DECISION_RULES)}") from None

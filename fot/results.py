@@ -18,25 +18,66 @@ from .errors import EnvironmentFailure
 from .problems import ProblemFileError
 
 
-def lock_output(out: Path, trace: str | None):
+class OutputLock:
+    """The sidecar lock of one --out (`OUT.lock`, flock), removed when the run ends so none is left behind.
+
+    Removing a lock file is safe only if a waiter cannot end up holding the removed file while a newcomer
+    locks a new one; so after taking the lock we check that the path still names the file we locked, and
+    start again if it does not (the holder removed it meanwhile)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = None
+
+    def acquire(self) -> "OutputLock":
+        while True:
+            fh = open(self.path, "a")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                raise
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fh = fh
+                return self
+            fh.close()  # the last holder removed it after we opened it: lock the new one
+
+    def release(self) -> None:
+        fh, self.fh = self.fh, None
+        if fh is not None:
+            try:
+                os.unlink(self.path)  # while still holding it: see the class docstring
+            except OSError:
+                pass
+            fh.close()
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_output(out: Path, trace: str | None) -> OutputLock:
     """Lock --out for this run (a second run on the same file is refused) and check the paths, before
     anything is read, started or sent. The lock is a sidecar file: resuming rewrites --out itself."""
     if trace is not None and Path(trace).is_dir():
         raise ProblemFileError(trace, None, None, "--trace is a directory; give a file path")
     if out.is_dir():
         raise ProblemFileError(out, None, None, "--out is a directory; give a file path")
+    lock = OutputLock(out.with_name(out.name + ".lock"))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(out.with_name(out.name + ".lock"), "a")
-    except OSError as e:
-        raise EnvironmentFailure(f"cannot write next to {out}", e) from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lock.acquire()
     except BlockingIOError:
-        lock.close()
         raise ProblemFileError(out, None, None, "another fot.solve run is writing to this file; wait for it to "
                                "finish or give another --out") from None
-    return lock
+    except OSError as e:
+        raise EnvironmentFailure(f"cannot write next to {out}", e) from None
 
 
 def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
@@ -99,20 +140,44 @@ def changed_settings(done: dict[str, dict], now: dict) -> list[str]:
     return [f"{k} {' / '.join(sorted(old))} -> {json.dumps(now[k])}" for k, old in changes.items()]
 
 
-def append_line(fh, out: Path, row: dict) -> None:
+def open_lines(path: Path) -> int:
+    """A file descriptor to append whole lines to: unbuffered, so a line that failed to be written is not
+    left in a buffer to be written (or to fail again) when the file is closed."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def append_line(fd: int, out: Path, row: dict) -> None:
     """One whole result line, on disk before we go on; a failed write is cut back off, so no
     problem is ever half-recorded, and raises EnvironmentFailure (the run stops; not the problem's fault)."""
-    pos = fh.tell()
+    data = (json.dumps(row, separators=(",", ":")) + "\n").encode()
+    pos = os.lseek(fd, 0, os.SEEK_END)
     try:
-        fh.write(json.dumps(row, separators=(",", ":")) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
     except OSError as e:
         try:
-            fh.truncate(pos)
+            os.ftruncate(fd, pos)
         except OSError:
             pass
         raise EnvironmentFailure(f"cannot write results to {out}", e) from None
+
+
+def close_lines(fd: int | None, path: Path, created: bool) -> None:
+    """Close a lines file; one this run created and left empty is removed (no empty files left behind)."""
+    if fd is None:
+        return
+    try:
+        empty = os.fstat(fd).st_size == 0
+    except OSError:
+        empty = False
+    os.close(fd)
+    if created and empty:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def trees_path(out: Path) -> Path:

@@ -7,6 +7,8 @@ only the meter calls `grade`, after the search.
 
 from __future__ import annotations
 
+from ..errors import UsageError
+
 
 from .base import Task, extract_boxed, extract_number, final_answer, numbers_equal
 from .builtin import AIME, Arith, Game24, Generic, GSM8K, MathTask
@@ -21,7 +23,7 @@ def get_task(name_or_task: "str | Task") -> Task:
     try:
         return TASKS[name_or_task]()
     except KeyError:
-        raise ValueError(f"unknown task '{name_or_task}'; known: {', '.join(TASKS)}") from None
+        raise UsageError(f"unknown task '{name_or_task}'; known: {', '.join(TASKS)}") from None
 
 
 def detect_task(questions: list[str], answers: list[str | None], path: str = "") -> Task:
