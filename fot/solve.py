@@ -513,6 +513,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                         answered = answered or backend_answered(row)
                         if not answered:
                             progress.update(bar, advance=1, note=spent())
+                            if len(held) >= args.parallel:  # a whole wave of problems and not one call answered
+                                break
                             continue
                         for result, row in held:
                             if trees_fh is not None and result.forest:  # first: no result is ever without its trees
@@ -534,7 +536,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             return EXIT_FAIL
         if held:
             first = next((r["error"] for _, r in held if r.get("error")), "")
-            say(f"no call to the backend was answered in this run ({len(held)} problem(s) tried"
+            say(f"no call to the backend was answered in this run ({len(held)} problem(s) tried, {len(todo)} to do"
                 f"{'; first error: ' + first if first else ''}); nothing was marked finished: fix the backend "
                 "and run the same command")
             return EXIT_FAIL
