@@ -310,6 +310,7 @@ class Endpoints:
             return  # (not sent: it never left the process and says nothing of the endpoint)
         if failure.kind == "refused":
             ep.refused = str(failure)
+            self._probe_in_background(ep)  # even when it is the only one: a fixed model or key is noticed
         if failure.sent and failure.kind in ("timeout", "connection"):
             ep.observe(seconds, 0, time.monotonic())  # a hang is slow: the picker should know
         ep.streak += 1
@@ -329,9 +330,12 @@ class Endpoints:
     def _eject(self, ep: Endpoint) -> None:
         ep.up = False
         ep.ejected += 1
-        if ep.prober is None or ep.prober.done():
-            ep.prober = asyncio.get_running_loop().create_task(self._probe_until_up(ep))
+        self._probe_in_background(ep)
         self._wake(everyone=True)  # waiters for it pick another
+
+    def _probe_in_background(self, ep: Endpoint) -> None:
+        if not self._closed and (ep.prober is None or ep.prober.done()):
+            ep.prober = asyncio.get_running_loop().create_task(self._probe_until_up(ep))
 
     async def _probe_until_up(self, ep: Endpoint) -> None:
         wait = PROBE_FIRST_S

@@ -207,21 +207,29 @@ async def test_a_probe_readmits_a_replica_only_once_chat_works_and_is_recorded()
 
 # -- 5. a slow replica, a replica dead at start --------------------------------------------------------------------
 
-async def test_a_slow_replica_gets_few_calls_and_no_tree_stays_pinned_to_it(make_sim):
-    fast = await make_sim(seed=3)
-    slow = await make_sim(seed=3, ttft_s=1.0)
-    async with Engine(base_urls=[fast.base_url, slow.base_url], model="fot-sim") as engine:
-        results = [r async for r in engine.solve_many(problems(12), parallel=6, trees=3, rollouts=2)]
-        rows = [r for r in engine.ledger.rows if r.problem is not None]
-    assert all(r.answer is not None for r in results)
-    assert len(rows) == fast.stats.requests + slow.stats.requests, "every call is still in memory"
-    on_slow: dict = {}
-    for r in rows:
-        on_slow[(r.problem, r.tree)] = on_slow.get((r.problem, r.tree), 0) + (r.endpoint == slow.base_url)
-    # before: tree affinity kept a tree's every call on the slow replica (12% of calls, 8x the wall time); now
-    # only the first wave, sent before either replica had answered once, goes there: a tree's first two calls
-    assert max(on_slow.values()) <= 2, sorted(on_slow.values())
-    assert slow.stats.requests < 0.1 * len(rows)
+def test_the_pick_weighs_load_by_seconds_per_token_and_affinity_gives_way_to_a_slow_replica(monkeypatch):
+    """The rule, on a fake clock (the end-to-end effect is a benchmark: benchmarks/fleet.py, slow-replica)."""
+    import fot.endpoints as endpoints
+
+    now = {"t": 1000.0}
+    monkeypatch.setattr(endpoints.time, "monotonic", lambda: now["t"])
+    eps = endpoints.Endpoints(["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
+    fast, slow = eps.all
+    assert eps._pick(None, None) in (fast, slow)  # nothing measured: either, in turn
+    eps.answered(fast, 0.05, 49)  # 1 ms a token
+    eps.answered(slow, 1.5, 29)  # 50 ms a token
+    assert eps._pick(None, None) is fast
+    assert eps._pick(1, None) is fast, "before: a tree preferring the slow replica stayed on it"
+    fast.outstanding = 20  # 21 x 1 ms < 1 x 50 ms: still the fast one
+    assert eps._pick(1, None) is fast
+    fast.outstanding = 60  # 61 x 1 ms > 50 ms: now the slow one is the shorter wait
+    assert eps._pick(None, None) is slow
+    fast.outstanding = 0
+    now["t"] += 60  # neither refreshed for a minute: estimates decay, so the slow one is tried again
+    eps.answered(fast, 0.05, 49)
+    assert eps._pick(None, None) is slow
+    eps.answered(slow, 0.05, 49)  # it has become as fast: affinity holds again
+    assert eps._pick(1, None) is slow and eps._pick(0, None) is fast
 
 
 async def test_start_waits_no_longer_than_the_request_timeout(make_sim, monkeypatch):
@@ -301,3 +309,29 @@ async def test_bad_arguments_to_the_library_are_fot_errors(make_sim, monkeypatch
         Budget(tokens=-1)
     with pytest.raises(ValueError):  # still a ValueError, for code that caught that
         LLMClient(sim.base_url, "fot-sim", max_attempts=0)
+
+
+async def test_a_lone_endpoint_that_refused_is_probed_and_serves_again_once_fixed():
+    state = {"status": 404}
+
+    def reply(role, body):
+        if state["status"] == 404:
+            return 404, {"error": {"message": "model 'fake' is loading"}}, 0.0
+        return 200, ok(body, "The answer is 4.\nFinal Answer: 4", 10), 0.0
+
+    backend = FakeBackend(reply)
+    async with backend:
+        async with LLMClient(backend.base_url, "fake") as llm:  # a long-lived client, as `fot serve` holds one
+            with pytest.raises(LLMError):
+                await llm.chat(prompts.answer("What is 2 + 2?"))
+            sent = len(backend.headers)
+            with pytest.raises(LLMError) as info:
+                await llm.chat(prompts.answer("What is 2 + 2?"))
+            assert info.value.kind == "refused" and "not sent" in str(info.value)
+            state["status"] = 200
+            for _ in range(200):  # wait for the state (the probe backs off up to 5 s), not for a time
+                if llm.endpoints.refusal() is None:
+                    break
+                await asyncio.sleep(0.05)
+            c = await llm.chat(prompts.answer("What is 2 + 2?"))
+    assert c.record.outcome == "ok" and len(backend.headers) > sent
