@@ -37,8 +37,6 @@ still go to them, so the retry policy (fot.llm), not the picker, decides when a 
 
 from __future__ import annotations
 
-from .errors import UsageError
-
 import asyncio
 import base64
 import json
@@ -52,6 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 import aiohttp
+
+from .errors import UsageError
 
 AFFINITY_SLACK = 4
 AFFINITY_SLOWER, AFFINITY_FLOOR_S = 4.0, 0.002  # a preferred endpoint this much slower per token is passed over

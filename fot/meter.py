@@ -7,12 +7,11 @@ reach; it is always reported separately and labelled as such, never as accuracy.
 
 from __future__ import annotations
 
-from .errors import UsageError
-
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from .errors import UsageError
 from .budget import Price
 from .stats import wilson_ci
 from .tasks import Task

@@ -15,13 +15,12 @@ these ever sees a reference answer.
 
 from __future__ import annotations
 
-from .errors import UsageError
-
 import random
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from .errors import UsageError
 from . import prompts
 from .budget import Budget, BudgetExhausted
 from .ledger import CallTag

@@ -8,8 +8,6 @@ only the meter calls `grade`, after the search.
 from __future__ import annotations
 
 from ..errors import UsageError
-
-
 from .base import Task, extract_boxed, extract_number, final_answer, numbers_equal
 from .builtin import AIME, Arith, Game24, Generic, GSM8K, MathTask
 
