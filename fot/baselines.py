@@ -25,7 +25,8 @@ from .errors import UsageError, error_kind
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import q_value
-from .policies import VERIFIERS, VerifierContext, group_answers
+from .decision import group_answers
+from .verifiers import make_verifier
 from .tasks import Task, final_answer
 from .verifiers import Verifier
 
@@ -84,8 +85,7 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
     if n < 1:
         raise UsageError("samples must be >= 1")
     if method == "bon" and verifier is None:
-        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
-                                                           cfg.full_score_penalty, reward_llm))
+        verifier = make_verifier(cfg, task, question, llm, reward_llm)
     cap = cfg.answer_cap(task)
     temperature = cfg.temperatures[0]
     out = SamplingResult(None, "", "none")

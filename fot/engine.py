@@ -24,7 +24,9 @@ from .mctsr import TreeResult
 from .ledger import Ledger
 from .endpoints import public_url
 from .llm import LLMClient
-from .policies import UNSET, DecisionRule, Verifier
+from .config import UNSET
+from .decision import DecisionRule
+from .verifiers import Verifier
 from .problems import Problem
 from .tasks import Task, detect_task, get_task
 
@@ -174,7 +176,7 @@ class Engine:
         sample `samples` answers, see fot/baselines.py). `budget` caps its tokens (never exceeded);
         settings override SearchConfig.
 
-        `verifier` and `decision` take a registry key (fot.policies) or agent code's own object;
+        `verifier` and `decision` take a registry key (fot.verifiers, fot.decision) or agent code's own object;
         `example_pool` is a list of solved (question, solution) pairs for the "example" tree input;
         `on_tree(tree_result)` is called as each tree finishes, `on_rollout(problem_id, tree_result)` as each
         rollout of a tree does (progress; forest methods only).
@@ -205,7 +207,7 @@ class Engine:
         question = problem.question  # the reference (problem.answer) is never passed on
         error, kind, cause = "", "", None
         fr = sr = None
-        refused = getattr(the_task, "validate", lambda q: None)(question)
+        refused = the_task.validate(question)
         if refused:
             error, kind = f"the {the_task.name} task cannot judge this question: {refused}", "input"
         elif budget is not None and budget < (least := minimum_budget(question, the_task, cfg, method)):

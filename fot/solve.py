@@ -42,7 +42,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .runtime import tune_gc
     from .results import (append_line, changed_settings, close_lines, lock_output, open_lines, prune_trees,
                           read_finished, run_settings, trees_path)
-    from .policies import DECISION_RULES
+    from .decision import DECISION_RULES
     from .tasks import TASKS, detect_task, get_task
 except KeyboardInterrupt:
     print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr, flush=True)
@@ -183,7 +183,7 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     s("--parallel", type=_positive_int("--parallel", 1), default=4,
       help="problems at once (with --ray: in total, spread over the workers)")
     s("--decision", choices=list(DECISION_RULES), default="majority_first",
-      help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
+      help="how the forest decides (fot/decision.py): a majority of all trees first (default), or the "
            "paper's order, sparse activation first")
     s("--tie-break", choices=["expert", "q"], default="expert",
       help="no decision by vote: ask an expert prompt (default) or take the rule's fallback "
@@ -266,11 +266,8 @@ def sim_faults(specs: list[str]) -> dict[str, float]:
 
 def check_questions(path: str, problems: list[Problem], task) -> None:
     """A question the task cannot judge (e.g. not a Game-of-24 puzzle) is refused before anything runs."""
-    validate = getattr(task, "validate", None)
-    if validate is None:
-        return
     for p in problems:
-        why = validate(p.question)
+        why = task.validate(p.question)
         if why:
             raise ProblemFileError(path, p.line, "question", f"problem '{p.id}': {why}")
 
