@@ -12,10 +12,56 @@ import argparse
 import fcntl
 import json
 import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import EnvironmentFailure
 from .problems import ProblemFileError
+
+
+@dataclass
+class Result:
+    id: str
+    question: str
+    task: str
+    answer: str | None
+    text: str
+    decision: str
+    trees: list[dict]
+    snapshots: list[list[dict]]  # per tree: [{rollout, tokens, answer, q, calls}, ...]
+    tokens: dict
+    calls: int
+    cost_usd: float
+    wall_s: float
+    expert_tokens: int = 0
+    expert_usage: dict = field(default_factory=dict)
+    error: str = ""
+    error_kind: str = ""  # why there is no answer, one of fot.errors.ERROR_KINDS ("" when answered)
+    answers_seen: list[str] = field(default_factory=list)  # every distinct answer any node produced
+    settings: dict = field(default_factory=dict)  # what the meter needs to replay the decision
+    method: str = "forest"
+    samples: list[dict] = field(default_factory=list)  # cot / sc / bon: every sample, in seed order
+    evaluation: dict = field(default_factory=dict)  # self-evaluation samples asked for and read
+    early_stopped: bool = False
+    budget_bound: dict = field(default_factory=dict)  # {"problem": bool, "trees": [bool]}: which caps shaped the search
+    # every tree's every node (forest methods): the trees file's line, not the results line, which stays small
+    forest: list[dict] = field(default_factory=list, repr=False)
+    # the errors behind a missing answer (trees' or samples'), for SolveError's cause: never written
+    failures: list[Exception] = field(default_factory=list, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """The results line: everything but the node record (`trees_line`), about six times its size."""
+        d = asdict(replace(self, forest=[], failures=[]))  # (not copied: the node record is not this line's)
+        d.pop("forest"), d.pop("failures")
+        return d
+
+    def __getstate__(self) -> dict:
+        """Pickled (a Ray worker's result on its way to the driver) without the live exceptions."""
+        return {**self.__dict__, "failures": []}
+
+    def trees_line(self) -> dict:
+        """The trees file's line for this problem (docs/viewer.md)."""
+        return {"id": self.id, "trees": self.forest}
 
 
 class OutputLock:
@@ -116,18 +162,16 @@ RUN_SETTINGS = ("method", "task", "backend", "model", "trees", "rollouts", "samp
                 "eval_max_tokens", "budget", "tree_budget", "decision", "tie_break", "early_stop", "seed")
 
 
-def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None) -> dict:
-    """What decides a result, recorded in every row so a resume can tell if it would mix settings."""
+COMMON_SETTINGS = ("method", "task", "backend", "model", "budget", "seed")
+
+
+def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None,
+                 recorded: tuple[str, ...]) -> dict:
+    """What decides a result, recorded in every row so a resume can tell if it would mix settings: the
+    common ones and those the method says its results depend on (`Method.recorded`, fot/methods/)."""
     values = {**vars(args), "task": task_name, "backend": backend_kind, "model": model}
-    run = {k: values.get(k) for k in RUN_SETTINGS}
-    if args.method in ("cot", "sc", "bon"):  # sampling: the tree settings do not apply
-        for k in ("trees", "rollouts", "decision", "tie_break", "early_stop", "tree_budget"):
-            run.pop(k)
-    if args.method != "bon" and args.method in ("cot", "sc"):
-        run.pop("reward_samples"), run.pop("eval_max_tokens")
-    if args.method in ("forest", "mctsr"):
-        run.pop("samples")
-    return run
+    keep = set(COMMON_SETTINGS) | set(recorded)
+    return {k: values.get(k) for k in RUN_SETTINGS if k in keep}
 
 
 def changed_settings(done: dict[str, dict], now: dict) -> list[str]:

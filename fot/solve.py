@@ -35,7 +35,8 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .budget import Price
     from .config import SearchConfig
     from .distributed import RayUnavailable  # not Ray itself: that is imported only with --ray
-    from .engine import METHODS, Engine, Result, minimum_budget
+    from .engine import Engine, Result, minimum_budget
+    from .methods import METHODS, get_method
     from .errors import EnvironmentFailure, FotError
     from .meter import grade, summarize
     from .problems import Problem, ProblemFileError, load_problems
@@ -160,9 +161,9 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     s = group("search")
     s("--task", default="auto", choices=["auto", *TASKS])
     s("--method", default=None, choices=list(METHODS),
-      help="forest (default; sc on the embedded local model, where sampling beat the forest: "
-           "docs/local.md); mctsr = one tree; baselines on the same token axis: cot (one sample), "
-           "sc (majority of --samples), bon (best of --samples by the same verifier)")
+      help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()) +
+      " (sc on the embedded local model, where sampling beat the forest: docs/local.md; the baselines are on the "
+      "same token axis: fot/methods/)")
     s("--samples", type=_positive_int("--samples", 1), default=8,
       help="samples for sc / bon (default 8); smaller counts are replayed from the run")
     s("--trees", type=_positive_int("--trees", 1), default=None,
@@ -392,10 +393,10 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         least, p = max(((minimum_budget(p.question, task, cfg, args.method), p) for p in todo), key=lambda lp: lp[0])
         if args.budget < least:
             say(f"--budget {args.budget} is below the {least} tokens a {args.method} needs for its first "
-                f"answer{'s' if args.method == 'forest' and cfg.trees > 1 else ''} on problem '{p.id}' "
+                f"answer{'s' if get_method(args.method).trees(cfg) > 1 else ''} on problem '{p.id}' "
                 f"({args.problems}:{p.line}); give --budget {least} or more. Nothing was run")
             return EXIT_USAGE
-    recorded = run_settings(args, task_name, backend_kind, args.model)
+    recorded = run_settings(args, task_name, backend_kind, args.model, get_method(args.method).recorded())
     if not args.model:
         recorded.pop("model")  # known once the backend names its first model, checked then
     if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
@@ -426,7 +427,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 return EXIT_FAIL
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
             concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
-            if args.method in ("forest", "mctsr"):
+            if get_method(args.method).tree_search:
                 say(f"embedded model: using --trees {args.trees} --rollouts {args.rollouts} --reward-samples "
                     f"{args.reward_samples} --eval-max-tokens {args.eval_max_tokens} (its defaults: "
                     "minutes, not hours, on 2 cores)")
@@ -456,7 +457,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         backend = f"{backend} [{engine.model}]"
         for url in engine.down_at_start:
             say(f"{url} does not answer; it is left out until it does")
-        recorded = run_settings(args, task_name, backend_kind, engine.model)
+        recorded = run_settings(args, task_name, backend_kind, engine.model, get_method(args.method).recorded())
         if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
             say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); give another "
                 f"--out (e.g. --out {free_out(out)}), or --resume-changed to add to it anyway")
@@ -471,8 +472,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             TextColumn("{task.fields[note]}"),
                             console=Console(stderr=True), disable=args.quiet or not todo)
-        tree_search = args.method in ("forest", "mctsr")
-        per_problem = (args.trees if args.method == "forest" else 1) * args.rollouts if tree_search else 0
+        per_problem = get_method(args.method).rollouts_per_problem(cfg)
         tokens_before = engine.ledger.total.total_tokens
 
         def spent() -> str:

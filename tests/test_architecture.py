@@ -21,6 +21,7 @@ LAYERS = [
     ("backend", {"budget", "ledger", "endpoints", "llm", "local"}),
     ("search", {"config", "decision", "inputs", "verifiers", "policies", "mctsr", "forest", "baselines"}),
     ("measure", {"meter", "results"}),
+    ("methods", {"methods"}),
     ("library", {"engine", "distributed"}),
     ("faces", {"solve", "sweep", "serve", "view", "__main__", "__init__"}),
 ]
