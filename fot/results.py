@@ -8,7 +8,6 @@ records the settings that made it (`run`), so a resume can refuse to mix setting
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
@@ -158,20 +157,13 @@ def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
     return done
 
 
-RUN_SETTINGS = ("method", "task", "backend", "model", "trees", "rollouts", "samples", "reward_samples",
-                "eval_max_tokens", "budget", "tree_budget", "decision", "tie_break", "early_stop", "seed")
-
-
 COMMON_SETTINGS = ("method", "task", "backend", "model", "budget", "seed")
 
 
-def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None,
-                 recorded: tuple[str, ...]) -> dict:
+def run_settings(values: dict, recorded: tuple[str, ...]) -> dict:
     """What decides a result, recorded in every row so a resume can tell if it would mix settings: the
     common ones and those the method says its results depend on (`Method.recorded`, fot/methods/)."""
-    values = {**vars(args), "task": task_name, "backend": backend_kind, "model": model}
-    keep = set(COMMON_SETTINGS) | set(recorded)
-    return {k: values.get(k) for k in RUN_SETTINGS if k in keep}
+    return {k: values.get(k) for k in (*COMMON_SETTINGS, *(k for k in recorded if k not in COMMON_SETTINGS))}
 
 
 def changed_settings(done: dict[str, dict], now: dict) -> list[str]:

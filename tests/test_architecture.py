@@ -23,7 +23,7 @@ LAYERS = [
     ("measure", {"meter", "results"}),
     ("methods", {"methods"}),
     ("library", {"engine", "distributed"}),
-    ("faces", {"solve", "sweep", "serve", "view", "__main__", "__init__"}),
+    ("faces", {"solve", "sweep", "serve", "view", "options", "upstream", "__main__", "__init__"}),
 ]
 SIM = {"sim"}  # the simulator (a test double) stands beside the house and never imports the search
 

@@ -6,7 +6,6 @@ double) and small fakes, on loopback; no assertion on wall-clock time."""
 import asyncio
 import base64
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fot import Budget, CallTag, Engine, FotError, LLMClient, LLMError, UsageError, prompts
+from fot import Budget, Engine, FotError, LLMClient, LLMError, UsageError, prompts
 from fot.problems import Problem
 from fot.sim import SimConfig, SimServer
 from fot.solve import main

@@ -1,7 +1,6 @@
 """The forest and the library API against fot.sim (a simulated backend)."""
 
 import random
-import time
 
 
 from fot import Budget, LLMClient

@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import openai
-import pytest
 
 from fot.local import free_port
 

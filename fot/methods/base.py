@@ -38,9 +38,14 @@ class MethodRun:
     on_rollout: Callable[[Any], None] | None = None
 
 
-# the run settings (fot.results.RUN_SETTINGS) each kind of method is decided by
-TREE_SETTINGS = ("trees", "rollouts", "reward_samples", "eval_max_tokens", "decision", "tie_break", "early_stop",
-                 "tree_budget")
+# the settings a tree search's results depend on (recorded for a resume to compare): all of the search's
+TREE_SETTINGS = ("trees", "rollouts", "c", "eps", "max_children", "reward_samples", "full_score", "full_score_penalty",
+                 "rescore_selected", "answer_max_tokens", "critique_max_tokens", "eval_max_tokens", "min_tokens",
+                 "inputs", "temperatures", "activation_threshold", "majority", "decision", "tie_break",
+                 "logprob_threshold", "max_corrections", "early_stop", "verifier", "expert_max_tokens",
+                 "decision_reserve", "tree_budget", "max_consecutive_failures")
+# a sampling baseline's
+SAMPLE_SETTINGS = ("samples", "temperatures", "answer_max_tokens", "min_tokens")
 
 
 class Method:

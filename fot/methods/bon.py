@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .base import SAMPLE_SETTINGS
 from .sampling import Sampling
 
 
@@ -10,4 +11,4 @@ class BestOfN(Sampling):
     summary = "the best of --samples samples by the same verifier"
 
     def recorded(self) -> tuple[str, ...]:
-        return ("samples", "reward_samples", "eval_max_tokens")
+        return (*SAMPLE_SETTINGS, "verifier", "reward_samples", "eval_max_tokens", "full_score", "full_score_penalty")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import TYPE_CHECKING
 
-from .base import Method, MethodRun
+from .base import SAMPLE_SETTINGS, Method, MethodRun
 from .forest import distinct
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class Sampling(Method):
         return asked
 
     def recorded(self) -> tuple[str, ...]:
-        return ("samples",)
+        return SAMPLE_SETTINGS
 
     def settings(self, cfg: "SearchConfig", budget: int | None, names: dict, samples: int) -> dict:
         return {"samples": self.samples(samples), "seed": cfg.seed, "verifier": names["verifier"],
