@@ -1,4 +1,10 @@
-"""The results file of `fot.solve`: one whole JSON line per finished problem, resumable and locked.
+"""The results record and its file: what one finished problem is (`Result`, written; `Record`, read), and
+`fot.solve`'s file of them, one whole JSON line per problem, resumable and locked.
+
+Versioned: a line says its `schema` (2; lines without one are schema 1, fot before issue 23) and its
+`provenance` (fot's version, the git commit when run from a checkout, the problem file's sha256).
+`Record.from_row` reads every schema into one typed shape, so the meter, the viewer and the server read
+fields, not guesses; a row written by an older fot reads with the defaults of what it lacks.
 
 A line is written only when its problem is finished, fsynced before the run goes on, and cut back
 off if the write fails, so a crash or a full disk never leaves a problem half-recorded. Every line
@@ -11,11 +17,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import EnvironmentFailure
 from .problems import ProblemFileError
+from .usage import Usage
+
+SCHEMA = 2
 
 
 @dataclass
@@ -52,7 +61,7 @@ class Result:
         """The results line: everything but the node record (`trees_line`), about six times its size."""
         d = asdict(replace(self, forest=[], failures=[]))  # (not copied: the node record is not this line's)
         d.pop("forest"), d.pop("failures")
-        return d
+        return {"schema": SCHEMA, **d}
 
     def __getstate__(self) -> dict:
         """Pickled (a Ray worker's result on its way to the driver) without the live exceptions."""
@@ -61,6 +70,87 @@ class Result:
     def trees_line(self) -> dict:
         """The trees file's line for this problem (docs/viewer.md)."""
         return {"id": self.id, "trees": self.forest}
+
+
+@dataclass
+class Record:
+    """A results line as read back, any schema: typed fields with the defaults of what an old line lacks."""
+
+    id: str
+    question: str = ""
+    task: str = ""
+    method: str = "forest"
+    answer: str | None = None
+    text: str = ""
+    decision: str = "none"
+    trees: list[dict] = field(default_factory=list)
+    snapshots: list[list[dict]] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    tokens: Usage = field(default_factory=Usage)
+    expert_usage: Usage = field(default_factory=Usage)
+    calls: int = 0
+    cost_usd: float = 0.0
+    wall_s: float = 0.0
+    error: str = ""
+    error_kind: str = ""
+    answers_seen: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)
+    early_stopped: bool = False
+    budget_bound: dict = field(default_factory=dict)
+    reference: str | None = None
+    correct: bool | None = None
+    oracle_correct: bool | None = None
+    run: dict = field(default_factory=dict)
+    schema: int = 1
+    provenance: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: "dict | Record") -> "Record":
+        if isinstance(row, Record):
+            return row
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in row.items() if k in known and v is not None}
+        values["id"] = str(row.get("id"))
+        values["tokens"] = Usage.from_dict(row.get("tokens"))
+        values["expert_usage"] = Usage.from_dict(row.get("expert_usage"), total=(
+            (row.get("expert_usage") or {}).get("prompt", 0) + (row.get("expert_usage") or {}).get("completion", 0)))
+        for k in ("answer", "reference", "correct", "oracle_correct"):
+            values[k] = row.get(k)  # None is a value here
+        return cls(**values)
+
+    @property
+    def rollouts(self) -> int:
+        return self.settings.get("rollouts", 0)
+
+    @property
+    def tree_count(self) -> int:
+        return self.settings.get("trees", len(self.snapshots))
+
+
+def provenance(problems: str | os.PathLike | None = None) -> dict:
+    """fot's version, the git commit of the checkout it runs from (if it does), the problem file's sha256."""
+    import hashlib
+    import subprocess
+
+    from . import __version__
+
+    out: dict = {"fot": __version__}
+    here = Path(__file__).resolve().parent.parent
+    if (here / ".git").exists():
+        try:
+            done = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  timeout=5)
+            if done.returncode == 0:
+                out["commit"] = done.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if problems is not None:
+        try:
+            out["problems_sha256"] = hashlib.sha256(Path(problems).read_bytes()).hexdigest()
+        except OSError:
+            pass
+    return out
 
 
 class OutputLock:

@@ -44,8 +44,8 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .meter import grade, summarize
     from .options import add_config_option, add_settings, backend_from_env, build, given, read_config
     from .problems import Problem, ProblemFileError, load_problems
-    from .results import (append_line, changed_settings, close_lines, lock_output, open_lines, prune_trees,
-                          read_finished, run_settings, trees_path)
+    from .results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
+                          prune_trees, read_finished, run_settings, trees_path)
     from .runtime import tune_gc
     from .tasks import detect_task, get_task
     from .upstream import check_sim, default_method, kind_of, preset_of, price_of, start_upstream
@@ -348,6 +348,7 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
             say(f"resuming: {len(done)} finished problems in {out} are skipped" + (
                 f" ({unrecorded} written before fot recorded settings: not checked)" if unrecorded else ""))
         rows = list(done.values())
+        origin = provenance(s.problems)
         t0 = time.monotonic()
         progress = Progress(TextColumn("[bold]{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -387,7 +388,8 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
                     async for result in results:
                         if pool is None and (refusal := engine.llm.endpoints.refusal()) is not None:
                             raise BackendRefuses(refusal)
-                        row = grade({**result.to_dict(), "run": recorded}, task, refs.get(result.id))
+                        row = grade({**result.to_dict(), "run": recorded, "provenance": origin}, task,
+                                    refs.get(result.id))
                         held.append((result, row))
                         answered = answered or backend_answered(row)
                         if not answered:

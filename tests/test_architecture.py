@@ -16,7 +16,7 @@ PKG = ROOT / "fot"
 
 # the layers, bottom up; a module may import its own layer and those below, never one above
 LAYERS = [
-    ("base", {"errors", "aio", "runtime", "appserver", "tokens", "prompts", "stats", "expr"}),
+    ("base", {"errors", "aio", "runtime", "appserver", "tokens", "prompts", "stats", "expr", "usage"}),
     ("domain", {"tasks", "problems"}),
     ("backend", {"budget", "ledger", "endpoints", "llm", "local"}),
     ("search", {"config", "decision", "inputs", "verifiers", "policies", "mctsr", "forest", "baselines"}),
