@@ -22,6 +22,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import argparse
     import asyncio
     import json
+    import math
     import time
     import urllib.parse
     from contextlib import AsyncExitStack, aclosing, nullcontext
@@ -51,6 +52,7 @@ except KeyboardInterrupt:
     os._exit(130)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_TOKENS = 10**15  # a larger budget is no cap: past 2**53 the budget's float arithmetic is no longer exact
 
 
 def say(message: str) -> None:
@@ -58,14 +60,16 @@ def say(message: str) -> None:
     print(f"fot.solve: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(name: str, minimum: int):
+def _positive_int(name: str, minimum: int, maximum: int | None = None):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s[:40]!r}") from None
         if v < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {v}")
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {s[:40]}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum}, got {s[:40]}")
         return v
     return parse
 
@@ -76,8 +80,8 @@ def _non_negative_float(name: str):
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not v >= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s}")
+        if not (v >= 0 and math.isfinite(v)):  # inf would reach the results and summary as non-JSON Infinity/NaN
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {s}")
         return v
     return parse
 
@@ -174,11 +178,11 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     s("--eval-max-tokens", type=_positive_int("--eval-max-tokens", 16), default=None,
       help="completion cap of one self-evaluation, analysis and score line (default 192; 96 on the "
            "embedded local model)")
-    s("--budget", type=_positive_int("--budget", 1), default=None, help="tokens per problem (hard cap)")
-    s("--tree-budget", type=_positive_int("--tree-budget", 1), default=None,
+    s("--budget", type=_positive_int("--budget", 1, MAX_TOKENS), default=None, help="tokens per problem (hard cap)")
+    s("--tree-budget", type=_positive_int("--tree-budget", 1, MAX_TOKENS), default=None,
       help="tokens per tree (hard cap), the same at any forest size, so smaller forests replay "
            "exactly; --budget stays the outer cap. Without it, each tree gets budget / trees")
-    s("--run-budget", type=_positive_int("--run-budget", 1), default=None, help="tokens for the run")
+    s("--run-budget", type=_positive_int("--run-budget", 1, MAX_TOKENS), default=None, help="tokens for the run")
     s("--seed", type=int, default=0)
     s("--parallel", type=_positive_int("--parallel", 1), default=4,
       help="problems at once (with --ray: in total, spread over the workers)")
