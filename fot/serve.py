@@ -630,6 +630,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-active", type=_positive_int("--max-active", 1), default=8, help="forests solved at once")
     s.add_argument("--queue-limit", type=_positive_int("--queue-limit", 0), default=32,
                    help="requests waiting for a slot; beyond it: 429 with Retry-After")
+    s.add_argument("--idle-timeout", type=_positive_float("--idle-timeout"), default=15.0, metavar="SECONDS",
+                   help="close a connection idle (or still sending its headers) this long; a body not whole by "
+                   "twice this is refused with 408")
     s.add_argument("--trace", default=None, help="write every upstream call to this JSONL file")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     b = ap.add_argument_group("upstream")
@@ -721,7 +724,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
             return 1
         config = ServeConfig(host=args.host, port=args.port, api_key=args.server_api_key, max_active=args.max_active,
                              queue_limit=args.queue_limit, budget=args.budget, trees=cfg.trees, rollouts=cfg.rollouts,
-                             samples=args.samples, task=args.task, simulated=bool(args.sim))
+                             samples=args.samples, task=args.task, simulated=bool(args.sim),
+                             idle_timeout_s=args.idle_timeout, body_timeout_s=2 * args.idle_timeout)
         try:
             server = await stack.enter_async_context(FotServer(engine, config))
         except OSError as e:  # the port is taken, or the host is not one of ours: the environment, one line

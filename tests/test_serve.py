@@ -535,3 +535,68 @@ async def test_sigterm_cancels_running_forests_and_their_upstream_calls(make_sim
     # makes thousands more (benchmarks/serve_sigterm.py: 16,375 after the signal before this was fixed).
     assert after <= 3 * in_flight + 50, (after, in_flight)
     assert sim.stats.in_flight == 0
+
+
+async def test_hostile_bodies_are_400_naming_the_field(serve):
+    s = await serve()
+    msgs = [{"role": "user", "content": Q}]
+    deep = b'{"model": "fot", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, body, _ = await post(s, deep)
+    assert status == 400 and "deep" in assert_openai_error(body, "invalid_json")["message"]
+    huge = "1" + "0" * 5000
+    status, body, _ = await post(s, '{"model": "fot", "messages": [], "x": ' + huge + "}")
+    assert status == 400 and assert_openai_error(body, "invalid_json")
+    for payload, param in [({"model": "fot-" + huge, "messages": msgs}, "trees"),
+                           ({"model": "sc-" + huge, "messages": msgs}, "samples"),
+                           ({"model": "fot-2x" + huge, "messages": msgs}, "rollouts"),
+                           ({"model": "fot", "messages": msgs, "stream": True, "stream_options": "x"}, "stream_options"),
+                           ({"model": "fot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.budget"),
+                           ({"model": "cot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.budget"),
+                           ({"model": "fot", "messages": msgs, "fot": {"seed": 10**400}}, "fot.seed"),
+                           ({"model": "fot", "messages": msgs, "fot": {"task": ["arith"]}}, "fot.task")]:
+        status, body, _ = await post(s, payload)
+        assert status == 400, (str(payload)[:80], body)
+        err = assert_openai_error(body)
+        assert err["param"] == param and len(err["message"]) < 300, err
+    status, body, _ = await post(s, {"model": "fot", "messages": [{"role": "user", "content": "make 24"}],
+                                     "fot": {"task": "game24"}})
+    assert status == 400 and assert_openai_error(body, "bad_question")["param"] == "messages"
+    assert s.sim.stats.requests == 0
+
+
+async def test_idle_and_slow_connections_are_closed(serve):
+    s = await serve(idle_timeout_s=0.3, body_timeout_s=0.3)
+    port = s.server.port
+
+    async def closed_by_server(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        await writer.drain()
+        try:  # the server ends it; aiohttp's default would hold it for an hour (keepalive_timeout 3630 s)
+            return await asyncio.wait_for(reader.read(), 60)
+        finally:
+            writer.close()
+
+    assert await closed_by_server(b"") == b""  # connected, never asked anything
+    assert await closed_by_server(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n") == b""  # headers never end
+    slow_body = await closed_by_server(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                       b"application/json\r\nContent-Length: 100\r\n\r\n{\"model\"")
+    assert slow_body.startswith(b"HTTP/1.1 408") and b"request_timeout" in slow_body
+    assert s.sim.stats.requests == 0
+
+
+def test_command_refuses_a_bad_or_busy_port_in_one_line():
+    import socket
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "fot", "serve", "--sim", "--port"]
+    bad = subprocess.run(run + ["99999"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--port must be <= 65535" in bad.stderr and "Traceback" not in bad.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run(run + [str(taken.getsockname()[1])], capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 1, busy.stderr
+    errors = [line for line in busy.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
+    assert len(errors) == 1 and "cannot listen on 127.0.0.1" in errors[0] and "in use" in errors[0], busy.stderr
