@@ -104,7 +104,9 @@ def append_line(fh, out: Path, row: dict) -> None:
     problem is ever half-recorded, and raises EnvironmentFailure (the run stops; not the problem's fault)."""
     pos = fh.tell()
     try:
-        fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+        # allow_nan=False: NaN or Infinity would make the line not JSON for every other reader (the viewer's
+        # JSON.parse shows nothing); the ValueError comes before any byte is written
+        fh.write(json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
     except OSError as e:

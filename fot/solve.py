@@ -501,7 +501,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             summary["ray"] = pool.summary()
         summary_path = out.with_name(out.stem + ".summary.json")
         try:
-            summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+            summary_path.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
         except OSError as e:
             say(f"cannot write the summary {summary_path}: {e.strerror or e} (the results are in {out})")
             return EXIT_FAIL

@@ -326,7 +326,7 @@ def _sweep(args: argparse.Namespace, extra: list[str]) -> int:
         "pareto": [(c.trees, c.rollouts) for c in front],
         "diversity_pairs": [[(w.trees, w.rollouts), (n.trees, n.rollouts)] for w, n in pairs],
         "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
-        "validation": validation}, indent=1) + "\n")
+        "validation": validation}, indent=1, allow_nan=False) + "\n")
     write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation, baselines, asked)
     backend = str(meta["backend"])
     title = f"{meta['task']} on {backend}" + (" (SIMULATED)" if meta["simulated"] and "SIMULATED" not in backend else "")
