@@ -600,3 +600,23 @@ def test_command_refuses_a_bad_or_busy_port_in_one_line():
     assert busy.returncode == 1, busy.stderr
     errors = [line for line in busy.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
     assert len(errors) == 1 and "cannot listen on 127.0.0.1" in errors[0] and "in use" in errors[0], busy.stderr
+
+
+async def test_stopping_the_server_ends_a_stream_with_an_error_event_and_refuses_the_queue(serve):
+    s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.05), max_active=1, queue_limit=1)
+    client = s.aclient()
+    stream = await client.chat.completions.create(model="fot-2x8", messages=[{"role": "user", "content": Q}],
+                                                  stream=True)
+    assert (await stream.__anext__()).choices[0].delta.role == "assistant"
+    queued = asyncio.create_task(post(s, {"model": "cot", "messages": [{"role": "user", "content": Q}]}))
+    await wait_for(lambda: s.server.admission.waiting == 1 and s.sim.stats.requests > 0, "one running, one queued")
+    stopping = asyncio.create_task(s.server.stop())
+    with pytest.raises(openai.APIError) as e:
+        async for _ in stream:
+            pass
+    assert "shutting down" in e.value.message
+    status, body, _ = await queued
+    assert status == 503 and assert_openai_error(body, "server_shutting_down")
+    await asyncio.wait_for(stopping, 60)
+    await client.close()
+    assert s.sim.stats.in_flight == 0 and s.engine.budget.reserved_tokens == 0
