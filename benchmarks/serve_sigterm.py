@@ -63,7 +63,8 @@ async def run(tree: Path, python: str, model: str, after_calls: int) -> dict:
             code = await proc.wait()
             exit_s = time.monotonic() - t0
         return {"tree": str(tree), "model": model, "calls_at_signal": at_signal,
-                "calls_after_signal": sim.stats.requests - at_signal, "client_got": status,
+                "calls_after_signal": sim.stats.requests - at_signal,
+                "peak_calls_in_flight": sim.stats.max_in_flight, "client_got": status,
                 "answered_after_s": round(answered_s, 2), "exited_after_s": round(exit_s, 2), "exit": code}
 
 
