@@ -390,9 +390,8 @@ class FotServer(AppServer):
         """The JSON body. Whatever the decoder refuses is the client's mistake, not ours: besides syntax,
         nesting past the recursion limit (RecursionError) and integers past 4,300 digits (ValueError)."""
         try:
-            async with asyncio.timeout(self.config.body_timeout_s):
-                raw = await request.read()
-        except TimeoutError:
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
+        except asyncio.TimeoutError:
             raise ApiError(408, f"the request body did not arrive within {self.config.body_timeout_s:g} s",
                            code="request_timeout") from None
         try:
