@@ -82,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _accuracy(s: str) -> float:
+    v = solve._non_negative_float("--target")(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"--target is an accuracy from 0 to 1, got {s}")
+    return v
+
+
 def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,10 +101,9 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     ap.add_argument("--samples", type=_int_list, default=[1, 2, 4, 8, 16],
                     help="sample counts for the baselines (one run of the largest, the rest replayed)")
     ap.add_argument("--independent", action="store_true", help="also run every cell on its own and compare")
-    ap.add_argument("--target", type=float, default=None, help="report the cheapest cell reaching this accuracy")
-    ap.add_argument("--price-in", type=float, default=None)
-    ap.add_argument("--price-out", type=float, default=None)
-    ap.add_argument("--price-cached", type=float, default=None)
+    ap.add_argument("--target", type=_accuracy, default=None, help="report the cheapest cell reaching this accuracy")
+    for flag in ("--price-in", "--price-out", "--price-cached"):  # finite: inf would make sweep.json not JSON
+        ap.add_argument(flag, type=solve._non_negative_float(flag), default=None)
     return ap, solve.add_options(ap, skip=SWEEP_OWNS, title="passed through to fot.solve: ")
 
 

@@ -305,6 +305,13 @@ def test_non_finite_prices_and_budgets_are_refused_by_name(tmp_path, capsys):
             assert e.value.code == 2 and f"argument {flag}: {flag} must be" in err, (flag, value, err)
             assert len(err) < 2000  # the usage and one line, not a 400-digit echo
     assert not out.exists()
+    from fot.sweep import main as sweep_main
+
+    for flag, value in [("--price-in", "inf"), ("--price-cached", "nan"), ("--target", "inf"), ("--target", "2")]:
+        with pytest.raises(SystemExit) as e:
+            sweep_main([str(probs), "--sim", "--out", str(tmp_path / "sweep"), flag, value])
+        assert e.value.code == 2 and f"argument {flag}: " in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_a_row_with_nan_is_never_half_written(tmp_path):
