@@ -74,15 +74,31 @@ def _dicts(value: object) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+def _drawable(nodes: list[dict]) -> list[dict]:
+    """The nodes the page can lay out: each id (a number or a string) once, reached from a root by parent
+    links. A node whose parent is missing, or a cycle of parents, would stop the drawing."""
+    first: dict = {}
+    for n in nodes:
+        if isinstance(n.get("id"), (int, str)) and not isinstance(n.get("id"), bool):
+            first.setdefault(n["id"], n)
+    kids: dict = {}
+    for n in first.values():
+        kids.setdefault(n.get("parent"), []).append(n)
+    reached, todo = set(), [n["id"] for n in kids.get(None, [])]
+    while todo:
+        i = todo.pop()
+        if i not in reached:
+            reached.add(i)
+            todo += [k["id"] for k in kids.get(i, [])]
+    return [n for n in first.values() if n["id"] in reached]
+
+
 def _forest(trees: object) -> list[dict] | None:
     """A trees line's forest with the shapes the page draws from: lists of objects where it loops."""
     if not isinstance(trees, list):
         return None
-    out = []
-    for t in _dicts(trees):
-        t = {**t, "nodes": [{**n, "rewards": _dicts(n.get("rewards"))} for n in _dicts(t.get("nodes"))]}
-        out.append(t)
-    return out
+    return [{**t, "nodes": [{**n, "rewards": _dicts(n.get("rewards"))} for n in _drawable(_dicts(t.get("nodes")))]}
+            for t in _dicts(trees)]
 
 
 def problems_of(results: Path) -> list[dict]:

@@ -337,9 +337,11 @@ def hostile_results(tmp_path) -> Path:
     out = tmp_path / "hostile.jsonl"
     out.write_bytes("\n".join(HOSTILE_LINES).encode() + b'\n{"id": "\xff\xfe not utf-8", "question": "q"}\n'
                     + b"[" * 100_000 + b"\n")
-    trees_path(out).write_text(
-        '{"id": "surrogate", "trees": [null, {"index": 0, "nodes": [null, {"id": 0, "parent": null, "text": '
-        '"\\ud83d", "rewards": [null]}]}]}\n{"id": "null-sample", "trees": "not a list"}\n')
+    nodes = [None, {"id": 0, "parent": None, "text": "\ud83d", "rewards": [None]}, {"id": 1, "parent": 0},
+             {"id": 2, "parent": 99}, {"id": 3, "parent": 4}, {"id": 4, "parent": 3}, {"id": {"x": 1}, "parent": 0},
+             {"id": 1, "parent": None}]  # an orphan, a cycle, an id that is an object, an id twice
+    trees_path(out).write_text(json.dumps({"id": "surrogate", "trees": [None, {"index": 0, "nodes": nodes}]})
+                               + '\n{"id": "null-sample", "trees": "not a list"}\n')
     out.with_name("hostile.summary.json").write_text('{"accuracy": NaN, "backend": "x"}')
     return out
 
@@ -353,7 +355,8 @@ def test_hostile_results_render_as_strict_json_without_a_traceback(tmp_path, cap
     assert by_id["null-sample"]["samples"] == [{"answer": None, "score": None}, {"answer": "4", "score": 1}]
     assert by_id["not-finite"]["tokens"] == {"total": None} and data["summary"]["accuracy"] is None
     assert by_id["bad-shapes"]["trees"] == [] and by_id["bad-shapes"]["snapshots"] == []
-    assert by_id["surrogate"]["forest"][0]["nodes"][0]["rewards"] == []
+    drawn = by_id["surrogate"]["forest"][0]["nodes"]
+    assert [n["id"] for n in drawn] == [0, 1] and drawn[0]["rewards"] == [] and drawn[1]["parent"] == 0
     assert by_id["null-sample"]["forest"] is None
 
 
