@@ -77,9 +77,10 @@ def _dicts(value: object) -> list[dict]:
 def _drawable(nodes: list[dict]) -> list[dict]:
     """The nodes the page can lay out: each id (a number or a string) once, reached from a root by parent
     links. A node whose parent is missing, or a cycle of parents, would stop the drawing."""
+    ref = lambda v: isinstance(v, (int, str)) and not isinstance(v, bool)  # noqa: E731
     first: dict = {}
     for n in nodes:
-        if isinstance(n.get("id"), (int, str)) and not isinstance(n.get("id"), bool):
+        if ref(n.get("id")) and (n.get("parent") is None or ref(n.get("parent"))):
             first.setdefault(n["id"], n)
     kids: dict = {}
     for n in first.values():

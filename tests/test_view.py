@@ -338,7 +338,7 @@ def hostile_results(tmp_path) -> Path:
     out.write_bytes("\n".join(HOSTILE_LINES).encode() + b'\n{"id": "\xff\xfe not utf-8", "question": "q"}\n'
                     + b"[" * 100_000 + b"\n")
     nodes = [None, {"id": 0, "parent": None, "text": "\ud83d", "rewards": [None]}, {"id": 1, "parent": 0},
-             {"id": 2, "parent": 99}, {"id": 3, "parent": 4}, {"id": 4, "parent": 3}, {"id": {"x": 1}, "parent": 0},
+             {"id": 2, "parent": 99}, {"id": 3, "parent": 4}, {"id": 4, "parent": 3}, {"id": {"x": 1}, "parent": 0}, {"id": 5, "parent": [0]},
              {"id": 1, "parent": None}]  # an orphan, a cycle, an id that is an object, an id twice
     trees_path(out).write_text(json.dumps({"id": "surrogate", "trees": [None, {"index": 0, "nodes": nodes}]})
                                + '\n{"id": "null-sample", "trees": "not a list"}\n')
