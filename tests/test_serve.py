@@ -584,6 +584,10 @@ async def test_idle_and_slow_connections_are_closed(serve):
                                        b"application/json\r\nContent-Length: 100\r\n\r\n{\"model\"")
     assert slow_body.startswith(b"HTTP/1.1 408") and b"request_timeout" in slow_body
     assert s.sim.stats.requests == 0
+    # a request that works for longer than the idle timeout is not idle: it is answered
+    s.sim.backend.config.ttft_s = 0.2
+    status, body, _ = await post(s, {"model": "fot-2x2", "messages": [{"role": "user", "content": Q}]})
+    assert status == 200 and body["fot"]["wall_s"] > 0.3
 
 
 def test_command_refuses_a_bad_or_busy_port_in_one_line():
