@@ -615,12 +615,19 @@ class FotServer(AppServer):
 
 # -- the command ---------------------------------------------------------------------------------
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line: argparse's default puts the whole usage (22 lines here) before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     from .policies import DECISION_RULES
     from .solve import MAX_TOKENS, _base_url, _non_negative_float, _positive_float, _positive_int
 
-    ap = argparse.ArgumentParser(prog="python -m fot.serve", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _OneLineErrors(prog="python -m fot.serve", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s = ap.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=_positive_int("--port", 0, 65535), default=8100)
