@@ -1,14 +1,31 @@
 """One configuration dataclass for the whole search; every constant of MCTSr and FoT is here.
 
 The pluggable rules (tree inputs, verifier, decision rule) are named by key and checked against
-the registries in `fot.policies`, where each has its one home.
+their registries (fot/inputs.py, fot/verifiers.py, fot/decision.py). Settings are plain data, so
+this module imports nothing of fot at its top but the exception tree: a config can be built (and
+read by the command line) without loading the search or the HTTP client. The registries are
+looked up when a config is made, to refuse an unknown key at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
-from .policies import DECISION_RULES, INPUT_KINDS, UNSET, VERIFIERS
+from .errors import UsageError
+
+
+class _Unset:
+    """'Not set', where None is a legal value (e.g. `logprob_threshold=None` turns self-correction off)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True)
@@ -35,12 +52,12 @@ class SearchConfig:
     seed: int = 0
     activation_threshold: float = 0.0  # sparse activation: trees whose best Q is below do not vote
     majority: float = 0.5  # a decision by vote needs more than this share of the active trees
-    decision: str = "majority_first"  # a key of fot.policies.DECISION_RULES
+    decision: str = "majority_first"  # a key of fot.decision.DECISION_RULES
     tie_break: str = "expert"  # no decision by vote: "expert" (an LLM call compares candidates) or "q" (the rule's fallback)
     logprob_threshold: float | None = -1.5  # regenerate a step whose mean token log-prob is lower
     max_corrections: int = 1  # regenerations per step (log-prob or rule check)
     early_stop: bool = False  # cancel the other trees once their votes could no longer change the decision
-    verifier: str = "auto"  # a key of fot.policies.VERIFIERS: auto | self | rule | reward_model
+    verifier: str = "auto"  # a key of fot.verifiers.VERIFIERS: auto | self | rule | reward_model
     expert_max_tokens: int = 256
     decision_reserve: float = 0.05  # share of a problem budget kept for the expert decision
     tree_budget: int | None = None  # tokens per tree, the same at any forest size (the problem budget stays the
@@ -59,16 +76,20 @@ class SearchConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+            raise UsageError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        from .decision import DECISION_RULES  # the registries, at use: see the module's docstring
+        from .inputs import INPUT_KINDS
+        from .verifiers import VERIFIERS
+
         for key, value, registry in (("verifier", (self.verifier,), VERIFIERS), ("decision", (self.decision,), DECISION_RULES),
                                      ("inputs", tuple(self.inputs), INPUT_KINDS)):
             unknown = sorted(set(value) - set(registry))
             if unknown:
-                raise ValueError(f"unknown {key} {', '.join(map(repr, unknown))}; known: {', '.join(registry)}")
+                raise UsageError(f"unknown {key} {', '.join(map(repr, unknown))}; known: {', '.join(registry)}")
 
     def answer_cap(self, task) -> int:
         """Completion cap of an answer or refine step: this setting, else the task's own, else 512."""
-        return self.answer_max_tokens or getattr(task, "answer_max_tokens", 512)
+        return self.answer_max_tokens or task.answer_max_tokens
 
     def with_(self, **overrides) -> "SearchConfig":
         """A copy with the given settings changed; UNSET leaves a setting alone (None is a value)."""

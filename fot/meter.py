@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+from .errors import UsageError
 from .budget import Price
+from .decision import DECISION_RULES, DecisionRule, Vote, decision_rule, vote
 from .stats import wilson_ci
 from .tasks import Task
 
-if TYPE_CHECKING:
-    from .policies import DecisionRule
 
 
 def grade(result: dict, task: Task, reference: str | None) -> dict:
     """Add reference, correct and oracle_correct to a result dict (None when there is nothing to grade by)."""
     question = result.get("question", "")
-    gradable = reference is not None or task.name == "game24"
+    gradable = reference is not None or not task.needs_reference
     result["reference"] = reference
     if not gradable:
         result["correct"] = result["oracle_correct"] = None
@@ -141,13 +141,11 @@ def _snapshot_at(snaps: list[dict], r: int) -> dict | None:
 def rule_of(row: dict) -> "DecisionRule":
     """The decision rule a result was decided by, rebuilt from its settings (runs before the rule was
     recorded used the paper's order, `activation_first`)."""
-    from .policies import DECISION_RULES, decision_rule
-
     settings = row.get("settings") or {}
     name = settings.get("decision") or "activation_first"
     if name not in DECISION_RULES:
-        raise ValueError(f"result {row.get('id')!r} was decided by '{name}', which is not registered in "
-                         f"fot.policies.DECISION_RULES; pass the rule object to replay it")
+        raise UsageError(f"result {row.get('id')!r} was decided by '{name}', which is not registered in "
+                         f"fot.decision.DECISION_RULES; pass the rule object to replay it")
     return decision_rule(name, settings.get("activation_threshold", 0.0), settings.get("majority", 0.5))
 
 
@@ -172,8 +170,6 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
     problem, its token usage (prompt, completion, cached, total) and how it was decided. The vote is
     the forest's own decision rule (`rule`, else the one the row names), called the same way.
     `how` starts with "inexact:" (and says why) when the run cannot tell what that cell would have done."""
-    from .policies import Vote
-
     reason = inexact_reason(row, t, r)
     rule = rule or rule_of(row)
     settings = row.get("settings") or {}
@@ -190,11 +186,9 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
         usage["completion"] += s.get("completion", 0)
         usage["cached"] += s.get("cached", 0)
         usage["total"] += s["tokens"]
-    decision = rule.decide(votes, task, row.get("question", ""))
+    decision = vote(rule, votes, task, row.get("question", ""), settings.get("tie_break") or "expert")
     how, answer = decision.how, decision.answer
-    if decision.needs_expert and settings.get("tie_break") == "q":
-        answer, how = rule.fallback(decision, votes).answer, "q"
-    elif decision.needs_expert:
+    if decision.needs_expert:
         if full and row.get("decision") in ("expert", "fallback", "fallback_q"):
             answer, how = row.get("answer"), "expert_recorded"
             eu = row.get("expert_usage") or {}
@@ -221,7 +215,7 @@ def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | Non
         tokens.append(usage["total"])
         if price is not None:
             usd.append(price.cost(usage["prompt"], usage["completion"], usage["cached"]))
-        if row.get("reference") is not None or task.name == "game24":
+        if row.get("reference") is not None or not task.needs_reference:
             ids.append(str(row["id"]))
             correct.append(bool(task.grade(answer, row.get("reference"), row.get("question", ""))))
     n_right, graded = sum(correct), len(correct)
@@ -269,7 +263,7 @@ def compare(a: Cell, b: Cell):
     from .stats import paired_diff
 
     if a.ids != b.ids:
-        raise ValueError(f"{a.label} and {b.label} were graded on different problems")
+        raise UsageError(f"{a.label} and {b.label} were graded on different problems")
     return paired_diff(a.outcomes, b.outcomes), (b.tokens_mean / a.tokens_mean if a.tokens_mean else float("nan"))
 
 

@@ -12,31 +12,118 @@ import argparse
 import fcntl
 import json
 import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import EnvironmentFailure
 from .problems import ProblemFileError
 
 
-def lock_output(out: Path, trace: str | None):
+@dataclass
+class Result:
+    id: str
+    question: str
+    task: str
+    answer: str | None
+    text: str
+    decision: str
+    trees: list[dict]
+    snapshots: list[list[dict]]  # per tree: [{rollout, tokens, answer, q, calls}, ...]
+    tokens: dict
+    calls: int
+    cost_usd: float
+    wall_s: float
+    expert_tokens: int = 0
+    expert_usage: dict = field(default_factory=dict)
+    error: str = ""
+    error_kind: str = ""  # why there is no answer, one of fot.errors.ERROR_KINDS ("" when answered)
+    answers_seen: list[str] = field(default_factory=list)  # every distinct answer any node produced
+    settings: dict = field(default_factory=dict)  # what the meter needs to replay the decision
+    method: str = "forest"
+    samples: list[dict] = field(default_factory=list)  # cot / sc / bon: every sample, in seed order
+    evaluation: dict = field(default_factory=dict)  # self-evaluation samples asked for and read
+    early_stopped: bool = False
+    budget_bound: dict = field(default_factory=dict)  # {"problem": bool, "trees": [bool]}: which caps shaped the search
+    # every tree's every node (forest methods): the trees file's line, not the results line, which stays small
+    forest: list[dict] = field(default_factory=list, repr=False)
+    # the errors behind a missing answer (trees' or samples'), for SolveError's cause: never written
+    failures: list[Exception] = field(default_factory=list, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """The results line: everything but the node record (`trees_line`), about six times its size."""
+        d = asdict(replace(self, forest=[], failures=[]))  # (not copied: the node record is not this line's)
+        d.pop("forest"), d.pop("failures")
+        return d
+
+    def __getstate__(self) -> dict:
+        """Pickled (a Ray worker's result on its way to the driver) without the live exceptions."""
+        return {**self.__dict__, "failures": []}
+
+    def trees_line(self) -> dict:
+        """The trees file's line for this problem (docs/viewer.md)."""
+        return {"id": self.id, "trees": self.forest}
+
+
+class OutputLock:
+    """The sidecar lock of one --out (`OUT.lock`, flock), removed when the run ends so none is left behind.
+
+    Removing a lock file is safe only if a waiter cannot end up holding the removed file while a newcomer
+    locks a new one; so after taking the lock we check that the path still names the file we locked, and
+    start again if it does not (the holder removed it meanwhile)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fh = None
+
+    def acquire(self) -> "OutputLock":
+        while True:
+            fh = open(self.path, "a")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                raise
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fh = fh
+                return self
+            fh.close()  # the last holder removed it after we opened it: lock the new one
+
+    def release(self) -> None:
+        fh, self.fh = self.fh, None
+        if fh is not None:
+            try:
+                os.unlink(self.path)  # while still holding it: see the class docstring
+            except OSError:
+                pass
+            fh.close()
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_output(out: Path, trace: str | None) -> OutputLock:
     """Lock --out for this run (a second run on the same file is refused) and check the paths, before
     anything is read, started or sent. The lock is a sidecar file: resuming rewrites --out itself."""
     if trace is not None and Path(trace).is_dir():
         raise ProblemFileError(trace, None, None, "--trace is a directory; give a file path")
     if out.is_dir():
         raise ProblemFileError(out, None, None, "--out is a directory; give a file path")
+    lock = OutputLock(out.with_name(out.name + ".lock"))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(out.with_name(out.name + ".lock"), "a")
-    except OSError as e:
-        raise EnvironmentFailure(f"cannot write next to {out}", e) from None
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lock.acquire()
     except BlockingIOError:
-        lock.close()
         raise ProblemFileError(out, None, None, "another fot.solve run is writing to this file; wait for it to "
                                "finish or give another --out") from None
-    return lock
+    except OSError as e:
+        raise EnvironmentFailure(f"cannot write next to {out}", e) from None
 
 
 def read_finished(out: Path, retry_errors: bool) -> dict[str, dict]:
@@ -75,18 +162,16 @@ RUN_SETTINGS = ("method", "task", "backend", "model", "trees", "rollouts", "samp
                 "eval_max_tokens", "budget", "tree_budget", "decision", "tie_break", "early_stop", "seed")
 
 
-def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None) -> dict:
-    """What decides a result, recorded in every row so a resume can tell if it would mix settings."""
+COMMON_SETTINGS = ("method", "task", "backend", "model", "budget", "seed")
+
+
+def run_settings(args: argparse.Namespace, task_name: str, backend_kind: str, model: str | None,
+                 recorded: tuple[str, ...]) -> dict:
+    """What decides a result, recorded in every row so a resume can tell if it would mix settings: the
+    common ones and those the method says its results depend on (`Method.recorded`, fot/methods/)."""
     values = {**vars(args), "task": task_name, "backend": backend_kind, "model": model}
-    run = {k: values.get(k) for k in RUN_SETTINGS}
-    if args.method in ("cot", "sc", "bon"):  # sampling: the tree settings do not apply
-        for k in ("trees", "rollouts", "decision", "tie_break", "early_stop", "tree_budget"):
-            run.pop(k)
-    if args.method != "bon" and args.method in ("cot", "sc"):
-        run.pop("reward_samples"), run.pop("eval_max_tokens")
-    if args.method in ("forest", "mctsr"):
-        run.pop("samples")
-    return run
+    keep = set(COMMON_SETTINGS) | set(recorded)
+    return {k: values.get(k) for k in RUN_SETTINGS if k in keep}
 
 
 def changed_settings(done: dict[str, dict], now: dict) -> list[str]:
@@ -99,22 +184,46 @@ def changed_settings(done: dict[str, dict], now: dict) -> list[str]:
     return [f"{k} {' / '.join(sorted(old))} -> {json.dumps(now[k])}" for k, old in changes.items()]
 
 
-def append_line(fh, out: Path, row: dict) -> None:
+def open_lines(path: Path) -> int:
+    """A file descriptor to append whole lines to: unbuffered, so a line that failed to be written is not
+    left in a buffer to be written (or to fail again) when the file is closed."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def append_line(fd: int, out: Path, row: dict) -> None:
     """One whole result line, on disk before we go on; a failed write is cut back off, so no
     problem is ever half-recorded, and raises EnvironmentFailure (the run stops; not the problem's fault)."""
-    pos = fh.tell()
+    # allow_nan=False: NaN or Infinity would make the line not JSON for every other reader (the viewer's
+    # JSON.parse shows nothing); the ValueError comes before any byte is written
+    data = (json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    pos = os.lseek(fd, 0, os.SEEK_END)
     try:
-        # allow_nan=False: NaN or Infinity would make the line not JSON for every other reader (the viewer's
-        # JSON.parse shows nothing); the ValueError comes before any byte is written
-        fh.write(json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
     except OSError as e:
         try:
-            fh.truncate(pos)
+            os.ftruncate(fd, pos)
         except OSError:
             pass
         raise EnvironmentFailure(f"cannot write results to {out}", e) from None
+
+
+def close_lines(fd: int | None, path: Path, created: bool) -> None:
+    """Close a lines file; one this run created and left empty is removed (no empty files left behind)."""
+    if fd is None:
+        return
+    try:
+        empty = os.fstat(fd).st_size == 0
+    except OSError:
+        empty = False
+    os.close(fd)
+    if created and empty:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def trees_path(out: Path) -> Path:

@@ -25,7 +25,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import math
     import time
     import urllib.parse
-    from contextlib import AsyncExitStack, aclosing, nullcontext
+    from contextlib import AsyncExitStack, aclosing
     from pathlib import Path
 
     from rich.console import Console
@@ -36,14 +36,15 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .budget import Price
     from .config import SearchConfig
     from .distributed import RayUnavailable  # not Ray itself: that is imported only with --ray
-    from .engine import METHODS, Engine, minimum_budget
+    from .engine import Engine, Result, minimum_budget
+    from .methods import METHODS, get_method
     from .errors import EnvironmentFailure, FotError
     from .meter import grade, summarize
     from .problems import Problem, ProblemFileError, load_problems
     from .runtime import tune_gc
-    from .results import (append_line, changed_settings, lock_output, prune_trees, read_finished, run_settings,
-                          trees_path)
-    from .policies import DECISION_RULES
+    from .results import (append_line, changed_settings, close_lines, lock_output, open_lines, prune_trees,
+                          read_finished, run_settings, trees_path)
+    from .decision import DECISION_RULES
     from .tasks import TASKS, detect_task, get_task
 except KeyboardInterrupt:
     print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr, flush=True)
@@ -164,9 +165,9 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     s = group("search")
     s("--task", default="auto", choices=["auto", *TASKS])
     s("--method", default=None, choices=list(METHODS),
-      help="forest (default; sc on the embedded local model, where sampling beat the forest: "
-           "docs/local.md); mctsr = one tree; baselines on the same token axis: cot (one sample), "
-           "sc (majority of --samples), bon (best of --samples by the same verifier)")
+      help="; ".join(f"{name}: {m.summary}" for name, m in METHODS.items()) +
+      " (sc on the embedded local model, where sampling beat the forest: docs/local.md; the baselines are on the "
+      "same token axis: fot/methods/)")
     s("--samples", type=_positive_int("--samples", 1), default=8,
       help="samples for sc / bon (default 8); smaller counts are replayed from the run")
     s("--trees", type=_positive_int("--trees", 1), default=None,
@@ -187,7 +188,7 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
     s("--parallel", type=_positive_int("--parallel", 1), default=4,
       help="problems at once (with --ray: in total, spread over the workers)")
     s("--decision", choices=list(DECISION_RULES), default="majority_first",
-      help="how the forest decides (fot.policies): a majority of all trees first (default), or the "
+      help="how the forest decides (fot/decision.py): a majority of all trees first (default), or the "
            "paper's order, sparse activation first")
     s("--tie-break", choices=["expert", "q"], default="expert",
       help="no decision by vote: ask an expert prompt (default) or take the rule's fallback "
@@ -197,7 +198,7 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
            "never the problem file itself")
     s("--early-stop", action="store_true", help="stop once a majority of trees agree")
     o = group("output")
-    o("--out", default=None, help="results JSONL (default fot-results/<problems>.jsonl); resumable")
+    o("--out", default=None, help="results JSONL (default fot-results/<problems>-<method>.jsonl); resumable")
     o("--limit", type=_positive_int("--limit", 1), default=None, help="first N problems only")
     o("--trace", default=None, help="write every call to this JSONL file")
     o("--trace-text", action="store_true",
@@ -270,11 +271,8 @@ def sim_faults(specs: list[str]) -> dict[str, float]:
 
 def check_questions(path: str, problems: list[Problem], task) -> None:
     """A question the task cannot judge (e.g. not a Game-of-24 puzzle) is refused before anything runs."""
-    validate = getattr(task, "validate", None)
-    if validate is None:
-        return
     for p in problems:
-        why = validate(p.question)
+        why = task.validate(p.question)
         if why:
             raise ProblemFileError(path, p.line, "question", f"problem '{p.id}': {why}")
 
@@ -296,6 +294,35 @@ def load_examples(path: str | None, problems_path: str, problems: list[Problem])
     if len(kept) < len(examples):
         say(f"--examples: {len(examples) - len(kept)} example(s) are problems of this run and are not shown")
     return kept
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """fot-results/<problems>-<method>.jsonl: one default per method (the method the run will use: sc on the
+    embedded model when none is given), so trying a second method does not run into the first's results."""
+    method = args.method or ("forest" if args.sim or args.base_url else "sc")
+    return Path("fot-results") / f"{Path(args.problems).stem}-{method}.jsonl"
+
+
+def free_out(out: Path) -> Path:
+    """A results path next to `out` that holds nothing yet: out-2.jsonl, out-3.jsonl, ..."""
+    for i in range(2, 1000):
+        candidate = out.with_name(f"{out.stem}-{i}{out.suffix}")
+        if not candidate.exists():
+            return candidate
+    return out.with_name(f"{out.stem}-new{out.suffix}")
+
+
+class BackendRefuses(FotError):
+    """Every endpoint refuses the model, key or API (fot.endpoints `refusal`): the run stops."""
+
+    kind = "backend"
+
+
+def backend_answered(row: dict) -> bool:
+    """Did some call of this problem get an answer from the backend (tokens it counted or we read)?"""
+    t = row.get("tokens") or {}
+    return (t.get("prompt") or 0) + (t.get("completion") or 0) > 0
+
 
 
 def _fmt(x: float | None, spec: str = ",.0f") -> str:
@@ -370,15 +397,15 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         least, p = max(((minimum_budget(p.question, task, cfg, args.method), p) for p in todo), key=lambda lp: lp[0])
         if args.budget < least:
             say(f"--budget {args.budget} is below the {least} tokens a {args.method} needs for its first "
-                f"answer{'s' if args.method == 'forest' and cfg.trees > 1 else ''} on problem '{p.id}' "
+                f"answer{'s' if get_method(args.method).trees(cfg) > 1 else ''} on problem '{p.id}' "
                 f"({args.problems}:{p.line}); give --budget {least} or more. Nothing was run")
             return EXIT_USAGE
-    recorded = run_settings(args, task_name, backend_kind, args.model)
+    recorded = run_settings(args, task_name, backend_kind, args.model, get_method(args.method).recorded())
     if not args.model:
         recorded.pop("model")  # known once the backend names its first model, checked then
     if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
-        say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); use another "
-            "--out, or --resume-changed to add to it anyway")
+        say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); give another "
+            f"--out (e.g. --out {free_out(out)}), or --resume-changed to add to it anyway")
         return EXIT_USAGE
     async with AsyncExitStack() as stack:
         if args.sim:
@@ -404,7 +431,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                 return EXIT_FAIL
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
             concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
-            if args.method in ("forest", "mctsr"):
+            if get_method(args.method).tree_search:
                 say(f"embedded model: using --trees {args.trees} --rollouts {args.rollouts} --reward-samples "
                     f"{args.reward_samples} --eval-max-tokens {args.eval_max_tokens} (its defaults: "
                     "minutes, not hours, on 2 cores)")
@@ -434,10 +461,10 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         backend = f"{backend} [{engine.model}]"
         for url in engine.down_at_start:
             say(f"{url} does not answer; it is left out until it does")
-        recorded = run_settings(args, task_name, backend_kind, engine.model)
+        recorded = run_settings(args, task_name, backend_kind, engine.model, get_method(args.method).recorded())
         if done and (changes := changed_settings(done, recorded)) and not args.resume_changed:
-            say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); use another "
-                "--out, or --resume-changed to add to it anyway")
+            say(f"{out} holds {len(done)} results made with other settings ({'; '.join(changes)}); give another "
+                f"--out (e.g. --out {free_out(out)}), or --resume-changed to add to it anyway")
             return EXIT_USAGE
         if done:
             unrecorded = sum("run" not in r for r in done.values())
@@ -449,8 +476,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                             TextColumn("{task.fields[note]}"),
                             console=Console(stderr=True), disable=args.quiet or not todo)
-        tree_search = args.method in ("forest", "mctsr")
-        per_problem = (args.trees if args.method == "forest" else 1) * args.rollouts if tree_search else 0
+        per_problem = get_method(args.method).rollouts_per_problem(cfg)
         tokens_before = engine.ledger.total.total_tokens
 
         def spent() -> str:
@@ -471,16 +497,32 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                     rollouts_of[problem_id] = rollouts_of.get(problem_id, 0) + 1
                     progress.update(steps, advance=1, note=spent())
 
+                # Results are held back until some call of this run has been answered: a backend that never
+                # answers (a wrong model or key, a server that is not OpenAI-compatible) must not leave its
+                # problems marked finished, or the rerun with the right settings would skip them.
+                held: list[tuple[Result, dict]] = []
+                answered = False
                 async with aclosing((pool or engine).solve_many(todo, parallel=args.parallel, task=task_name,
                                                       budget=args.budget, example_pool=args.example_pool,
                                                       method=args.method, samples=args.samples,
                                                       on_rollout=on_rollout if per_problem else None)) as results:
                     async for result in results:
+                        if pool is None and (refusal := engine.llm.endpoints.refusal()) is not None:
+                            raise BackendRefuses(refusal)
                         row = grade({**result.to_dict(), "run": recorded}, task, refs.get(result.id))
-                        if trees_fh is not None and result.forest:  # first, so no result is ever without its trees
-                            append_line(trees_fh, trees_path(out), result.trees_line())
-                        append_line(fh, out, row)
-                        rows.append(row)
+                        held.append((result, row))
+                        answered = answered or backend_answered(row)
+                        if not answered:
+                            progress.update(bar, advance=1, note=spent())
+                            if len(held) >= args.parallel:  # a whole wave of problems and not one call answered
+                                break
+                            continue
+                        for result, row in held:
+                            if trees_fh is not None and result.forest:  # first: no result is ever without its trees
+                                append_line(trees_fh, trees_path(out), result.trees_line())
+                            append_line(fh, out, row)
+                            rows.append(row)
+                        held = []
                         graded = [r for r in rows if r.get("correct") is not None]
                         acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
                         progress.update(bar, advance=1, note=f"{acc}  {spent()}".strip())
@@ -488,6 +530,16 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
                             progress.update(steps, advance=per_problem - rollouts_of.pop(result.id, 0))
         except (EnvironmentFailure, RayUnavailable) as e:
             say(f"{e}; stopped. Finished results are in {out}; fix it and run the same command to resume")
+            return EXIT_FAIL
+        except BackendRefuses as e:
+            say(f"the backend refuses every call ({e}); stopped. Finished results are in {out}; nothing failed by "
+                "the refusal is marked finished: fix the model, key or URL and run the same command to resume")
+            return EXIT_FAIL
+        if held:
+            first = next((r["error"] for _, r in held if r.get("error")), "")
+            say(f"no call to the backend was answered in this run ({len(held)} problem(s) tried, {len(todo)} to do"
+                f"{'; first error: ' + first if first else ''}); nothing was marked finished: fix the backend "
+                "and run the same command")
             return EXIT_FAIL
         summary = print_summary(Console(), rows, price, backend, time.monotonic() - t0,
                                 None if pool is not None else engine.llm.endpoints.stats())
@@ -552,7 +604,7 @@ def _main(argv: list[str] | None) -> int:
     except ProblemFileError as e:
         say(str(e))
         return EXIT_USAGE
-    out = Path(args.out) if args.out else Path("fot-results") / f"{Path(args.problems).stem}.jsonl"
+    out = Path(args.out) if args.out else default_out(args)
     try:
         lock = lock_output(out, args.trace)
     except ProblemFileError as e:
@@ -562,24 +614,27 @@ def _main(argv: list[str] | None) -> int:
         say(str(e))
         return EXIT_FAIL
     with lock:
-        trees_fh = None
+        fh = trees_fh = None
+        created = not out.exists(), not trees_path(out).exists()
         try:
             done = read_finished(out, args.retry_errors)
-            fh = open(out, "a", encoding="utf-8")
+            fh = open_lines(out)
             if not args.no_trees:
                 prune_trees(trees_path(out), done)
-                trees_fh = open(trees_path(out), "a", encoding="utf-8")
+                trees_fh = open_lines(trees_path(out))
         except OSError as e:
             say(f"cannot use {out}: {e.strerror or e}")
+            close_lines(fh, out, created[0])
             return EXIT_FAIL
         done = {k: v for k, v in done.items() if k in {p.id for p in problems}}
-        with fh, (trees_fh or nullcontext()):
-            try:
-                return asyncio.run(run(args, problems, task, out, done, fh, trees_fh))
-            except KeyboardInterrupt:
-                say(f"interrupted; finished results are in {out}; run the same command to resume")
-                return EXIT_INTERRUPTED
-
+        try:
+            return asyncio.run(run(args, problems, task, out, done, fh, trees_fh))
+        except KeyboardInterrupt:
+            say(f"interrupted; finished results are in {out}; run the same command to resume")
+            return EXIT_INTERRUPTED
+        finally:
+            close_lines(fh, out, created[0])
+            close_lines(trees_fh, trees_path(out), created[1])
 
 if __name__ == "__main__":
     sys.exit(main())

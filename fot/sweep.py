@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import solve
 from .budget import Price
-from .baselines import SAMPLING_METHODS
+from .methods import SAMPLING_METHODS
 from .meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
 from .tasks import get_task
 

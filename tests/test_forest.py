@@ -61,15 +61,13 @@ def test_input_diversity_helpers():
 async def test_trees_run_concurrently(make_sim):
     sim = await make_sim(ttft_s=0.05)
     async with LLMClient(sim.base_url, "fot-sim", concurrency=256) as llm:
-        walls = {}
-        for T in (1, 8):
-            cfg = SearchConfig(trees=T, rollouts=2, **FAST)
-            t0 = time.monotonic()
-            await run_forest("What is 3 * 9?", Arith(), llm, cfg, Budget(), f"p{T}")
-            walls[T] = time.monotonic() - t0
-    # 8 trees take about the time of one (the longest chain), not 8 times it
-    assert walls[8] < 1.6 * walls[1]
-    assert walls[8] < 0.3 * 8 * walls[1]
+        cfg = SearchConfig(trees=8, rollouts=2, **FAST)
+        await run_forest("What is 3 * 9?", Arith(), llm, cfg, Budget(), "p8")
+        firsts = [r for r in llm.ledger.rows if r.role == "answer" and r.rollout == 0]
+    # shown by overlap, not by time: all 8 trees' first answers were in flight at once (one slow machine
+    # cannot make calls that were sent together look sequential)
+    assert len(firsts) == 8 and sim.stats.max_in_flight >= 8
+    assert max(r.started for r in firsts) < min(r.started + r.latency_s for r in firsts)
 
 
 async def test_the_search_never_sees_the_reference(make_sim):

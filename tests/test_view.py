@@ -315,13 +315,18 @@ def test_non_finite_prices_and_budgets_are_refused_by_name(tmp_path, capsys):
 
 
 def test_a_row_with_nan_is_never_half_written(tmp_path):
-    from fot.results import append_line
+    import os
+
+    from fot.results import append_line, open_lines
 
     out = tmp_path / "o.jsonl"
-    with open(out, "a") as fh:
-        append_line(fh, out, {"id": "a", "cost_usd": 0.5})
+    fd = open_lines(out)
+    try:
+        append_line(fd, out, {"id": "a", "cost_usd": 0.5})
         with pytest.raises(ValueError):
-            append_line(fh, out, {"id": "b", "cost_usd": float("inf")})
+            append_line(fd, out, {"id": "b", "cost_usd": float("inf")})
+    finally:
+        os.close(fd)
     assert out.read_text() == '{"id":"a","cost_usd":0.5}\n'
 
 

@@ -1,10 +1,11 @@
-"""The task protocol and the answer-extraction helpers that the built-in tasks share."""
+"""The task protocol, the base class that gives a task's optional powers their defaults, and the
+answer-extraction helpers that the built-in tasks share."""
 
 from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -39,6 +40,47 @@ def examined(text: str) -> str:
     tail = text[-MAX_EXAMINED:]
     cut = tail.find("\n")
     return tail[cut + 1:] if cut != -1 else tail
+
+
+class BaseTask:
+    """A task's optional powers with their defaults, in one place: the built-in tasks inherit them, and
+    `as_task` gives agent code's own task (any object with the protocol's methods) the same, so the
+    search and the meter ask `task.validate(q)` or `task.needs_reference` and never probe with getattr."""
+
+    name = "task"
+    instructions = "Finish with the final answer written as \\boxed{ANSWER}."
+    answer_max_tokens = 512  # completion cap of an answer or refine step (SearchConfig.answer_max_tokens overrides)
+    exemplars: tuple[tuple[str, str], ...] = ()  # worked examples for 'example' trees (never a benchmark's test items)
+    needs_reference = True  # False: `grade` judges an answer alone (Game of 24), so a problem without a reference is graded
+    shuffle: Any = None  # (question, rng) -> reordered question or None; None here: the premises of a word problem
+
+    def validate(self, question: str) -> str | None:
+        """Why this task cannot judge the question (refused before any call), or None."""
+        return None
+
+    def rule_check(self, question: str, text: str) -> bool | None:
+        return None
+
+
+class _Adapted(BaseTask):
+    """Agent code's own task object, with the defaults of what it does not define."""
+
+    def __init__(self, task: Any):
+        self._task = task
+        self.name = getattr(task, "name", type(task).__name__)
+
+    def __getattribute__(self, attr: str) -> Any:
+        if attr.startswith("_") or attr == "name":
+            return object.__getattribute__(self, attr)
+        own = object.__getattribute__(self, "_task")
+        if hasattr(own, attr):
+            return getattr(own, attr)
+        return object.__getattribute__(self, attr)
+
+
+def as_task(task: Any) -> BaseTask:
+    """The task with every optional power answered: itself if it is a BaseTask, else an adapter."""
+    return task if isinstance(task, BaseTask) else _Adapted(task)
 
 
 def extract_boxed(text: str) -> str | None:

@@ -8,12 +8,12 @@ import string
 from fractions import Fraction
 
 from .. import expr
-from .base import examined, extract_boxed, extract_number, numbers_equal
+from .base import BaseTask, examined, extract_boxed, extract_number, numbers_equal
 
 BOXED_INSTRUCTIONS = "Finish with the final answer written as \\boxed{ANSWER}."
 
 
-class _Numeric:
+class _Numeric(BaseTask):
     name = "numeric"
     instructions = "Finish with the final answer as a number written as \\boxed{ANSWER}."
     answer_max_tokens = 512  # completion cap of an answer or refine step (SearchConfig.answer_max_tokens overrides)
@@ -116,7 +116,7 @@ class AIME(_Numeric):
         return str(v) if 0 <= v <= 999 else None
 
 
-class MathTask:
+class MathTask(BaseTask):
     """MATH (boxed answers), compared with the `math-verify` package."""
 
     name = "math"
@@ -162,7 +162,7 @@ class MathTask:
         return None
 
 
-class Game24:
+class Game24(BaseTask):
     """Game of 24: combine the four numbers with + - * / (each once) to make 24. Exact arithmetic.
 
     The rule check is complete: whether an expression solves the puzzle needs no reference, so it
@@ -173,6 +173,7 @@ class Game24:
     """
 
     name = "game24"
+    needs_reference = False  # the rule grades an expression alone
     answer_max_tokens = 384
     MAX_NUMBER = 10**6  # puzzles with bigger numbers are refused (see `numbers`)
     instructions = ("Use each of the given numbers exactly once with + - * / and parentheses to make 24. "
@@ -303,7 +304,7 @@ def normalize_text(s: str) -> str:
     return " ".join(s.split())
 
 
-class Generic:
+class Generic(BaseTask):
     """Free text: normalised exact match (case, punctuation, articles and spacing ignored)."""
 
     name = "generic"

@@ -1,0 +1,13 @@
+"""Best-of-N: the sample that the forest's own verifier scores highest."""
+
+from __future__ import annotations
+
+from .sampling import Sampling
+
+
+class BestOfN(Sampling):
+    name = "bon"
+    summary = "the best of --samples samples by the same verifier"
+
+    def recorded(self) -> tuple[str, ...]:
+        return ("samples", "reward_samples", "eval_max_tokens")
