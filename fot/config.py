@@ -77,7 +77,7 @@ class SearchConfig:
     decision_reserve: float = setting(0.05, "share of a problem budget kept for the expert decision")
     tree_budget: int | None = setting(None, "tokens per tree (hard cap), the same at any forest size, so smaller "
                                             "forests replay exactly; --budget stays the outer cap. Without it, each "
-                                            "tree gets budget / trees", minimum=1)
+                                            "tree gets budget / trees", minimum=1, maximum=MAX_TOKENS)
     max_consecutive_failures: int = setting(2, "a tree stops after this many failed rollouts in a row")
 
     def __post_init__(self) -> None:
@@ -117,6 +117,9 @@ class SearchConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not UNSET})
 
 
+MAX_TOKENS = 10**15  # a larger budget is no cap: past 2**53 the budget's float arithmetic is no longer exact
+
+
 def check_limits(obj: Any) -> None:
     """The numeric limits a settings field declares (`minimum`, `above`; floats finite), enforced the same
     way for the library and the command line, with the option's name in the message."""
@@ -135,11 +138,13 @@ def limit_violation(f: Any, v: Any) -> str:
     """Why value `v` breaks field `f`'s declared limits, or ""."""
     if v is None or isinstance(v, (bool, str, tuple)):
         return ""
-    flag, lo, above = flag_of(f), f.metadata.get("minimum"), f.metadata.get("above")
+    flag, lo, above, hi = flag_of(f), f.metadata.get("minimum"), f.metadata.get("above"), f.metadata.get("maximum")
     if isinstance(v, float) and not math.isfinite(v):
         return f"{flag} must be a finite number, got {v}"
     if lo is not None and v < lo:
         return f"{flag} must be >= {lo}, got {v}"
+    if hi is not None and v > hi:
+        return f"{flag} must be <= {hi}, got {str(v)[:40]}"
     if above is not None and v <= above:
         return f"{flag} must be > {above}, got {v}"
     return ""
@@ -186,8 +191,8 @@ class RunSettings:
     task: str = setting("auto", "the task (detected if auto)", choices="tasks")
     method: str | None = setting(None, "how to spend each problem's tokens", choices="methods")
     samples: int = setting(8, "samples for sc / bon (default 8); smaller counts are replayed from the run", minimum=1)
-    budget: int | None = setting(None, "tokens per problem (hard cap)", minimum=1)
-    run_budget: int | None = setting(None, "tokens for the run (hard cap)", minimum=1)
+    budget: int | None = setting(None, "tokens per problem (hard cap)", minimum=1, maximum=MAX_TOKENS)
+    run_budget: int | None = setting(None, "tokens for the run (hard cap)", minimum=1, maximum=MAX_TOKENS)
     parallel: int = setting(4, "problems at once (with --ray: in total, spread over the workers)", minimum=1)
     examples: str | None = setting(None, "your own solved problems (question + worked answer), shown to 'example' "
                                          "trees; never the problem file itself", metavar="FILE")

@@ -69,10 +69,10 @@ def _scalar(kind: type, f: dataclasses.Field, optional: bool):
             v = kind(s)
         except ValueError:
             what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {s!r}") from None
+            raise argparse.ArgumentTypeError(f"{flag} must be {what}, got {s[:40]!r}") from None
         why = limit_violation(f, v)
         if why:
-            raise argparse.ArgumentTypeError(why.split(", got")[0] + f", got {s}")
+            raise argparse.ArgumentTypeError(why.split(", got")[0] + f", got {s[:40]}")
         return v
 
     return parse

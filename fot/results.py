@@ -275,7 +275,9 @@ def open_lines(path: Path) -> int:
 def append_line(fd: int, out: Path, row: dict) -> None:
     """One whole result line, on disk before we go on; a failed write is cut back off, so no
     problem is ever half-recorded, and raises EnvironmentFailure (the run stops; not the problem's fault)."""
-    data = (json.dumps(row, separators=(",", ":")) + "\n").encode()
+    # allow_nan=False: NaN or Infinity would make the line not JSON for every other reader (the viewer's
+    # JSON.parse shows nothing); the ValueError comes before any byte is written
+    data = (json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n").encode()
     pos = os.lseek(fd, 0, os.SEEK_END)
     try:
         view = memoryview(data)

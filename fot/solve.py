@@ -22,6 +22,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import argparse
     import asyncio
     import json
+    import math
     import time
     import urllib.parse
     from contextlib import AsyncExitStack, aclosing
@@ -56,6 +57,7 @@ except KeyboardInterrupt:
     os._exit(130)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_TOKENS = 10**15  # a larger budget is no cap: past 2**53 the budget's float arithmetic is no longer exact
 
 
 def say(message: str) -> None:
@@ -63,14 +65,16 @@ def say(message: str) -> None:
     print(f"fot.solve: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(name: str, minimum: int):
+def _positive_int(name: str, minimum: int, maximum: int | None = None):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s[:40]!r}") from None
         if v < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {v}")
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {s[:40]}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum}, got {s[:40]}")
         return v
     return parse
 
@@ -81,8 +85,8 @@ def _non_negative_float(name: str):
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not v >= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {s}")
+        if not (v >= 0 and math.isfinite(v)):  # inf would reach the results and summary as non-JSON Infinity/NaN
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {s}")
         return v
     return parse
 
@@ -433,7 +437,7 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
             summary["ray"] = pool.summary()
         summary_path = out.with_name(out.stem + ".summary.json")
         try:
-            summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+            summary_path.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
         except OSError as e:
             say(f"cannot write the summary {summary_path}: {e.strerror or e} (the results are in {out})")
             return EXIT_FAIL

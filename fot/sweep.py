@@ -83,6 +83,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _accuracy(s: str) -> float:
+    v = solve._non_negative_float("--target")(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"--target is an accuracy from 0 to 1, got {s}")
+    return v
+
+
 def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
     ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,7 +102,7 @@ def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
     ap.add_argument("--samples", type=_int_list, default=[1, 2, 4, 8, 16],
                     help="sample counts for the baselines (one run of the largest, the rest replayed)")
     ap.add_argument("--independent", action="store_true", help="also run every cell on its own and compare")
-    ap.add_argument("--target", type=float, default=None, help="report the cheapest cell reaching this accuracy")
+    ap.add_argument("--target", type=_accuracy, default=None, help="report the cheapest cell reaching this accuracy")
     return ap, solve.add_options(ap, skip=SWEEP_OWNS, title="passed through to fot.solve: ")
 
 
@@ -308,7 +315,7 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
         "pareto": [(c.trees, c.rollouts) for c in front],
         "diversity_pairs": [[(w.trees, w.rollouts), (n.trees, n.rollouts)] for w, n in pairs],
         "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
-        "validation": validation}, indent=1) + "\n")
+        "validation": validation}, indent=1, allow_nan=False) + "\n")
     write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation, baselines, asked)
     backend = str(meta["backend"])
     title = f"{meta['task']} on {backend}" + (" (SIMULATED)" if meta["simulated"] and "SIMULATED" not in backend else "")

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 # the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100"; nothing else on the line
 SCORE_LINE = re.compile(
-    r"^[\s*#>_\[]*score[\s*\]_]*[:=]?[\s*_]*([+-]?\d+(?:\.\d+)?)[\s*_]*(?:/\s*100|out of 100)?[\s*_.]*$", re.I)
+    r"^[\s*#>_\[]*score[\s*\]_]*(?:[:=][\s*_]*)?([+-]?\d+(?:\.\d+)?)(?:[\s*_]*(?:/\s*100|out of 100))?[\s*_.]*$",
+    re.I)  # no two optional runs of the same characters side by side: they made a long line quadratic
+MAX_SCORE_LINE = 200  # characters (stripped); a longer line is not a score line, and is not read
 
 
 @dataclass
@@ -55,6 +57,9 @@ def parse_score(text: str) -> float | None:
 
     Strict on purpose: a weak model's stray number ("5 * 6 = 30, which", "7/10") is not a score."""
     for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if len(line) > MAX_SCORE_LINE:  # nothing else on the line: and the pattern is quadratic in a long one
+            continue
         m = SCORE_LINE.match(line)
         if m:
             v = float(m.group(1))

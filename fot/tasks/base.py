@@ -26,6 +26,22 @@ class Task(Protocol):
         """True/False when a rule can judge the text without the reference; None when it cannot."""
 
 
+MAX_EXAMINED = 16_000  # characters of a reply that extraction reads, its end: 2x the longest answer cap (aime, 2,048
+# tokens at about 4 characters each); only a backend that ignores max_tokens sends more, and the answer is at the end
+
+
+def examined(text: str) -> str:
+    """The part of a reply extraction reads: its last MAX_EXAMINED characters, from the first line start among
+    them (a line cut in two could read as another answer). Extraction runs on the event loop, between every
+    other problem's calls: bounding what it reads bounds its work whatever a backend sends (and every scan
+    here is linear besides)."""
+    if len(text) <= MAX_EXAMINED:
+        return text
+    tail = text[-MAX_EXAMINED:]
+    cut = tail.find("\n")
+    return tail[cut + 1:] if cut != -1 else tail
+
+
 class BaseTask:
     """A task's optional powers with their defaults, in one place: the built-in tasks inherit them, and
     `as_task` gives agent code's own task (any object with the protocol's methods) the same, so the
@@ -69,6 +85,7 @@ def as_task(task: Any) -> BaseTask:
 
 def extract_boxed(text: str) -> str | None:
     """The content of the last \\boxed{...} (or \\fbox{...}), braces balanced."""
+    text = examined(text)
     starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
     if not starts:
         return None
@@ -100,6 +117,7 @@ def _clean_number(s: str) -> str | None:
 
 def extract_number(text: str) -> str | None:
     """A number from a weak model's text: \\boxed{}, then 'The answer is ...', then the last number."""
+    text = examined(text)
     boxed = extract_boxed(text)
     if boxed is not None:
         m = NUMBER.search(boxed.replace("\\$", "").replace("\\!", ""))
@@ -121,6 +139,7 @@ def extract_number(text: str) -> str | None:
 def final_answer(task: "Task", text: str, truncated: bool) -> str | None:
     """The task's answer from a completion; None when it was cut off (max_tokens) before a \\boxed{}
     answer, so a stray last number of unfinished work never votes."""
+    text = examined(text)  # a task brought by agent code is held to the same bound
     if truncated and extract_boxed(text) is None:
         return None
     return task.extract(text)
