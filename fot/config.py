@@ -28,6 +28,8 @@ class _Unset:
 
 UNSET: Any = _Unset()
 
+MAX_TOKENS = 10**15  # a larger budget is no cap: past 2**53 the budget's float arithmetic is no longer exact
+
 
 def setting(default: Any, help: str, *, flag: str | None = None, cli: bool = True, **meta: Any) -> Any:
     """A settings field: its default and its help, read by the command line (fot/options.py), which
@@ -115,9 +117,6 @@ class SearchConfig:
         if unknown:
             raise TypeError(f"unknown search settings: {', '.join(sorted(unknown))}")
         return replace(self, **{k: v for k, v in overrides.items() if v is not UNSET})
-
-
-MAX_TOKENS = 10**15  # a larger budget is no cap: past 2**53 the budget's float arithmetic is no longer exact
 
 
 def check_limits(obj: Any) -> None:

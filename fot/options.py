@@ -30,6 +30,13 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line: argparse's default puts the whole usage (dozens of lines here) before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def _choices(name: str | None) -> list[str] | None:
     if name == "tasks":
         from .tasks import TASKS

@@ -43,7 +43,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .errors import EnvironmentFailure, FotError
     from .methods import get_method
     from .meter import grade, summarize
-    from .options import add_config_option, add_settings, backend_from_env, build, given, read_config
+    from .options import Parser, add_config_option, add_settings, backend_from_env, build, given, read_config
     from .problems import Problem, ProblemFileError, load_problems
     from .results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
                           prune_trees, read_finished, run_settings, trees_path)
@@ -123,8 +123,7 @@ def base_urls_or_env(ap: argparse.ArgumentParser, given: list[str] | None) -> li
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m fot.solve", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m fot.solve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("problems", help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer")
     add_options(ap)
     return ap

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from . import solve
+from .options import Parser
 from .upstream import price_of
 from .methods import SAMPLING_METHODS
 from .meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
@@ -91,8 +92,7 @@ def _accuracy(s: str) -> float:
 
 
 def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
-    ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m fot.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("problems")
     ap.add_argument("--trees", type=_int_list, default=[1, 2, 4, 8])
     ap.add_argument("--rollouts", type=_int_list, default=[1, 2, 4, 8])

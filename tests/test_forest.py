@@ -230,12 +230,19 @@ async def test_answer_steps_use_the_tasks_cap_and_a_cut_off_answer_does_not_vote
     assert whole.answer == "9"
 
 
-async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_marks_smaller_cells(make_sim):
+async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_marks_smaller_cells():
     from fot.meter import replay
+    from helpers import FakeBackend, ok
 
-    profile = SimProfile(p_first=1.0, hardness_sd=0.0, tree_sd=0.0)
-    sim = await make_sim(profile=profile, ttft_s=0.01)
-    async with Engine(sim.base_url) as engine:
+    def reply(role, body):
+        # tree i's calls carry seeds i * 10007 + k; tree 4's never come back, so trees 0-3 (who all agree)
+        # finish first and settle the vote whatever the machine's speed: the early stop is not a race
+        tree = int(body.get("seed") or 0) // 10_007
+        text = {"evaluate": "It checks out.\nScore: 80", "critique": "Nothing to fix."}.get(
+            role, "5 + 5 = 10. The answer is \\boxed{10}.")
+        return 200, ok(body, text, 12), 3600.0 if tree == 4 else 0.0
+
+    async with FakeBackend(reply) as fake, Engine(fake.base_url, "fake") as engine:
         r = (await engine.solve("What is 5 + 5?", task="arith", trees=5, rollouts=3, early_stop=True,
                                 inputs=("raw",), logprob_threshold=None)).to_dict()
     assert r["early_stopped"] and any(t["stopped"] == "early_stop" for t in r["trees"])
