@@ -156,7 +156,8 @@ class BackendSettings:
     base_url: tuple[str, ...] = setting((), "OpenAI-compatible server (default $OPENAI_BASE_URL); give it several "
                                             "times for replicas of one model: calls go to the least loaded, a failing "
                                             "one is taken out until it answers (docs/scale.md). user:pass@ in it is "
-                                            "sent as Basic auth", append=True, metavar="URL", url=True)
+                                            "sent as Basic auth", append=True, metavar="URL", url=True,
+                                        aliases=("--upstream",))
     model: str | None = setting(None, "model name (default $FOT_MODEL, else the server's first model)")
     api_key: str | None = setting(None, "API key (default $OPENAI_API_KEY); never printed or stored")
     sim: bool = setting(False, "run against fot.sim, the SIMULATED backend (a test double)")

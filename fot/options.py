@@ -135,7 +135,9 @@ def add_settings(ap: argparse.ArgumentParser, cls: type, title: str, *, skip: It
             kw["nargs"], kw["const"] = "?", f.metadata["optional_value"]
         elif hint in (int, float):
             kw["type"] = _scalar(hint, f, optional)
-        choices = _choices(f.metadata.get("choices") or ("decision" if f.name == "decision" else None))
+        named = f.metadata.get("choices")
+        choices = list(named) if isinstance(named, tuple) else _choices(named or ("decision" if f.name == "decision"
+                                                                                else None))
         if f.name == "tie_break":
             choices = ["expert", "q"]
         if f.name == "verifier":
@@ -144,7 +146,7 @@ def add_settings(ap: argparse.ArgumentParser, cls: type, title: str, *, skip: It
             choices = list(VERIFIERS)
         if choices is not None:
             kw["choices"] = choices
-        group.add_argument(flag_of(f), **kw)
+        group.add_argument(flag_of(f), *f.metadata.get("aliases", ()), **kw)
         added.append(f.name)
     return added
 

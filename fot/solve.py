@@ -22,9 +22,7 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import argparse
     import asyncio
     import json
-    import math
     import time
-    import urllib.parse
     from contextlib import AsyncExitStack, aclosing
     from pathlib import Path
 
@@ -57,69 +55,11 @@ except KeyboardInterrupt:
     os._exit(130)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-MAX_TOKENS = 10**15  # a larger budget is no cap: past 2**53 the budget's float arithmetic is no longer exact
 
 
 def say(message: str) -> None:
     """Errors and notices go to stderr as plain, unwrapped lines (easy to grep, never reflowed)."""
     print(f"fot.solve: {message}", file=sys.stderr, flush=True)
-
-
-def _positive_int(name: str, minimum: int, maximum: int | None = None):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s[:40]!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {s[:40]}")
-        if maximum is not None and v > maximum:
-            raise argparse.ArgumentTypeError(f"{name} must be <= {maximum}, got {s[:40]}")
-        return v
-    return parse
-
-
-def _non_negative_float(name: str):
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not (v >= 0 and math.isfinite(v)):  # inf would reach the results and summary as non-JSON Infinity/NaN
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {s}")
-        return v
-    return parse
-
-
-def _positive_float(name: str):
-    def parse(s: str) -> float:
-        v = _non_negative_float(name)(s)
-        if v == 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0, got {s}")
-        return v
-    return parse
-
-
-def _base_url(s: str) -> str:
-    """Refuse a URL the HTTP client would choke on later (a port out of range, no host) now, by name."""
-    try:
-        u = urllib.parse.urlsplit(s)
-        u.port  # noqa: B018 -- raises ValueError when out of range
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--base-url {s!r}: {e}") from None
-    if u.scheme not in ("http", "https") or not u.hostname:
-        raise argparse.ArgumentTypeError(f"--base-url {s!r}: expected http(s)://HOST[:PORT]/PATH")
-    return s
-
-
-def base_urls_or_env(ap: argparse.ArgumentParser, given: list[str] | None) -> list[str] | None:
-    """The URLs given on the command line, else $OPENAI_BASE_URL (checked like --base-url), else None."""
-    if given is None and os.environ.get("OPENAI_BASE_URL"):
-        try:
-            return [_base_url(os.environ["OPENAI_BASE_URL"])]
-        except argparse.ArgumentTypeError as e:
-            ap.error(f"$OPENAI_BASE_URL: {e}")
-    return given
 
 
 def parser() -> argparse.ArgumentParser:

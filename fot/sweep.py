@@ -85,8 +85,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _accuracy(s: str) -> float:
-    v = solve._non_negative_float("--target")(s)
-    if v > 1:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--target must be a number, got {s[:40]!r}") from None
+    if not 0 <= v <= 1:  # (nan and inf included)
         raise argparse.ArgumentTypeError(f"--target is an accuracy from 0 to 1, got {s}")
     return v
 

@@ -8,6 +8,8 @@ import pytest
 
 from fot.config import BackendSettings, RunSettings, SearchConfig, flag_of
 from fot.solve import main, parser, settings_from
+from fot.serve import parser as serve_parser
+from fot.serve.cli import RUN_FIELDS
 from fot.sweep import SWEEP_OWNS, parser as sweep_parser
 from helpers import read_rows, write_problems
 
@@ -17,12 +19,13 @@ def _flags(ap) -> set[str]:
 
 
 @pytest.mark.parametrize("cls", [SearchConfig, BackendSettings, RunSettings])
-def test_every_setting_is_an_option_of_solve_and_of_sweep(cls):
-    solve_flags, sweep_flags = _flags(parser()), _flags(sweep_parser())
+def test_every_setting_is_an_option_of_every_command_that_takes_it(cls):
+    solve_flags, sweep_flags, serve_flags = _flags(parser()), _flags(sweep_parser()), _flags(serve_parser())
     for f in dataclasses.fields(cls):
         if f.metadata.get("cli", True):
             assert flag_of(f) in solve_flags, flag_of(f)
             assert f.name in SWEEP_OWNS or flag_of(f) in sweep_flags, flag_of(f)
+            assert (cls is RunSettings and f.name not in RUN_FIELDS) or flag_of(f) in serve_flags, flag_of(f)
 
 
 def test_a_config_file_sets_values_and_the_command_line_wins(tmp_path):

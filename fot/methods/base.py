@@ -52,6 +52,12 @@ class Method:
     name = ""
     tree_search = False  # it grows trees: rollouts to count, snapshots to replay, a node record for fot.view
     summary = ""  # one line for --help and the docs
+    preset = ""  # its name in `fot serve`'s model names (default: `name`)
+    preset_sizes: tuple[str, ...] = ()  # what the numbers after it set: fot-4x8 = trees, rollouts
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset or self.name
 
     def configure(self, cfg: "SearchConfig") -> "SearchConfig":
         """The config this method runs with (one tree says trees = 1 here, once)."""

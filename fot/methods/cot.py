@@ -8,6 +8,7 @@ from .sampling import Sampling
 class ChainOfThought(Sampling):
     name = "cot"
     summary = "one chain-of-thought sample"
+    preset_sizes = ()
 
     def samples(self, asked: int) -> int:
         return 1

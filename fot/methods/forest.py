@@ -18,6 +18,7 @@ class Forest(Method):
     name = "forest"
     tree_search = True
     summary = "several MCTSr trees that vote (the default)"
+    preset, preset_sizes = "fot", ("trees", "rollouts")
 
     def trees(self, cfg: "SearchConfig") -> int:
         return cfg.trees

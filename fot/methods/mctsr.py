@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 class OneTree(Forest):
     name = "mctsr"
     summary = "one MCTSr tree"
+    preset, preset_sizes = "", ("rollouts",)
 
     def configure(self, cfg: "SearchConfig") -> "SearchConfig":
         return cfg.with_(trees=1)

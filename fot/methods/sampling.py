@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 class Sampling(Method):
     tree_search = False
+    preset_sizes = ("samples",)
 
     def samples(self, asked: int) -> int:
         return asked
