@@ -32,14 +32,15 @@ from rich.table import Table
 
 from client_cpu import measure as client_cpu_measure
 from simproc import SimProcess, free_port  # noqa: F401 -- free_port: other benchmarks import it from here
-from fot import Budget, LLMClient, Ledger, prompts
+from fot import Budget, LLMClient, Ledger
+from fot.search import prompts
 from fot.config import SearchConfig
-from fot.forest import run_forest
-from fot.ledger import CallRecord
-from fot.llm import Choice, Completion
-from fot.mctsr import MCTSrTree
+from fot.search.forest import run_forest
+from fot.backend.ledger import CallRecord
+from fot.backend.llm import Choice, Completion
+from fot.search.mctsr import MCTSrTree
 from fot.tasks import Arith
-from fot.verifiers import SelfEvaluation
+from fot.search.verifiers import SelfEvaluation
 
 OUT = Path(__file__).resolve().parent / "results" / "engine.json"
 PROBLEMS_AT_ONCE = 2

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from fot.forest import BEST
+from fot.search.forest import BEST
 from fot.tasks import Arith, Game24, Generic, MathTask
-from fot.verifiers import parse_score
+from fot.search.verifiers import parse_score
 
 
 def replies(n: int) -> dict[str, tuple]:
@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.uncapped:
         import fot.tasks.base as base
-        import fot.verifiers as verifiers
+        import fot.search.verifiers as verifiers
 
         base.MAX_EXAMINED = verifiers.MAX_SCORE_LINE = 10**12
     for kb in args.kb:

@@ -1,4 +1,4 @@
-"""Cells of the two local-arith runs (benchmarks/local_arith.sh), replayed with fot.meter.grid.
+"""Cells of the two local-arith runs (benchmarks/local_arith.sh), replayed with fot.measure.meter.grid.
 
 python benchmarks/local_arith_report.py  ->  prints and writes benchmarks/results/local-arith/report.md
 """
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fot.meter import GRID_NOTE, grid, summarize
+from fot.measure.meter import GRID_NOTE, grid, summarize
 from fot.tasks import get_task
 
 DIR = Path(__file__).resolve().parent / "results" / "local-arith"

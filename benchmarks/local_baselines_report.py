@@ -1,8 +1,8 @@
 """Issue 11's real-model answer: the forest against plain sampling on the embedded SmolLM2-135M.
 
 Reads the runs in benchmarks/results/local-baselines/ (same 150 problems, same backend and seed),
-replays every smaller cell from them (`fot.meter.grid`, `fot.meter.sample_curve`), compares
-methods problem by problem (`fot.meter.compare`: Newcombe interval of the paired difference), and
+replays every smaller cell from them (`fot.measure.meter.grid`, `fot.measure.meter.sample_curve`), compares
+methods problem by problem (`fot.measure.meter.compare`: Newcombe interval of the paired difference), and
 splits tokens by call role from the traces. Prints the tables and writes report.md and report.png
 next to the runs.
 
@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from fot.meter import Cell, compare, grid, sample_curve
+from fot.measure.meter import Cell, compare, grid, sample_curve
 from fot.tasks import get_task
 
 HERE = Path(__file__).resolve().parent / "results" / "local-baselines"

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from fot import Engine, Problem, SearchConfig
-from fot.ledger import Ledger
-from fot.local import free_port
+from fot.backend.ledger import Ledger
+from fot.backend.local import free_port
 
 OUT = Path(__file__).resolve().parent / "results" / "memory"
 

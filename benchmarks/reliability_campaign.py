@@ -32,8 +32,8 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from fot.local import free_port
-from fot.problems import load_problems
+from fot.backend.local import free_port
+from fot.tasks.problems import load_problems
 from fot.sim import FAULT_KINDS
 from fot.sim.solver import normalize_question
 from fot.tasks import Arith

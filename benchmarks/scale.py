@@ -11,7 +11,7 @@ time, cannot take less than ceil(N / P) x 26 x 0.1 s. Reported per configuration
 cluster, the workers' start) is reported apart, not in the wall.
 
 Endpoints: one fot.sim process per replica (as many as the largest Ray configuration has workers),
-every engine given all of them (`Engine(base_urls=[...])`, fot/endpoints.py), or with `--base-url URL`
+every engine given all of them (`Engine(base_urls=[...])`, fot/backend/endpoints.py), or with `--base-url URL`
 (repeatable) those servers.
 """
 
@@ -36,7 +36,7 @@ from rich.table import Table  # noqa: E402
 
 from fot import Engine  # noqa: E402
 from fot.config import SearchConfig  # noqa: E402
-from fot.problems import Problem  # noqa: E402
+from fot.tasks.problems import Problem  # noqa: E402
 from fot.tasks import Arith  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "scale"

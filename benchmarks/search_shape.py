@@ -38,7 +38,8 @@ def shape(tree) -> dict:
 
 
 def run(argv: list[str]) -> int:
-    from fot import mctsr, solve
+    from fot import solve
+    from fot.search import mctsr
     try:  # where the simulator's settings are read (fot.solve itself in older engines)
         from fot import upstream
     except ImportError:
@@ -71,7 +72,7 @@ def run(argv: list[str]) -> int:
 def grid_table(paths: list[str], trees=(1, 2, 4), rollouts=(0, 1, 2, 3, 4, 8)) -> str:
     """Accuracy by (trees x rollouts) cell, each run replayed with today's meter (smaller cells that needed
     the expert use the decision rule's fallback; see docs/meter.md)."""
-    from fot.meter import grid
+    from fot.measure.meter import grid
     from fot.tasks import get_task
 
     head = "| run | " + " | ".join(f"{t}x{r}" for t in trees for r in rollouts) + " |"

@@ -32,8 +32,8 @@ def requests() -> dict[str, bytes]:
         "a 5,000-digit integer": b'{"model": "fot", "messages": [], "x": ' + HUGE.encode() + b"}",
         'model "fot-<5000 digits>"': j({"model": "fot-" + HUGE, "messages": MSGS}),
         'stream_options: "x"': j({"model": "fot", "messages": MSGS, "stream": True, "stream_options": "x"}),
-        "fot.budget: 10**400 (fot)": j({"model": "fot", "messages": MSGS, "fot": {"budget": 10**400}}),
-        "fot.budget: 10**400 (cot)": j({"model": "cot", "messages": MSGS, "fot": {"budget": 10**400}}),
+        "fot.backend.budget: 10**400 (fot)": j({"model": "fot", "messages": MSGS, "fot": {"budget": 10**400}}),
+        "fot.backend.budget: 10**400 (cot)": j({"model": "cot", "messages": MSGS, "fot": {"budget": 10**400}}),
         "a question game24 cannot judge": j({"model": "fot", "messages": MSGS, "fot": {"task": "game24"}}),
     }
 

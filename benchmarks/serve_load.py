@@ -34,7 +34,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fot.local import free_port  # noqa: E402
+from fot.backend.local import free_port  # noqa: E402
 from fot.sim import SimConfig, SimServer  # noqa: E402
 from fot.tasks import Arith  # noqa: E402
 

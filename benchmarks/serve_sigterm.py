@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from fot.local import free_port
+from fot.backend.local import free_port
 from fot.sim import SimConfig, SimProfile, SimServer
 
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fot import view  # noqa: E402
-from fot.results import trees_path  # noqa: E402
+from fot.measure.results import trees_path  # noqa: E402
 from fot.solve import main as solve  # noqa: E402
 from fot.tasks import Arith  # noqa: E402
 

@@ -1,7 +1,7 @@
 """One configuration dataclass for the whole search; every constant of MCTSr and FoT is here.
 
 The pluggable rules (tree inputs, verifier, decision rule) are named by key and checked against
-their registries (fot/inputs.py, fot/verifiers.py, fot/decision.py). Settings are plain data, so
+their registries (fot/search/inputs.py, fot/search/verifiers.py, fot/search/decision.py). Settings are plain data, so
 this module imports nothing of fot at its top but the exception tree: a config can be built (and
 read by the command line) without loading the search or the HTTP client. The registries are
 looked up when a config is made, to refuse an unknown key at once.
@@ -61,19 +61,19 @@ class SearchConfig:
 
     # Forest (Bi et al. 2025)
     inputs: tuple[str, ...] = setting(("raw", "rephrase", "shuffle", "example"),
-                                      "tree inputs, cycled over the trees (fot/inputs.py), comma-separated")
+                                      "tree inputs, cycled over the trees (fot/search/inputs.py), comma-separated")
     temperatures: tuple[float, ...] = setting((0.7, 1.0), "sampling temperatures, cycled over the trees, comma-separated")
     seed: int = setting(0, "seed of every sampled call (tree i, sample i: seed*1000 + i)")
     activation_threshold: float = setting(0.0, "sparse activation: trees whose best Q is below do not vote")
     majority: float = setting(0.5, "a decision by vote needs more than this share of the active trees")
-    decision: str = setting("majority_first", "how the forest decides (fot/decision.py): a majority of all trees first "
+    decision: str = setting("majority_first", "how the forest decides (fot/search/decision.py): a majority of all trees first "
                                               "(default), or the paper's order, sparse activation first")
     tie_break: str = setting("expert", "no decision by vote: ask an expert prompt (default) or take the rule's "
                                        "fallback, q (largest group, then best Q)")
     logprob_threshold: float | None = setting(-1.5, "regenerate a step whose mean token log-prob is lower (none: off)")
     max_corrections: int = setting(1, "regenerations per step (log-prob or rule check)")
     early_stop: bool = setting(False, "stop the other trees once their votes could no longer change the decision")
-    verifier: str = setting("auto", "how candidates are scored in search (fot/verifiers.py): auto, self, rule, "
+    verifier: str = setting("auto", "how candidates are scored in search (fot/search/verifiers.py): auto, self, rule, "
                                     "reward_model")
     expert_max_tokens: int = setting(256, "completion cap of the expert's comparison")
     decision_reserve: float = setting(0.05, "share of a problem budget kept for the expert decision")
@@ -96,9 +96,9 @@ class SearchConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise UsageError(f"invalid search setting(s): {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
-        from .decision import DECISION_RULES  # the registries, at use: see the module's docstring
-        from .inputs import INPUT_KINDS
-        from .verifiers import VERIFIERS
+        from .search.decision import DECISION_RULES  # the registries, at use: see the module's docstring
+        from .search.inputs import INPUT_KINDS
+        from .search.verifiers import VERIFIERS
 
         for key, value, registry in (("verifier", (self.verifier,), VERIFIERS), ("decision", (self.decision,), DECISION_RULES),
                                      ("inputs", tuple(self.inputs), INPUT_KINDS)):

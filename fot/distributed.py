@@ -10,14 +10,14 @@ How, in four rules:
 * **One writer.** The driver alone writes the results file and `<out>.trees.jsonl` (and the trace:
   each worker ships its problem's call rows back with its result). A problem is written when its
   result reaches the driver, once: a result for an id already written is dropped. Resume and
-  exactly-once are therefore the single-process ones (fot/results.py): nothing a worker does touches
+  exactly-once are therefore the single-process ones (fot/measure/results.py): nothing a worker does touches
   a file, and a result that never arrives was never written.
 
 * **Leases keep the run budget.** With `--run-budget R`, each worker's `Engine` has a run budget
   that starts at 0 tokens and is raised by a *lease* when a problem is sent to it. The driver only
   sends a problem when R minus everything granted (to live and dead workers) covers the lease, so
   the grants never sum to more than R, and a worker's engine never spends past its grant (the usual
-  reserve-then-settle rule of fot/budget.py). When a problem ends, the worker gives back what is
+  reserve-then-settle rule of fot/backend/budget.py). When a problem ends, the worker gives back what is
   neither spent nor reserved, up to the unspent part of that problem's lease; the driver subtracts
   it from the grant. Worst-case overshoot: none, the whole run spends at most R, as without Ray.
 
@@ -62,8 +62,8 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 from .engine import Engine, Result
 from .errors import FotError
-from .ledger import CallRecord, Ledger
-from .problems import Problem
+from .backend.ledger import CallRecord, Ledger
+from .tasks.problems import Problem
 
 RAY_MISSING = "--ray needs the ray extra: pip install 'fot[ray]'"
 NAMESPACE = "fot"

@@ -12,19 +12,19 @@ import os
 import time
 from typing import AsyncIterator, Callable, Iterable
 
-from .budget import Budget, Price
+from .backend.budget import Budget, Price
 from .config import UNSET, SearchConfig
-from .decision import DecisionRule
-from .endpoints import public_url
+from .search.decision import DecisionRule
+from .backend.endpoints import public_url
 from .errors import BackendUnreachable, EnvironmentFailure, SolveError, UsageError, error_kind
-from .ledger import Ledger
-from .llm import LLMClient
-from .mctsr import TreeResult
+from .backend.ledger import Ledger
+from .backend.llm import LLMClient
+from .search.mctsr import TreeResult
 from .methods import METHODS, MethodRun, get_method
-from .problems import Problem
-from .results import Result
+from .tasks.problems import Problem
+from .measure.results import Result
 from .tasks import Task, detect_task, get_task
-from .verifiers import Verifier
+from .search.verifiers import Verifier
 
 __all__ = ["Engine", "METHODS", "Result", "minimum_budget"]
 
@@ -37,8 +37,8 @@ def minimum_budget(question: str, task: Task, cfg: SearchConfig, method: str = "
 
 class Engine:
     """`base_url` is one OpenAI-compatible server; `base_urls` several replicas of one model, shared by least
-    outstanding requests (fot.endpoints). `concurrency` caps requests in flight per endpoint; by default there
-    is no cap (the work in flight is the concurrency) and a 429 or 503 lowers it (fot.endpoints: the rule)."""
+    outstanding requests (fot.backend.endpoints). `concurrency` caps requests in flight per endpoint; by default there
+    is no cap (the work in flight is the concurrency) and a 429 or 503 lowers it (fot.backend.endpoints: the rule)."""
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None, *,
                  base_urls: list[str] | None = None, concurrency: int | None = None, rps: float | None = None, timeout: float = 120.0, max_attempts: int = 6,
@@ -122,10 +122,10 @@ class Engine:
                     raise_errors: bool | None = None, on_tree: Callable[[TreeResult], None] | None = None,
                     on_rollout: Callable[[str, TreeResult], None] | None = None, **settings) -> Result:
         """Solve one problem with `method` (a forest by default; `mctsr` is one tree; `cot`, `sc`, `bon`
-        sample `samples` answers, see fot/baselines.py). `budget` caps its tokens (never exceeded);
+        sample `samples` answers, see fot/search/baselines.py). `budget` caps its tokens (never exceeded);
         settings override SearchConfig.
 
-        `verifier` and `decision` take a registry key (fot.verifiers, fot.decision) or agent code's own object;
+        `verifier` and `decision` take a registry key (fot.search.verifiers, fot.search.decision) or agent code's own object;
         `example_pool` is a list of solved (question, solution) pairs for the "example" tree input;
         `on_tree(tree_result)` is called as each tree finishes, `on_rollout(problem_id, tree_result)` as each
         rollout of a tree does (progress; forest methods only).

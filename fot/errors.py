@@ -6,7 +6,7 @@ words, when it asked for results instead of exceptions):
     FotError
      +-- InputError           bad problem file or question       kind "input"
      |    +-- UsageError      a bad argument or setting (library or command line)
-     +-- BudgetExhausted      not even a minimal call is funded  kind "budget"   (fot.budget)
+     +-- BudgetExhausted      not even a minimal call is funded  kind "budget"   (fot.backend.budget)
      +-- LLMError             a call failed after its retries    kind "backend"  (status, retry_after)
      +-- BackendUnreachable   no backend answers at start        kind "backend"
      +-- EnvironmentFailure   the run's own disk/output/trace    kind "environment": stops the run

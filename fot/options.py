@@ -47,7 +47,7 @@ def _choices(name: str | None) -> list[str] | None:
 
         return list(METHODS)
     if name == "decision":
-        from .decision import DECISION_RULES
+        from .search.decision import DECISION_RULES
 
         return list(DECISION_RULES)
     return None
@@ -141,7 +141,7 @@ def add_settings(ap: argparse.ArgumentParser, cls: type, title: str, *, skip: It
         if f.name == "tie_break":
             choices = ["expert", "q"]
         if f.name == "verifier":
-            from .verifiers import VERIFIERS
+            from .search.verifiers import VERIFIERS
 
             choices = list(VERIFIERS)
         if choices is not None:

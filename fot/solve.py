@@ -34,16 +34,16 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     import dataclasses
     from dataclasses import dataclass, field
 
-    from .budget import Price
+    from .backend.budget import Price
     from .config import BackendSettings, RunSettings, SearchConfig
     from .distributed import RayUnavailable  # not Ray itself: that is imported only with --ray
     from .engine import Engine, Result, minimum_budget
     from .errors import EnvironmentFailure, FotError
     from .methods import get_method
-    from .meter import grade, summarize
+    from .measure.meter import grade, summarize
     from .options import Parser, add_config_option, add_settings, backend_from_env, build, given, read_config
-    from .problems import Problem, ProblemFileError, load_problems
-    from .results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
+    from .tasks.problems import Problem, ProblemFileError, load_problems
+    from .measure.results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
                           prune_trees, read_finished, run_settings, trees_path)
     from .runtime import tune_gc
     from .tasks import detect_task, get_task
@@ -157,7 +157,7 @@ def free_out(out: Path) -> Path:
 
 
 class BackendRefuses(FotError):
-    """Every endpoint refuses the model, key or API (fot.endpoints `refusal`): the run stops."""
+    """Every endpoint refuses the model, key or API (fot.backend.endpoints `refusal`): the run stops."""
 
     kind = "backend"
 
@@ -209,7 +209,7 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
 
 
 def recorded_settings(s: SolveSettings, cfg: SearchConfig, task_name: str, model: str | None) -> dict:
-    """What decides this run's results (fot.results.run_settings), from the settings, not a Namespace."""
+    """What decides this run's results (fot.measure.results.run_settings), from the settings, not a Namespace."""
     values = {**{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()},
               "method": s.method, "samples": s.run.samples, "budget": s.run.budget, "task": task_name,
               "backend": kind_of(s.backend), "model": model}

@@ -2,9 +2,9 @@
 
 Diversity against volume, and both against plain sampling, measured. One run of the largest cell
 (max trees x max rollouts) is made with `fot.solve` (resumable), and every smaller cell is replayed
-from its snapshots (see `fot.meter.grid`); each baseline (`--baselines sc,bon`, see
-fot/baselines.py) is one run of the largest `--samples`, smaller counts replayed the same way.
-`sweep.md` then answers, problem by problem (paired intervals, `fot.stats`): at equal or fewer
+from its snapshots (see `fot.measure.meter.grid`); each baseline (`--baselines sc,bon`, see
+fot/search/baselines.py) is one run of the largest `--samples`, smaller counts replayed the same way.
+`sweep.md` then answers, problem by problem (paired intervals, `fot.measure.stats`): at equal or fewer
 tokens, does a wider forest beat one deeper tree, and does either beat sc or bon?
 `--independent` also runs every forest cell for real and compares it with its replay (paired).
 
@@ -26,7 +26,7 @@ from . import solve
 from .options import Parser
 from .upstream import price_of
 from .methods import SAMPLING_METHODS
-from .meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
+from .measure.meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
 from .tasks import get_task
 
 

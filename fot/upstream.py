@@ -12,10 +12,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Callable
 
-from .budget import Price
+from .backend.budget import Price
 from .config import BackendSettings
 from .errors import FotError
-from .problems import Problem
+from .tasks.problems import Problem
 
 # what a forest runs with when the command line does not say: the papers' cell, or the embedded model's
 DEFAULT_PRESET = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
@@ -53,7 +53,7 @@ class Upstream:
     label: str  # how the summary and the logs name it (SIMULATED said when it is)
     context_window: int | None = None
     concurrency: int | None = None
-    local: object | None = None  # the embedded server (fot.local.LocalServer), to ask whether it died
+    local: object | None = None  # the embedded server (fot.backend.local.LocalServer), to ask whether it died
 
     @property
     def simulated(self) -> bool:
@@ -85,7 +85,7 @@ async def start_upstream(stack: AsyncExitStack, b: BackendSettings, *, seed: int
         urls = list(b.base_url)
         label = urls[0] if len(urls) == 1 else f"{len(urls)} endpoints"
         return Upstream(kind, urls, b.model, label, concurrency=b.concurrency)
-    from .local import LocalServer, LocalServerConfig
+    from .backend.local import LocalServer, LocalServerConfig
 
     say("no --base-url: starting the embedded local model server (llama.cpp)")
     local = await stack.enter_async_context(LocalServer(LocalServerConfig(gguf=b.gguf, n_ctx=b.n_ctx,

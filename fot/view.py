@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from .results import trees_path
+from .measure.results import trees_path
 
 # fields of a results line the page uses; the rest (settings, run, budget_bound ...) stays out of the page
 PROBLEM_FIELDS = ("id", "question", "task", "answer", "reference", "correct", "oracle_correct", "decision", "text",

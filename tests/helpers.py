@@ -31,7 +31,7 @@ class FakeBackend:
     async def __aenter__(self):
         from aiohttp import web
 
-        from fot.local import free_port
+        from fot.backend.local import free_port
         from fot.sim.solver import ScriptedSolver
 
         async def models(request):

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from fot.engine import Engine
-from fot.meter import compare, replay_samples, sample_curve
-from fot.problems import Problem
+from fot.measure.meter import compare, replay_samples, sample_curve
+from fot.tasks.problems import Problem
 from fot.solve import main
 from fot.tasks import Arith
 from helpers import read_rows, write_problems
@@ -61,7 +61,7 @@ def test_the_cli_runs_a_baseline_and_the_meter_compares_it_with_the_forest_on_th
     curve = sample_curve(sc_rows, Arith(), [1, 2, 6])
     assert [c.label for c in curve] == ["sc@1", "sc@2", "sc@6"]
     assert curve[0].tokens_mean < curve[1].tokens_mean < curve[2].tokens_mean
-    from fot.meter import grid
+    from fot.measure.meter import grid
 
     (forest,) = grid(forest_rows, Arith(), [2], [1])
     diff, ratio = compare(forest, curve[2])

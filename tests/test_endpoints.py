@@ -1,4 +1,4 @@
-"""Several endpoints behind one engine (fot.endpoints), against fot.sim upstreams (SIMULATED backends,
+"""Several endpoints behind one engine (fot.backend.endpoints), against fot.sim upstreams (SIMULATED backends,
 test doubles) on loopback: spread, failover, health, affinity, the concurrency rule."""
 
 import asyncio
@@ -8,9 +8,11 @@ from collections import Counter
 
 import pytest
 
-from fot import BackendUnreachable, Budget, CallTag, Engine, Ledger, LLMClient, prompts
-from fot.endpoints import Endpoints, HTTPFailure
-from fot.problems import Problem
+from fot import BackendUnreachable, Budget, CallTag, Engine, Ledger, LLMClient
+
+from fot.search import prompts
+from fot.backend.endpoints import Endpoints, HTTPFailure
+from fot.tasks.problems import Problem
 from fot.sim import SimConfig, SimServer
 from fot.tasks import Arith
 
@@ -167,7 +169,7 @@ async def test_budget_and_ledger_agree_with_the_upstreams_across_endpoints(make_
 
 
 def test_the_environments_proxy_is_used_as_the_openai_client_would_unless_no_proxy_covers_it(monkeypatch):
-    from fot.endpoints import env_proxy
+    from fot.backend.endpoints import env_proxy
 
     for var in ("https_proxy", "no_proxy", "http_proxy"):
         monkeypatch.delenv(var, raising=False)

@@ -5,13 +5,13 @@ fot.sim (a SIMULATED backend, a test double); every registered method is run and
 import pytest
 
 from fot import Engine
-from fot.decision import DECISION_RULES, MajorityFirst
-from fot.inputs import INPUT_KINDS, TreeInput
+from fot.search.decision import DECISION_RULES, MajorityFirst
+from fot.search.inputs import INPUT_KINDS, TreeInput
 from fot.methods import METHODS
 from fot.methods.sampling import Sampling
 from fot.solve import main
 from fot.tasks import TASKS, Arith, get_task
-from fot.verifiers import VERIFIERS, Scores
+from fot.search.verifiers import VERIFIERS, Scores
 from helpers import read_rows, write_problems
 
 Q = "What is 3 * 4?"

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from fot import Budget, Engine, FotError, LLMClient, LLMError, UsageError, prompts
-from fot.problems import Problem
+from fot import Budget, Engine, FotError, LLMClient, LLMError, UsageError
+
+from fot.search import prompts
+from fot.tasks.problems import Problem
 from fot.sim import SimConfig, SimServer
 from fot.solve import main
 from fot.tasks import Arith
@@ -208,7 +210,7 @@ async def test_a_probe_readmits_a_replica_only_once_chat_works_and_is_recorded()
 
 def test_the_pick_weighs_load_by_seconds_per_token_and_affinity_gives_way_to_a_slow_replica(monkeypatch):
     """The rule, on a fake clock (the end-to-end effect is a benchmark: benchmarks/fleet.py, slow-replica)."""
-    import fot.endpoints as endpoints
+    import fot.backend.endpoints as endpoints
 
     now = {"t": 1000.0}
     monkeypatch.setattr(endpoints.time, "monotonic", lambda: now["t"])
@@ -234,7 +236,7 @@ def test_the_pick_weighs_load_by_seconds_per_token_and_affinity_gives_way_to_a_s
 async def test_start_waits_no_longer_than_the_request_timeout(make_sim, monkeypatch):
     sim = await make_sim()
     asked = []
-    from fot.endpoints import Endpoints
+    from fot.backend.endpoints import Endpoints
 
     real = Endpoints.models
 

@@ -6,9 +6,9 @@ import random
 from fot import Budget, LLMClient
 from fot.config import SearchConfig
 from fot.engine import Engine
-from fot.forest import run_forest
-from fot.policies import Vote, decision_rule, nearest_examples, shuffle_premises
-from fot.problems import Problem
+from fot.search.forest import run_forest
+from fot.search.policies import Vote, decision_rule, nearest_examples, shuffle_premises
+from fot.tasks.problems import Problem
 from fot.sim import SimProfile
 from fot.sim.solver import normalize_question
 from fot.tasks import Arith, Game24
@@ -102,8 +102,8 @@ async def test_expert_decides_when_trees_disagree(make_sim):
 
 
 async def test_expert_failure_falls_back_to_the_largest_group_then_its_best_q():
-    from fot.forest import _expert
-    from fot.mctsr import TreeResult
+    from fot.search.forest import _expert
+    from fot.search.mctsr import TreeResult
 
     trees = [TreeResult(0, "raw", 0.7, answer="4", text="... \\boxed{4}", q=10.0),
              TreeResult(1, "raw", 0.7, answer="5", text="... \\boxed{5}", q=30.0),
@@ -231,7 +231,7 @@ async def test_answer_steps_use_the_tasks_cap_and_a_cut_off_answer_does_not_vote
 
 
 async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_marks_smaller_cells():
-    from fot.meter import replay
+    from fot.measure.meter import replay
     from helpers import FakeBackend, ok
 
     def reply(role, body):

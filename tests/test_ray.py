@@ -20,7 +20,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install -e '.[ray]')")
 
-from fot.local import free_port  # noqa: E402
+from fot.backend.local import free_port  # noqa: E402
 from fot.solve import main  # noqa: E402
 from fot.sweep import main as sweep_main  # noqa: E402
 from helpers import read_rows, write_problems  # noqa: E402

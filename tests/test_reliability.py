@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fot.local import free_port
+from fot.backend.local import free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -78,7 +78,7 @@ async def test_a_response_dropped_mid_body_is_charged_its_reservation_so_the_cap
 
 async def test_a_connection_that_never_opened_costs_nothing():
     budget = Budget(tokens=10_000)
-    from fot.local import free_port
+    from fot.backend.local import free_port
     async with LLMClient(f"http://127.0.0.1:{free_port()}/v1", "fake", budget=budget, max_attempts=1) as llm:
         with pytest.raises(LLMError):
             await llm.chat([{"role": "user", "content": "What is 2 + 2?"}], max_tokens=100)
@@ -297,7 +297,7 @@ def test_ctrl_c_during_start_up_exits_130_not_by_the_signal(tmp_path, when):
 
 async def test_memory_holds_recent_rows_only_and_nothing_of_finished_problems(tmp_path):
     # v1 kept every ledger row (about 1 KB a call, without end); benchmarks/memory.py shows RSS over 50,000 calls
-    from fot.ledger import CallRecord, Ledger
+    from fot.backend.ledger import CallRecord, Ledger
 
     led = Ledger(tmp_path / "t.jsonl", keep=100)
     for i in range(1000):

@@ -12,7 +12,7 @@ import pytest
 
 from fot.config import SearchConfig
 from fot.engine import Engine, minimum_budget
-from fot.ledger import Ledger
+from fot.backend.ledger import Ledger
 from fot.serve import FotServer, ServeConfig, plan_of, question_of
 from fot.sim import SimConfig, SimProfile, SimServer
 from fot.tasks import detect_task
@@ -294,7 +294,7 @@ async def test_budget_too_small_is_400_with_the_minimum(serve):
     with pytest.raises(openai.BadRequestError) as e:
         await s.aclient().chat.completions.create(model="fot-3x1", messages=[{"role": "user", "content": Q}],
                                                   extra_body={"fot": {"budget": least - 1}})
-    assert e.value.code == "budget_too_small" and e.value.param == "fot.budget"
+    assert e.value.code == "budget_too_small" and e.value.param == "fot.backend.budget"
     assert e.value.response.json()["minimum_budget"] == least
     assert str(least) in e.value.message
     r = await s.aclient().chat.completions.create(model="fot-3x1", messages=[{"role": "user", "content": Q}],
@@ -440,7 +440,7 @@ def test_command_serves_until_sigterm(tmp_path):
     import sys
     import time
 
-    from fot.local import free_port
+    from fot.backend.local import free_port
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -485,7 +485,7 @@ async def test_sigterm_cancels_running_forests_and_their_upstream_calls(make_sim
     import signal
     import sys
 
-    from fot.local import free_port
+    from fot.backend.local import free_port
 
     sim = await make_sim(profile=SURE, ttft_s=0.02)
     port = free_port()
@@ -551,8 +551,8 @@ async def test_hostile_bodies_are_400_naming_the_field(serve):
                            ({"model": "sc-" + huge, "messages": msgs}, "samples"),
                            ({"model": "fot-2x" + huge, "messages": msgs}, "rollouts"),
                            ({"model": "fot", "messages": msgs, "stream": True, "stream_options": "x"}, "stream_options"),
-                           ({"model": "fot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.budget"),
-                           ({"model": "cot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.budget"),
+                           ({"model": "fot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.backend.budget"),
+                           ({"model": "cot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.backend.budget"),
                            ({"model": "fot", "messages": msgs, "fot": {"seed": 10**400}}, "fot.seed"),
                            ({"model": "fot", "messages": msgs, "fot": {"task": ["arith"]}}, "fot.task")]:
         status, body, _ = await post(s, payload)

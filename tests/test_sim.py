@@ -11,9 +11,11 @@ import urllib.request
 
 import openai
 
-from fot.local import free_port
+from fot.backend.local import free_port
 
-from fot import LLMClient, prompts
+from fot import LLMClient
+
+from fot.search import prompts
 from fot.sim import SimProfile, SimSolver, arithmetic_truth
 from fot.sim.solver import Request, extract_answer, normalize_question, same_answer
 

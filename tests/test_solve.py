@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fot.local import free_port
+from fot.backend.local import free_port
 
 from fot.solve import main
 from helpers import read_rows, write_problems
@@ -96,7 +96,7 @@ def test_no_backend_and_no_local_extra_names_the_install_command(tmp_path, capsy
 
 
 def test_unreachable_backend_exits_1_quickly_naming_the_url(tmp_path, capsys, monkeypatch):
-    from fot.endpoints import Endpoints
+    from fot.backend.endpoints import Endpoints
 
     asked, real = [], Endpoints.models
 

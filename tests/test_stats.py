@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from fot.stats import paired_diff, wilson_ci
+from fot.measure.stats import paired_diff, wilson_ci
 
 
 def test_wilson_does_not_collapse_at_0_or_100_percent():

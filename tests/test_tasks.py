@@ -2,7 +2,7 @@
 
 import pytest
 
-from fot import expr
+from fot.tasks import expr
 from fot.tasks import AIME, GSM8K, Arith, Game24, Generic, MathTask, detect_task, get_task
 
 
@@ -151,10 +151,10 @@ import re  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from fot.forest import BEST  # noqa: E402
+from fot.search.forest import BEST  # noqa: E402
 from fot.tasks import TASKS, final_answer  # noqa: E402
 from fot.tasks.base import MAX_EXAMINED, examined, extract_boxed  # noqa: E402
-from fot.verifiers import MAX_SCORE_LINE, SCORE_LINE, parse_score  # noqa: E402
+from fot.search.verifiers import MAX_SCORE_LINE, SCORE_LINE, parse_score  # noqa: E402
 
 # The patterns as they were before issue 21, kept as oracles: same answers on replies they could read in time.
 OLD_SIDE = re.compile(r"([^=]*?)=\s*24(?!\d|\.\d)")

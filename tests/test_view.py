@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from fot import Engine
-from fot.results import trees_path
+from fot.measure.results import trees_path
 from fot.solve import main as solve_main
-from fot.verifiers import Scores
+from fot.search.verifiers import Scores
 from helpers import read_rows, write_problems
 
 
@@ -317,7 +317,7 @@ def test_non_finite_prices_and_budgets_are_refused_by_name(tmp_path, capsys):
 def test_a_row_with_nan_is_never_half_written(tmp_path):
     import os
 
-    from fot.results import append_line, open_lines
+    from fot.measure.results import append_line, open_lines
 
     out = tmp_path / "o.jsonl"
     fd = open_lines(out)

@@ -7,16 +7,17 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import prompts, tokens
+from ..search import prompts
+from ..backend import tokens
 
 if TYPE_CHECKING:
-    from ..budget import Budget
+    from ..backend.budget import Budget
     from ..config import SearchConfig
-    from ..decision import DecisionRule
-    from ..llm import LLMClient
-    from ..results import Result
+    from ..search.decision import DecisionRule
+    from ..backend.llm import LLMClient
+    from ..measure.results import Result
     from ..tasks import Task
-    from ..verifiers import Verifier
+    from ..search.verifiers import Verifier
 
 
 @dataclass

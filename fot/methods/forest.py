@@ -1,5 +1,5 @@
 """The forest (Bi et al. 2025): several MCTSr trees with diverse inputs, concurrently, that vote
-(fot/forest.py runs it; fot/decision.py decides it)."""
+(fot/search/forest.py runs it; fot/search/decision.py decides it)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .base import TREE_SETTINGS, Method, MethodRun, first_call, with_decision_re
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
-    from ..results import Result
+    from ..measure.results import Result
     from ..tasks import Task
 
 
@@ -42,7 +42,7 @@ class Forest(Method):
         return TREE_SETTINGS
 
     async def run(self, run: MethodRun, result: "Result") -> "Result":
-        from ..forest import run_forest
+        from ..search.forest import run_forest
 
         fr = await run_forest(run.question, run.task, run.llm, run.cfg, run.budget, run.problem_id,
                               verifier=run.verifier, decision=run.decision, example_pool=run.example_pool,
@@ -71,7 +71,7 @@ class Forest(Method):
         return r
 
     def replay(self, row: dict, task: "Task", size: tuple[int, int] | int) -> tuple[str | None, dict, str]:
-        from ..meter import replay
+        from ..measure.meter import replay
 
         t, r = size if isinstance(size, tuple) else (size, row.get("settings", {}).get("rollouts", 0))
         return replay(row, task, t, r)

@@ -1,5 +1,5 @@
 """What the three sampling baselines share: independent samples on the forest's own answer prompt
-(fot/baselines.py runs and decides them), replayed at every smaller count from one run."""
+(fot/search/baselines.py runs and decides them), replayed at every smaller count from one run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .forest import distinct
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
-    from ..results import Result
+    from ..measure.results import Result
     from ..tasks import Task
 
 
@@ -30,7 +30,7 @@ class Sampling(Method):
                 "temperature": cfg.temperatures[0]}
 
     async def run(self, run: MethodRun, result: "Result") -> "Result":
-        from ..baselines import run_sampling
+        from ..search.baselines import run_sampling
 
         sr = await run_sampling(run.question, run.task, run.llm, run.cfg, run.budget, run.problem_id,
                                 method=self.name, samples=self.samples(run.samples), verifier=run.verifier,
@@ -48,6 +48,6 @@ class Sampling(Method):
         return r
 
     def replay(self, row: dict, task: "Task", size: tuple[int, int] | int) -> tuple[str | None, dict, str]:
-        from ..meter import replay_samples
+        from ..measure.meter import replay_samples
 
         return replay_samples(row, task, size if isinstance(size, int) else size[0])

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from ..ledger import CallRecord, Totals
+from ..backend.ledger import CallRecord, Totals
 from .protocol import ApiError
 
 

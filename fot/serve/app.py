@@ -15,14 +15,14 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..appserver import AppServer
-from ..endpoints import public_url
+from ..backend.appserver import AppServer
+from ..backend.endpoints import public_url
 from ..engine import Engine, Result, minimum_budget
 from ..errors import UsageError
-from ..ledger import Totals
-from ..mctsr import TreeResult
+from ..backend.ledger import Totals
+from ..search.mctsr import TreeResult
 from ..methods import get_method
-from ..problems import Problem
+from ..tasks.problems import Problem
 from ..tasks import detect_task, get_task
 from .admission import Admission, RequestMeter
 from .protocol import UNSUPPORTED, ApiError, Plan, ServeConfig, plan_of, preset_names, question_of, usage_of
@@ -58,7 +58,7 @@ class FotServer(AppServer):
         app.router.add_get("/health", self.health)
         return app
 
-    # start, base_url: fot/appserver.py (the handler also polls its transport, so a forest stops with its
+    # start, base_url: fot/backend/appserver.py (the handler also polls its transport, so a forest stops with its
     # client whether or not aiohttp cancels the handler)
 
     async def stop(self) -> None:
@@ -180,7 +180,7 @@ class FotServer(AppServer):
         least = minimum_budget(question, task, cfg, plan.method)
         if plan.budget is not None and plan.budget < least:
             raise ApiError(400, f"budget {plan.budget} is below the {least} tokens this {plan.method} needs for its "
-                           f"first answer(s); give fot.budget >= {least}", param="fot.budget",
+                           f"first answer(s); give fot.backend.budget >= {least}", param="fot.backend.budget",
                            code="budget_too_small", extra={"minimum_budget": least})
         run = self.engine.budget
         if run.tokens is not None and run.remaining_tokens() < least:

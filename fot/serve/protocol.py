@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import MAX_TOKENS, SearchConfig
-from ..ledger import Totals
+from ..backend.ledger import Totals
 from ..methods import METHODS
 from ..tasks import TASKS
 
@@ -66,7 +66,7 @@ class Plan:
 def usage_of(roles: dict[str, Totals]) -> dict:
     """OpenAI's usage object for a whole forest. `total_tokens` also counts calls whose outcome is unknown
     (cut off mid-reply: charged at their reservation, as the budget does), so it can exceed prompt +
-    completion; `fot.tokens.unknown` says by how much."""
+    completion; `fot.backend.tokens.unknown` says by how much."""
     t = Totals()
     for r in roles.values():
         for name in ("calls", "prompt_tokens", "completion_tokens", "cached_tokens", "unknown_tokens"):
@@ -193,7 +193,7 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
     task = fot.get("task", config.task)
     if not isinstance(task, str) or (task != "auto" and task not in TASKS):
         raise ApiError(400, f"'fot.task' must be auto or one of {', '.join(TASKS)}", param="fot.task")
-    budget = _int(fot["budget"], "fot.budget", 1) if fot.get("budget") is not None else config.budget
+    budget = _int(fot["budget"], "fot.backend.budget", 1) if fot.get("budget") is not None else config.budget
     seed = fot.get("seed")
     # bounded so that the seeds derived from it (seed * 10,007 + call) still fit an upstream's int64 `seed`
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**31 <= seed < 2**31):

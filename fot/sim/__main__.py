@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from ..problems import ProblemFileError, load_problems
+from ..tasks.problems import ProblemFileError, load_problems
 from .server import FAULT_KINDS, SimConfig, SimServer
 from .solver import SimProfile, normalize_question
 

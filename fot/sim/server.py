@@ -29,7 +29,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from ..appserver import AppServer
+from ..backend.appserver import AppServer
 from .solver import Request, ScriptedSolver, SimProfile, SimSolver, normalize_question, sim_tokens, stable_hash
 
 FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "drop", "nonjson", "not_completion", "no_usage", "short_n")

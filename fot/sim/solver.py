@@ -4,7 +4,7 @@ This is a test double. It does not reason; it plays the part of a model whose pr
 set by a `SimProfile`, so tests and engine benchmarks can check what the search does with a
 solver of known quality. Nothing it produces may be presented as a model's result.
 
-It reads the role of each request from the section headers of `fot.prompts`, finds the problem
+It reads the role of each request from the section headers of `fot.search.prompts`, finds the problem
 (from `--problems` references, or by computing a plain integer-arithmetic expression), and
 draws its answer from the profile:
 
@@ -118,7 +118,7 @@ def game24_solution(nums: list[int]) -> str | None:
     """A solution found by brute force over orders, operators and bracketings (or None)."""
     import itertools
 
-    from ..expr import ExprError, parse
+    from ..tasks.expr import ExprError, parse
 
     for a, b, c, d in itertools.permutations(nums):
         for o1, o2, o3 in itertools.product("+-*/", repeat=3):
@@ -134,7 +134,7 @@ def game24_solution(nums: list[int]) -> str | None:
 
 
 def game24_right(expression: str | None, nums: list[int]) -> bool:
-    from ..expr import ExprError, parse
+    from ..tasks.expr import ExprError, parse
 
     if not expression:
         return False

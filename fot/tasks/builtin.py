@@ -7,7 +7,7 @@ import re
 import string
 from fractions import Fraction
 
-from .. import expr
+from . import expr
 from .base import BaseTask, examined, extract_boxed, extract_number, numbers_equal
 
 BOXED_INSTRUCTIONS = "Finish with the final answer written as \\boxed{ANSWER}."

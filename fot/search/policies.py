@@ -1,8 +1,8 @@
 """The pluggable rules of the search, re-exported from their homes for agent code and the docs:
 
-    INPUT_KINDS     how a tree's input is varied          fot/inputs.py
-    VERIFIERS       how candidates are scored in search   fot/verifiers.py
-    DECISION_RULES  how the forest picks one answer       fot/decision.py
+    INPUT_KINDS     how a tree's input is varied          fot/search/inputs.py
+    VERIFIERS       how candidates are scored in search   fot/search/verifiers.py
+    DECISION_RULES  how the forest picks one answer       fot/search/decision.py
 
 `SearchConfig` names them by key; agent code may pass its own object instead
 (`engine.solve(..., verifier=obj, decision=obj)`). None of these ever sees a reference answer.
@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from .config import UNSET
+from ..config import UNSET
 from .decision import (DECISION_RULES, ActivationFirst, Decision, DecisionRule, MajorityFirst, Vote, decision_rule,
                        group_answers, vote)
 from .inputs import (INPUT_KINDS, Example, InputContext, InputKind, Raw, Rephrase, Shuffle, TreeInput,

@@ -1,4 +1,4 @@
-"""The LLM client: chat completions against one model on one or more endpoints (fot.endpoints: the
+"""The LLM client: chat completions against one model on one or more endpoints (fot.backend.endpoints: the
 HTTP pools, the choice of endpoint, the concurrency rule, health), with the engine's single retry policy.
 
 Per attempt, in this order: reserve from the budget (waiting if the budget is tight), pass the
@@ -24,7 +24,7 @@ row records it as `charged_unknown`; a row's total includes it, so a problem's t
 of its rows.
 
 Usage: the server's `usage` (prompt, completion, cached) is used when present. Without it we
-count with `fot.tokens`, mark the row `estimated`, and charge the rest of the reservation as
+count with `fot.backend.tokens`, mark the row `estimated`, and charge the rest of the reservation as
 `charged_unknown` (our count may be below the server's). For n > 1 we check `completion_tokens`
 against the texts: some servers count one choice only; then we scale up and mark it.
 
@@ -51,7 +51,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from . import tokens
 from .budget import Budget, BudgetExhausted, Price, Reservation
 from .endpoints import Endpoint, Endpoints, HTTPFailure
-from .errors import UsageError, LLMError
+from ..errors import UsageError, LLMError
 from .ledger import CallRecord, CallTag, Ledger
 
 RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed", "not_completion"})
@@ -175,7 +175,7 @@ class LLMClient:
         if max_attempts < 1:
             raise UsageError("max_attempts must be >= 1")
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
-        # concurrency: the cap on requests in flight per endpoint; None = no cap (fot.endpoints: the rule)
+        # concurrency: the cap on requests in flight per endpoint; None = no cap (fot.backend.endpoints: the rule)
         self.endpoints = Endpoints(urls, api_key, cap=concurrency, timeout=timeout, probe=self._probe)
         self.timeout = timeout
         self.model = model

@@ -11,13 +11,13 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .errors import UsageError
-from .budget import Price
+from ..errors import UsageError
+from ..backend.budget import Price
 from .results import Record
 from .usage import Usage
-from .decision import DECISION_RULES, DecisionRule, Vote, decision_rule, vote
+from ..search.decision import DECISION_RULES, DecisionRule, Vote, decision_rule, vote
 from .stats import wilson_ci
-from .tasks import Task
+from ..tasks import Task
 
 
 
@@ -149,7 +149,7 @@ def rule_of(row: "dict | Record") -> "DecisionRule":
     name = settings.get("decision") or "activation_first"
     if name not in DECISION_RULES:
         raise UsageError(f"result {rec.id!r} was decided by '{name}', which is not registered in "
-                         f"fot.decision.DECISION_RULES; pass the rule object to replay it")
+                         f"fot.search.decision.DECISION_RULES; pass the rule object to replay it")
     return decision_rule(name, settings.get("activation_threshold", 0.0), settings.get("majority", 0.5))
 
 
@@ -239,7 +239,7 @@ def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], pr
 
 def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str]:
     """What a cot / sc / bon run with the first `n` samples would have returned, and its tokens."""
-    from .baselines import decide_samples
+    from ..search.baselines import decide_samples
 
     rec = Record.from_row(row)
     first = rec.samples[:n]
@@ -256,7 +256,7 @@ def sample_curve(rows: list[dict], task: Task, ns: list[int], price: Price | Non
 
 
 def compare(a: Cell, b: Cell):
-    """A minus B, problem by problem (`fot.stats.paired_diff`), and B's tokens over A's."""
+    """A minus B, problem by problem (`fot.measure.stats.paired_diff`), and B's tokens over A's."""
     from .stats import paired_diff
 
     if a.ids != b.ids:

@@ -11,7 +11,7 @@ The rule, in one place:
 
 Invariant at every level: spent + reserved <= cap. Since a server never returns more than
 `max_tokens` per choice and the prompt reservation is an upper bound on the prompt (see
-`fot.tokens.byte_bound` and the client's calibration), spent never exceeds cap. A settle that is
+`fot.backend.tokens.byte_bound` and the client's calibration), spent never exceeds cap. A settle that is
 larger than its reservation is recorded as `overrun_tokens` so a broken bound cannot hide.
 
 Budgets nest: a run budget holds problem budgets, which hold per-tree shares; a child is
@@ -25,7 +25,7 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 
-from .errors import UsageError, FotError
+from ..errors import UsageError, FotError
 
 
 class BudgetExhausted(FotError):

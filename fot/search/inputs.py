@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from . import prompts
-from .budget import Budget, BudgetExhausted
-from .errors import LLMError
-from .ledger import CallTag
+from ..backend.budget import Budget, BudgetExhausted
+from ..errors import LLMError
+from ..backend.ledger import CallTag
 
 if TYPE_CHECKING:
-    from .llm import LLMClient
-    from .tasks import Task
+    from ..backend.llm import LLMClient
+    from ..tasks import Task
 
 
 @dataclass

@@ -37,12 +37,12 @@ from typing import Callable
 
 from . import prompts
 from .aio import gather_all
-from .budget import Budget, BudgetExhausted
-from .config import SearchConfig
-from .ledger import CallTag
-from .llm import LLMClient, LLMError
+from ..backend.budget import Budget, BudgetExhausted
+from ..config import SearchConfig
+from ..backend.ledger import CallTag
+from ..backend.llm import LLMClient, LLMError
 from .verifiers import Verifier
-from .tasks import Task, final_answer
+from ..tasks import Task, final_answer
 
 UNSCORED_Q = -100.0  # what selection assumes of a node none of whose evaluations could be read
 

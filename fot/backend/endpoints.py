@@ -29,10 +29,10 @@ Health: a refused connection, a refusal of the model or key (401, 403, 404, 405,
 a whole 200 reply that is not a completion (an HTML page; JSON without choices, which the caller
 reports with `bad_reply`) take an endpoint out at once; timeouts, dropped connections, 5xx and
 bodies cut off take it out after `FAILS_TO_EJECT` in a row. A 200 is not a success until the caller has read a completion
-out of it (`answered`). An endpoint that is out is probed with backoff by the owner's probe (fot.llm:
+out of it (`answered`). An endpoint that is out is probed with backoff by the owner's probe (fot.backend.llm:
 a one-token chat completion, so a replica whose `/models` answers while its chat hangs or refuses is
 not let back in) and put back as soon as the probe succeeds. When every endpoint is out, requests
-still go to them, so the retry policy (fot.llm), not the picker, decides when a call has failed.
+still go to them, so the retry policy (fot.backend.llm), not the picker, decides when a call has failed.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import aiohttp
 
-from .errors import UsageError
+from ..errors import UsageError
 
 AFFINITY_SLACK = 4
 AFFINITY_SLOWER, AFFINITY_FLOOR_S = 4.0, 0.002  # a preferred endpoint this much slower per token is passed over
@@ -93,7 +93,7 @@ def public_url(url: str) -> str:
 
 
 class HTTPFailure(Exception):
-    """One failed request, with what the retry policy needs: its kind (fot.llm's error kinds), the
+    """One failed request, with what the retry policy needs: its kind (fot.backend.llm's error kinds), the
     HTTP status and headers if there was a response, whether the request was sent (a request that
     was never sent cannot have been charged), and the endpoint that failed (a retry goes elsewhere).
 

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FotError
+from ..errors import FotError
 
 # llama.cpp built for the build machine's own CPU (GGML_NATIVE) crashed here in its AVX-512/AMX
 # kernels (a segfault at the first decode); a portable AVX2 build works, so we ask for one.

@@ -20,8 +20,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .errors import EnvironmentFailure
-from .problems import ProblemFileError
+from ..errors import EnvironmentFailure
+from ..tasks.problems import ProblemFileError
 from .usage import Usage
 
 SCHEMA = 2
@@ -133,10 +133,10 @@ def provenance(problems: str | os.PathLike | None = None) -> dict:
     import hashlib
     import subprocess
 
-    from . import __version__
+    from .. import __version__
 
     out: dict = {"fot": __version__}
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the checkout: fot/measure/results.py -> .
     if (here / ".git").exists():
         try:
             done = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -8,7 +8,7 @@
 
 Samples are independent requests with seeds `seed*1000 + i`, so the first n samples of a run of
 N are exactly what a run of n would have drawn. Each records its answer, its Q (bon only) and its
-tokens, and `fot.meter.replay_samples` replays every n <= N from one run, as the forest grid is.
+tokens, and `fot.measure.meter.replay_samples` replays every n <= N from one run, as the forest grid is.
 The answer prompt, extractor, temperature and token accounting are the forest's, so the
 comparison is on one token axis. None of this sees a reference answer.
 """
@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 
 from . import prompts
 from .aio import gather_all
-from .budget import Budget, BudgetExhausted
-from .config import SearchConfig
-from .errors import UsageError, error_kind
-from .ledger import CallTag
-from .llm import LLMClient, LLMError
+from ..backend.budget import Budget, BudgetExhausted
+from ..config import SearchConfig
+from ..errors import UsageError, error_kind
+from ..backend.ledger import CallTag
+from ..backend.llm import LLMClient, LLMError
 from .mctsr import q_value
 from .decision import group_answers
 from .verifiers import Verifier, make_verifier
-from .tasks import Task, final_answer
+from ..tasks import Task, final_answer
 
 @dataclass
 class Sample:

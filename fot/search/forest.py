@@ -1,11 +1,11 @@
 """The forest (Bi et al. 2025): T MCTSr trees on one problem, run concurrently, then one decision.
 
-- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.inputs.INPUT_KINDS`: the raw
+- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.search.inputs.INPUT_KINDS`: the raw
   question, a rephrasing by the model, the question's givens reordered, or a worked example shown
   first) and temperature `temperatures[i % len]`, with its own seed. A kind that cannot vary the
   input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
 - Dynamic self-correction happens inside each tree (`MCTSrTree._generate`).
-- The decision is a `fot.decision.DecisionRule` (default `majority_first`; the paper's order is
+- The decision is a `fot.search.decision.DecisionRule` (default `majority_first`; the paper's order is
   `activation_first`): sparse activation, a vote, and with no decision by vote an expert prompt
   that compares one representative of each answer; if that call fails or cannot be read, the
   rule's fallback (the largest group, then the best Q in it).
@@ -26,15 +26,15 @@ from typing import Callable
 
 from . import prompts
 from .aio import gather_all
-from .budget import Budget, BudgetExhausted
-from .config import SearchConfig
-from .ledger import CallTag
-from .llm import LLMClient, LLMError
+from ..backend.budget import Budget, BudgetExhausted
+from ..config import SearchConfig
+from ..backend.ledger import CallTag
+from ..backend.llm import LLMClient, LLMError
 from .mctsr import MCTSrTree, Snapshot, TreeResult
 from .decision import Decision, DecisionRule, Vote, decision_rule, vote
 from .inputs import INPUT_KINDS, InputContext, TreeInput
 from .verifiers import Verifier, make_verifier
-from .tasks import Task
+from ..tasks import Task
 
 BEST = re.compile(r"best\s*(?:[:=]\s*)?(?:candidate\s*)?(\d+)", re.I)  # not `\s*[:=]?\s*`: quadratic in spaces
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import prompts
-from .budget import Budget
-from .errors import UsageError
-from .ledger import CallTag
+from ..backend.budget import Budget
+from ..errors import UsageError
+from ..backend.ledger import CallTag
 
 if TYPE_CHECKING:
-    from .llm import LLMClient
-    from .tasks import Task
+    from ..backend.llm import LLMClient
+    from ..tasks import Task
 
 # the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100"; nothing else on the line
 SCORE_LINE = re.compile(

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Callable, Iterable
 
-from .errors import EnvironmentFailure
+from ..errors import EnvironmentFailure
 
 
 @dataclass(frozen=True)

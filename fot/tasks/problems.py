@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 QUESTION_FIELDS = ("question", "problem", "Puzzles")
 ANSWER_FIELDS = ("answer", "Answer", "solution")
