@@ -562,10 +562,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--sim", action="store_true", help="use fot.sim, the SIMULATED backend (a test double)")
     b.add_argument("--gguf", default=os.environ.get("FOT_GGUF"), help="with no --upstream: serve this GGUF locally")
     b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096)
-    b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=2)
+    b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=None,
+                   help="local server threads (default: half the cores, docs/local.md)")
     b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=None,
                    help="cap on upstream requests in flight per upstream (default: none, the forests in flight decide "
-                   "and a 429 or 503 lowers it; 1 for the embedded model)")
+                   "and a 429 or 503 lowers it; the slot count for the embedded model)")
     b.add_argument("--rps", type=_non_negative_float("--rps"), default=None)
     b.add_argument("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per upstream call")
     b.add_argument("--max-attempts", type=_positive_int("--max-attempts", 1), default=6,
@@ -600,7 +601,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
     if args.price_in is not None or args.price_out is not None:
         price = Price(input=args.price_in or 0.0, output=args.price_out or 0.0, cached_input=args.price_cached)
     preset = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
-    concurrency, context_window, model = args.concurrency, None, args.model
+    concurrency, context_window, model, max_n = args.concurrency, None, args.model, None
     async with AsyncExitStack() as stack:
         if args.sim:
             from .sim import SimConfig, SimServer
@@ -620,7 +621,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
                 log.error("%s", e)
                 return 1
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
-            concurrency = args.concurrency or 1  # it serves one request at a time
+            concurrency = args.concurrency or local.slots  # as many in flight as it decodes together
+            max_n = local.slots  # it refuses a larger n
             preset = {"trees": 2, "rollouts": 1, "reward_samples": 1, "eval_max_tokens": 96}  # docs/local.md
             backend = f"local llama.cpp server ({local.gguf.name})"
         chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in preset.items()}
@@ -632,7 +634,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
             engine = Engine(None, model, api_key, base_urls=[base_url] if isinstance(base_url, str) else base_url,
                             concurrency=concurrency, rps=args.rps, timeout=args.timeout,
                             max_attempts=args.max_attempts, price=price, run_budget=args.run_budget,
-                            trace=args.trace, config=cfg, context_window=context_window)
+                            trace=args.trace, config=cfg, context_window=context_window, max_n=max_n)
             stack.push_async_callback(engine.aclose)
             await engine.start()
         except FotError as e:

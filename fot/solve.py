@@ -149,11 +149,14 @@ def add_options(ap: argparse.ArgumentParser, skip: frozenset[str] = frozenset(),
            "(see fot.sim.SimProfile)")
     b("--gguf", default=os.environ.get("FOT_GGUF"),
       help="with no --base-url: serve this GGUF locally (default $FOT_GGUF, else SmolLM2-135M)")
-    b("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size")
-    b("--n-threads", type=_positive_int("--n-threads", 1), default=2, help="local server threads")
+    b("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096, help="local server context size (per slot)")
+    b("--n-threads", type=_positive_int("--n-threads", 1), default=None,
+      help="local server threads (default: half the cores, docs/local.md)")
+    b("--slots", type=_positive_int("--slots", 1), default=None,
+      help="local server parallel slots: requests decoded together (default 8, docs/local.md)")
     b("--concurrency", type=_positive_int("--concurrency", 1), default=None,
       help="cap on requests in flight per endpoint (default: none, the work in flight decides, and a 429 or "
-           "503 lowers it; 1 for the embedded local server, which serves one at a time; docs/performance.md); "
+           "503 lowers it; the slot count for the embedded local server; docs/performance.md); "
            "per worker with --ray")
     b("--rps", type=_non_negative_float("--rps"), default=None, help="requests per second cap")
     b("--timeout", type=_positive_float("--timeout"), default=120.0, help="seconds per request")
@@ -341,7 +344,7 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
     todo = [p for p in problems if p.id not in done]
     refs = {p.id: p.answer for p in problems}
     context_window = None
-    concurrency = args.concurrency
+    concurrency, max_n = args.concurrency, None
     backend_kind = "sim" if args.sim else "server" if args.base_url else "embedded"
     preset = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
     if backend_kind == "embedded":
@@ -394,12 +397,13 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
             say("no --base-url: starting the embedded local model server (llama.cpp)")
             try:
                 local = await stack.enter_async_context(LocalServer(LocalServerConfig(
-                    gguf=args.gguf, n_ctx=args.n_ctx, n_threads=args.n_threads)))
+                    gguf=args.gguf, n_ctx=args.n_ctx, n_threads=args.n_threads, slots=args.slots)))
             except FotError as e:
                 say(str(e))
                 return EXIT_FAIL
             base_url, model, context_window = local.base_url, local.model, args.n_ctx
-            concurrency = args.concurrency or 1  # llama-cpp-python's server runs one request at a time
+            concurrency = args.concurrency or local.slots  # as many in flight as it decodes together
+            max_n = local.slots  # it refuses a larger n
             if args.method in ("forest", "mctsr"):
                 say(f"embedded model: using --trees {args.trees} --rollouts {args.rollouts} --reward-samples "
                     f"{args.reward_samples} --eval-max-tokens {args.eval_max_tokens} (its defaults: "
@@ -409,7 +413,8 @@ async def run(args: argparse.Namespace, problems: list[Problem], task_name: str,
         # the same for every engine of the run: this one, and each Ray worker's
         settings = dict(base_urls=[base_url] if isinstance(base_url, str) else base_url, concurrency=concurrency,
                         rps=args.rps, timeout=args.timeout, price=price, config=cfg,
-                        context_window=context_window, trace_text=args.trace_text)
+                        context_window=context_window, trace_text=args.trace_text,
+                        max_n=max_n)
         pool = None
         try:
             engine = Engine(None, model, api_key, run_budget=args.run_budget, trace=args.trace, **settings)
