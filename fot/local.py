@@ -94,7 +94,6 @@ class LocalServerConfig:
     n_ctx: int = 4096  # per slot: every request has this much context, however many run at once
     n_threads: int | None = None  # None: default_threads()
     slots: int | None = None  # requests decoded together, also the largest `n` of one request (None: DEFAULT_SLOTS)
-    n_gpu_layers: int = -1  # all that fit, with a GPU build of xllamacpp; ignored by the CPU wheel
     port: int | None = None
     startup_timeout: float = 180.0
 
@@ -130,7 +129,7 @@ class LocalServer:
         c = self.config
         cmd = [sys.executable, "-m", SERVER_MODULE, "serve", "--model", str(self.gguf), "--alias", self.model,
                "--port", str(self.port), "--n-ctx", str(c.n_ctx), "--threads", str(c.n_threads or default_threads()),
-               "--slots", str(self.slots), "--n-gpu-layers", str(c.n_gpu_layers)]
+               "--slots", str(self.slots)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
         try:
@@ -218,7 +217,6 @@ def serve(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=DEFAULT_SLOTS)
-    ap.add_argument("--n-gpu-layers", type=int, default=-1)
     a = ap.parse_args(argv)
     import xllamacpp
 
@@ -231,7 +229,6 @@ def serve(argv: list[str] | None = None) -> int:
     p.n_ctx = a.n_ctx * a.slots  # split evenly between the slots (kv_unified off)
     p.kv_unified = False
     p.cpuparams.n_threads = p.cpuparams_batch.n_threads = a.threads
-    p.n_gpu_layers = a.n_gpu_layers
     p.cache_ram_mib = 1024  # the host-memory prompt cache, 8 GiB by default: a shared machine's memory
     p.ui = False  # no web UI, and browsers' cross-origin requests refused: a local page cannot drive it
     p.cors_origins = f"http://127.0.0.1:{a.port}"

@@ -564,6 +564,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--n-ctx", type=_positive_int("--n-ctx", 256), default=4096)
     b.add_argument("--n-threads", type=_positive_int("--n-threads", 1), default=None,
                    help="local server threads (default: half the cores, docs/local.md)")
+    b.add_argument("--slots", type=_positive_int("--slots", 1), default=None,
+                   help="local server parallel slots: requests decoded together (default 8, docs/local.md)")
     b.add_argument("--concurrency", type=_positive_int("--concurrency", 1), default=None,
                    help="cap on upstream requests in flight per upstream (default: none, the forests in flight decide "
                    "and a 429 or 503 lowers it; the slot count for the embedded model)")
@@ -616,7 +618,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
             log.info("no --upstream: starting the embedded local model server (llama.cpp)")
             try:
                 local = await stack.enter_async_context(LocalServer(LocalServerConfig(
-                    gguf=args.gguf, n_ctx=args.n_ctx, n_threads=args.n_threads)))
+                    gguf=args.gguf, n_ctx=args.n_ctx, n_threads=args.n_threads, slots=args.slots)))
             except FotError as e:
                 log.error("%s", e)
                 return 1
