@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from fot.local import LocalServer, LocalServerConfig
+from fot.local import LocalServer, LocalServerConfig, default_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "local-xllamacpp" / "throughput.json"
@@ -65,7 +65,7 @@ async def main() -> None:
     ap.add_argument("--levels", default="1,2,4,8", help="requests in flight, comma-separated")
     ap.add_argument("--requests", type=int, default=16, help="requests per level")
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="server threads (default: fot's, half the cores)")
     ap.add_argument("--gguf", default=None)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
@@ -84,9 +84,10 @@ async def main() -> None:
                       f"{rows[-1]['per_request_tok_s']:6.1f} per request  ({rows[-1]['requests']} requests, "
                       f"{rows[-1]['wall_s']} s, load {rows[-1]['load_before'][0]} -> {rows[-1]['load_after'][0]})",
                       flush=True)
-    record = {"model": srv.gguf.name, "xllamacpp": xllamacpp.__version__, "threads": a.threads,
+    record = {"model": srv.gguf.name, "xllamacpp": xllamacpp.__version__, "threads": a.threads or default_threads(),
               "slots": max(levels), "max_tokens": a.max_tokens, "cpus": os.cpu_count(), "machine": platform.machine(),
-              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "levels": rows,
+              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+              "levels": rows,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(record, indent=1) + "\n")
