@@ -101,7 +101,10 @@ def _start_solve(tmp_path, extra=()):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL",)}
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "fot.solve", str(probs), "--out", str(tmp_path / "out.jsonl"), "--quiet", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT back to its default: a test run started in the background (`pytest &`) has it ignored, and
+    # the child would inherit that and never see the Ctrl-C the test sends
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_child(proc, within=60.0) -> int:
