@@ -48,7 +48,7 @@ DEFAULT_SLOTS = 8  # measured on 2 cores: throughput grows up to 8 in flight (do
 def default_threads() -> int:
     """Half the cores. llama.cpp's threads spin-wait for each other at every step of a token: when another
     process takes a core from one of them, the rest spin through their time slices, and on 2 shared cores
-    2 threads decoded 30 times slower than 1 (docs/local.md). Leaving cores free keeps that rare."""
+    2 threads decoded 9 to 18 times slower than 1 (docs/local.md). Leaving cores free keeps that rare."""
     return max(1, (os.cpu_count() or 2) // 2)
 
 
