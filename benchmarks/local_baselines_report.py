@@ -86,7 +86,7 @@ def main() -> None:
     bon_ids = main_ids & ids_of["bon"]
     cells = [c for c in cells_on(main_ids) if c.method != "bon"] + [c for c in cells_on(bon_ids) if c.method == "bon"]
     common = main_ids
-    lines = [f"# The forest against plain sampling, embedded SmolLM2-135M (REAL model)", "",
+    lines = ["# The forest against plain sampling, embedded SmolLM2-135M (REAL model)", "",
              f"Forest and sc on the same {len(main_ids)} problems; bon on {len(bon_ids)} of them. Every cell is "
              "replayed from one run of its method's largest setting; accuracy is the returned answer's (not oracle "
              "pass@k), with a 95% Wilson interval.", "",

@@ -39,6 +39,10 @@ def shape(tree) -> dict:
 
 def run(argv: list[str]) -> int:
     from fot import mctsr, solve
+    try:  # where the simulator's settings are read (fot.solve itself in older engines)
+        from fot import upstream
+    except ImportError:
+        upstream = solve
 
     out = Path(argv[argv.index("--out") + 1])
     shapes = out.with_suffix(".shapes.jsonl")
@@ -55,12 +59,12 @@ def run(argv: list[str]) -> int:
     mctsr.MCTSrTree.run = run_and_record
     if "--sim-noise" in argv:  # a verifier that is noise: right and wrong answers get the same scores
         argv = [a for a in argv if a != "--sim-noise"]  # (set here so that older engines, whose
-        original_profile = solve.sim_profile  # --sim-profile took no pairs, run the same profile)
+        original_profile = upstream.sim_profile  # --sim-profile took no pairs, run the same profile)
 
         def noisy(spec):
             import dataclasses
             return dataclasses.replace(original_profile(spec), eval_right=(20.0, 40.0), eval_wrong=(20.0, 40.0))
-        solve.sim_profile = noisy
+        upstream.sim_profile = noisy
     return solve.main(argv)
 
 

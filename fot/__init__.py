@@ -11,14 +11,17 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "budget": ["Budget", "BudgetExhausted", "Price", "Reservation"],
-    "config": ["SearchConfig"],
+    "config": ["SearchConfig", "UNSET"],
+    "decision": ["Decision", "DecisionRule", "Vote"],
     "engine": ["Engine", "Result"],
-    "errors": ["BackendUnreachable", "EnvironmentFailure", "FotError", "InputError", "LLMError", "SolveError"],
+    "errors": ["BackendUnreachable", "EnvironmentFailure", "FotError", "InputError", "LLMError", "SolveError",
+               "UsageError"],
     "ledger": ["CallRecord", "CallTag", "Ledger", "Totals"],
     "llm": ["Choice", "Completion", "LLMClient"],
-    "policies": ["UNSET", "Decision", "DecisionRule", "InputKind", "Scores", "TreeInput", "Verifier", "Vote"],
+    "inputs": ["InputKind", "TreeInput"],
     "problems": ["Problem", "ProblemFileError", "load_problems"],
     "runtime": ["tune_gc"],
+    "verifiers": ["Scores", "Verifier"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF, key=lambda n: (n != "UNSET", n.lower()))
@@ -26,14 +29,17 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from .budget import Budget, BudgetExhausted, Price, Reservation
-    from .config import SearchConfig
+    from .config import UNSET, SearchConfig
+    from .decision import Decision, DecisionRule, Vote
     from .engine import Engine, Result
-    from .errors import BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError
+    from .errors import (BackendUnreachable, EnvironmentFailure, FotError, InputError, LLMError, SolveError,
+                         UsageError)
     from .ledger import CallRecord, CallTag, Ledger, Totals
     from .llm import Choice, Completion, LLMClient
-    from .policies import UNSET, Decision, DecisionRule, InputKind, Scores, TreeInput, Verifier, Vote
+    from .inputs import InputKind, TreeInput
     from .problems import Problem, ProblemFileError, load_problems
     from .runtime import tune_gc
+    from .verifiers import Scores, Verifier
 
 
 def __getattr__(name: str):

@@ -16,6 +16,8 @@ class AppServer:
     host: str
     port: int
     backlog = 128  # connections waiting to be accepted
+    keepalive_timeout: float | None = None  # seconds an idle connection (or one whose headers never end) is kept;
+    # None: aiohttp's default, which is about an hour
     _runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -27,7 +29,8 @@ class AppServer:
 
     async def start(self: S) -> S:
         # handler_cancellation: a client that disconnects cancels its handler (off by default since aiohttp 3.9)
-        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None)
+        kw = {} if self.keepalive_timeout is None else {"keepalive_timeout": self.keepalive_timeout}
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, access_log=None, **kw)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=self.backlog)
         await site.start()

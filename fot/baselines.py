@@ -4,7 +4,7 @@
     sc    self-consistency: the most common answer of N independent samples
     bon   best-of-N: the sample that the forest's own verifier scores highest
 
-(`mctsr`, one deep tree, is the forest with T = 1; see `fot.engine.METHODS`.)
+(`mctsr`, one deep tree, is the forest with T = 1; the methods themselves are in fot/methods/.)
 
 Samples are independent requests with seeds `seed*1000 + i`, so the first n samples of a run of
 N are exactly what a run of n would have drawn. Each records its answer, its Q (bon only) and its
@@ -21,16 +21,13 @@ from . import prompts
 from .aio import gather_all
 from .budget import Budget, BudgetExhausted
 from .config import SearchConfig
-from .errors import error_kind
+from .errors import UsageError, error_kind
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import q_value
-from .policies import VERIFIERS, VerifierContext, group_answers
+from .decision import group_answers
+from .verifiers import Verifier, make_verifier
 from .tasks import Task, final_answer
-from .verifiers import Verifier
-
-SAMPLING_METHODS = ("cot", "sc", "bon")
-
 
 @dataclass
 class Sample:
@@ -78,14 +75,11 @@ def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task,
 async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchConfig, budget: Budget,
                        problem_id: str, *, method: str, samples: int, verifier: Verifier | None = None,
                        reward_llm: LLMClient | None = None) -> SamplingResult:
-    if method not in SAMPLING_METHODS:
-        raise ValueError(f"unknown sampling method '{method}'; known: {', '.join(SAMPLING_METHODS)}")
-    n = 1 if method == "cot" else samples
+    n = samples  # (cot asks for 1: fot/methods/cot.py)
     if n < 1:
-        raise ValueError("samples must be >= 1")
+        raise UsageError("samples must be >= 1")
     if method == "bon" and verifier is None:
-        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
-                                                           cfg.full_score_penalty, reward_llm))
+        verifier = make_verifier(cfg, task, question, llm, reward_llm)
     cap = cfg.answer_cap(task)
     temperature = cfg.temperatures[0]
     out = SamplingResult(None, "", "none")

@@ -25,7 +25,7 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 
-from .errors import FotError
+from .errors import UsageError, FotError
 
 
 class BudgetExhausted(FotError):
@@ -104,13 +104,13 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.tokens is not None and self.tokens < 0:
-            raise ValueError(f"budget '{self.name}': tokens must be >= 0, got {self.tokens}")
+            raise UsageError(f"budget '{self.name}': tokens must be >= 0, got {self.tokens}")
         if self.usd is not None and self.usd < 0:
-            raise ValueError(f"budget '{self.name}': usd must be >= 0, got {self.usd}")
+            raise UsageError(f"budget '{self.name}': usd must be >= 0, got {self.usd}")
         if self.price is None and self.parent is not None:
             self.price = self.parent.price
         if self.usd is not None and self.price is None:
-            raise ValueError(f"budget '{self.name}': a dollar cap needs a price table")
+            raise UsageError(f"budget '{self.name}': a dollar cap needs a price table")
 
     # -- structure ---------------------------------------------------------------------------
 
@@ -170,7 +170,7 @@ class Budget:
         reservation is outstanding on the levels that limit it.
         """
         if max_tokens < 1 or n < 1 or prompt_tokens < 0:
-            raise ValueError("max_tokens and n must be >= 1, prompt_tokens >= 0")
+            raise UsageError("max_tokens and n must be >= 1, prompt_tokens >= 0")
         min_tokens = max(1, min(min_tokens, max_tokens))
         levels = self.chain()
         rooms = [(b, self._completion_room(b, prompt_tokens)) for b in levels]

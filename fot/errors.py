@@ -5,6 +5,7 @@ words, when it asked for results instead of exceptions):
 
     FotError
      +-- InputError           bad problem file or question       kind "input"
+     |    +-- UsageError      a bad argument or setting (library or command line)
      +-- BudgetExhausted      not even a minimal call is funded  kind "budget"   (fot.budget)
      +-- LLMError             a call failed after its retries    kind "backend"  (status, retry_after)
      +-- BackendUnreachable   no backend answers at start        kind "backend"
@@ -32,6 +33,11 @@ class InputError(FotError, ValueError):
     kind = "input"
 
 
+class UsageError(InputError):
+    """A bad argument or setting from the caller: an unknown method, a negative budget, no backend.
+    A ValueError too, so code that caught ValueError before keeps working."""
+
+
 class EnvironmentFailure(FotError):
     """The disk, the output file or the trace failed: not the problem's fault, so not its result."""
 
@@ -45,7 +51,7 @@ class EnvironmentFailure(FotError):
 
 class LLMError(FotError):
     """A call that failed after its retries (or was not retryable). `kind` is the failure's own word
-    (rate_limit, server, timeout, connection, malformed, client, context); `status` and
+    (rate_limit, server, timeout, connection, malformed, not_completion, refused, client, context); `status` and
     `retry_after` are the backend's when it sent them."""
 
     def __init__(self, kind: str, message: str, record: Any = None, *, status: int | None = None,

@@ -1,11 +1,11 @@
 """The forest (Bi et al. 2025): T MCTSr trees on one problem, run concurrently, then one decision.
 
-- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.policies.INPUT_KINDS`: the raw
+- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.inputs.INPUT_KINDS`: the raw
   question, a rephrasing by the model, the question's givens reordered, or a worked example shown
   first) and temperature `temperatures[i % len]`, with its own seed. A kind that cannot vary the
   input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
 - Dynamic self-correction happens inside each tree (`MCTSrTree._generate`).
-- The decision is a `fot.policies.DecisionRule` (default `majority_first`; the paper's order is
+- The decision is a `fot.decision.DecisionRule` (default `majority_first`; the paper's order is
   `activation_first`): sparse activation, a vote, and with no decision by vote an expert prompt
   that compares one representative of each answer; if that call fails or cannot be read, the
   rule's fallback (the largest group, then the best Q in it).
@@ -31,11 +31,12 @@ from .config import SearchConfig
 from .ledger import CallTag
 from .llm import LLMClient, LLMError
 from .mctsr import MCTSrTree, Snapshot, TreeResult
-from .policies import (INPUT_KINDS, VERIFIERS, Decision, DecisionRule, InputContext, TreeInput, Verifier,
-                       VerifierContext, Vote, decision_rule)
+from .decision import Decision, DecisionRule, Vote, decision_rule, vote
+from .inputs import INPUT_KINDS, InputContext, TreeInput
+from .verifiers import Verifier, make_verifier
 from .tasks import Task
 
-BEST = re.compile(r"best\s*[:=]?\s*(?:candidate\s*)?(\d+)", re.I)
+BEST = re.compile(r"best\s*(?:[:=]\s*)?(?:candidate\s*)?(\d+)", re.I)  # not `\s*[:=]?\s*`: quadratic in spaces
 
 
 def votes_of(trees: list[TreeResult]) -> list[Vote]:
@@ -74,10 +75,9 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         shares = [budget.child(name=f"{budget.name}/tree{i}") for i in range(T)]
     made: dict[int, MCTSrTree] = {}
     if verifier is None:
-        verifier = VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
-                                                           cfg.full_score_penalty, reward_llm))
+        verifier = make_verifier(cfg, task, question, llm, reward_llm)
     rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
-    examples = list(example_pool or getattr(task, "exemplars", ()))  # the user's own, else the task's
+    examples = list(example_pool or task.exemplars)  # the user's own, else the task's
     answer_cap = cfg.answer_cap(task)
 
     async def one(i: int) -> TreeResult:
@@ -137,15 +137,11 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         trees.append(r)
     bound = {"problem": budget.bound > 0, "trees": [b.bound > 0 for b in shares]}
 
-    votes = votes_of(trees)
-    verdict = rule.decide(votes, task, question)
+    verdict = vote(rule, votes_of(trees), task, question, cfg.tie_break)
     expert_tokens = 0
     expert_usage = {"prompt": 0, "completion": 0, "cached": 0}
     errors = [f"tree {r.index}: {r.error}" for r in trees if r.error]
-    if verdict.needs_expert and cfg.tie_break == "q":
-        verdict = rule.fallback(verdict, votes)
-        verdict.how = "q"
-    elif verdict.needs_expert:
+    if verdict.needs_expert:
         sp = budget.spent
         before = (sp.prompt_tokens, sp.completion_tokens, sp.cached_tokens)
         verdict = await _expert(question, llm, cfg, budget, problem_id, rule, verdict, trees, errors)

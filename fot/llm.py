@@ -9,12 +9,15 @@ budget waits cannot deadlock the pool.
 Retries (tenacity, one policy): 429, 5xx, timeouts, connection errors and malformed bodies are
 retried with full-jitter exponential backoff, or after exactly `Retry-After` when the server sends
 it; with several endpoints a retry goes to another endpoint straight away when one is up. Other 4xx
-are not retried. A call that still fails raises `LLMError` with its kind; either way it is a row in
+are not retried. A refusal of the model, key or API (401, 403, 404, 405, 501) is not retried either,
+and once every endpoint refuses, calls fail at once without being sent (`refusal`): no call can
+succeed, so the engine stops the run instead of failing each problem in turn. A call that still fails raises `LLMError` with its kind; either way it is a row in
 the ledger, which names the endpoint(s) that served it. The first attempt runs outside tenacity's
 loop (it costs CPU on every call; see docs/performance.md).
 
-What a failed attempt cost: an error status (429, 5xx) or a connection that was never made charges
-nothing and the reservation is released. Once a request has been sent, any other end (a timeout, a
+What a failed attempt cost: an error status (429, 5xx) or a request that never left the process (a
+connection never made, a request the HTTP client could not build) charges nothing and the
+reservation is released. Once a request has been sent, any other end (a timeout, a
 connection dropped mid-body, an unreadable body, our own cancellation) leaves its cost unknown: the
 backend may have done the work, so the budget keeps the whole reservation (an upper bound) and the
 row records it as `charged_unknown`; a row's total includes it, so a problem's tokens are the sum
@@ -51,10 +54,12 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from . import tokens
 from .budget import Budget, BudgetExhausted, Price, Reservation
 from .endpoints import Endpoint, Endpoints, HTTPFailure
-from .errors import LLMError
+from .errors import UsageError, LLMError
 from .ledger import CallRecord, CallTag, Ledger
 
-RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
+RETRYABLE = frozenset({"rate_limit", "server", "timeout", "connection", "malformed", "not_completion"})
+PROBE_TIMEOUT_S = 10.0  # a probe's chat call; the request timeout when that is shorter
+PROBE_MESSAGES = ({"role": "user", "content": "Reply with OK."},)
 
 
 class MalformedResponse(Exception):
@@ -118,8 +123,10 @@ def classify(exc: BaseException) -> str:
 def may_have_been_charged(exc: BaseException, kind: str) -> bool:
     """After the request was sent, did the backend perhaps do (and charge) the work? Only an error
     status or a connection that never opened says no."""
-    if kind in ("rate_limit", "server", "client"):
+    if kind in ("rate_limit", "server", "client", "refused"):
         return False
+    if isinstance(exc, HTTPFailure) and exc.charged is not None:
+        return exc.charged
     return not isinstance(exc, HTTPFailure) or exc.sent
 
 
@@ -170,10 +177,11 @@ class LLMClient:
         max_n: int | None = None,
     ):
         if max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
+            raise UsageError("max_attempts must be >= 1")
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         # concurrency: the cap on requests in flight per endpoint; None = no cap (fot.endpoints: the rule)
-        self.endpoints = Endpoints(urls, api_key, cap=concurrency, timeout=timeout)
+        self.endpoints = Endpoints(urls, api_key, cap=concurrency, timeout=timeout, probe=self._probe)
+        self.timeout = timeout
         self.model = model
         self.base_url = urls[0]
         self.affinity = affinity and len(urls) > 1  # a tree's calls prefer one endpoint (its prefix cache)
@@ -231,6 +239,10 @@ class LLMClient:
         budget = budget if budget is not None else self.budget
         row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout,
                          model=self.model, n=n)
+        if (refusal := self.endpoints.refusal()) is not None:
+            row.outcome, row.error = "refused", f"not sent: every endpoint refuses ({_short(refusal, self._secret)})"
+            self.ledger.add(row)
+            raise LLMError("refused", row.error, row)
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "stop": stop,
                                   "logprobs": True if logprobs else None, **(extra or {})}
         if self.affinity and tag.problem is not None:
@@ -377,6 +389,7 @@ class LLMClient:
                     pass
             body = {"model": self.model, "messages": list(req.messages), "max_tokens": mt, **kwargs}
             ep = await self.endpoints.acquire(req.prefer, req.failed_on)
+            t0 = time.monotonic()
             try:
                 sent = True
                 resp = await self.endpoints.post(ep, "/chat/completions", body)
@@ -385,7 +398,13 @@ class LLMClient:
             del body
             if ep.public not in row.endpoint.split(","):
                 row.endpoint = f"{row.endpoint},{ep.public}" if row.endpoint else ep.public
-            choices, prompt, completion, cached, estimated = self._read(resp, req.messages, req.prompt_est)
+            try:
+                choices, prompt, completion, cached, estimated = self._read(resp, req.messages, req.prompt_est)
+            except MalformedResponse as e:  # a 200 that is not a completion counts against the endpoint
+                # JSON with no choices at all shows no work was done; with choices we could not read, it may have been
+                charged = None if isinstance(resp, dict) and "choices" in resp else False
+                raise self.endpoints.bad_reply(ep, str(e), time.monotonic() - t0, charged) from None
+            self.endpoints.answered(ep, time.monotonic() - t0, completion)
         except BaseException as exc:
             req.failed_on = getattr(exc, "endpoint", None)  # a retry goes elsewhere
             kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
@@ -406,6 +425,53 @@ class LLMClient:
         row.cached_tokens += cached
         row.estimated = row.estimated or estimated
         return choices
+
+    async def _probe(self, ep: Endpoint) -> bool:
+        """Is this endpoint (taken out) fit to come back? Only a chat completion proves it: `/models` can
+        answer while chat hangs or refuses. One token, funded by the budget (never waited for: when it
+        cannot be funded the endpoint stays out) and recorded in the ledger like any call (role "probe")."""
+        messages = PROBE_MESSAGES
+        row = CallRecord(role="probe", model=self.model, n=1, endpoint=ep.public, requests=1, attempts=1)
+        est, reserve = self._prompt_reservation(messages)
+        res: Reservation | None = None
+        t0 = time.monotonic()
+        try:
+            if self.budget is not None:
+                try:
+                    res = self.budget.try_reserve(reserve, 1)
+                except BudgetExhausted:
+                    res = None
+                if res is None:
+                    row.outcome, row.error = "budget", "not sent: the budget cannot fund a probe"
+                    return False
+            row.max_tokens = 1
+            try:
+                resp = await self.endpoints.post(ep, "/chat/completions", {
+                    "model": self.model, "messages": list(messages), "max_tokens": 1},
+                    timeout=min(self.timeout, PROBE_TIMEOUT_S), health=False)
+                _, prompt, completion, cached, estimated = self._read(resp, messages, est)
+            except Exception as exc:
+                kind = classify(exc)
+                row.outcome, row.error = kind, _short(exc, self._secret)
+                if may_have_been_charged(exc, kind):
+                    row.charged_unknown = reserve + 1
+                    if res is not None:
+                        self.budget.charge_unknown(res)
+                elif res is not None:
+                    self.budget.release(res)
+                return False
+            unknown = max(0, reserve + 1 - prompt - completion) if estimated else 0
+            if res is not None:
+                self.budget.settle(res, prompt, completion, cached, unknown=unknown)
+            row.prompt_tokens, row.completion_tokens, row.cached_tokens = prompt, completion, cached
+            row.charged_unknown, row.estimated = unknown, estimated
+            return True
+        finally:
+            row.latency_s = time.monotonic() - t0
+            if self.price is not None:
+                row.cost_usd = self.price.cost(row.prompt_tokens, row.completion_tokens, row.cached_tokens) + \
+                    self.price.cost(row.charged_unknown, 0)
+            self.ledger.add(row)
 
     def _read(self, resp: Any, messages, prompt_est: int) -> tuple[list[Choice], int, int, int, bool]:
         """Choices and usage from a response body; raises MalformedResponse on garbage."""

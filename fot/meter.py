@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+from .errors import UsageError
 from .budget import Price
+from .results import Record
+from .usage import Usage
+from .decision import DECISION_RULES, DecisionRule, Vote, decision_rule, vote
 from .stats import wilson_ci
 from .tasks import Task
 
-if TYPE_CHECKING:
-    from .policies import DecisionRule
 
 
 def grade(result: dict, task: Task, reference: str | None) -> dict:
     """Add reference, correct and oracle_correct to a result dict (None when there is nothing to grade by)."""
     question = result.get("question", "")
-    gradable = reference is not None or task.name == "game24"
+    gradable = reference is not None or not task.needs_reference
     result["reference"] = reference
     if not gradable:
         result["correct"] = result["oracle_correct"] = None
@@ -61,29 +63,30 @@ class Summary:
 
 
 def summarize(rows: list[dict], price: Price | None = None) -> Summary:
-    n = len(rows)
-    graded = [r for r in rows if r.get("correct") is not None]
-    correct = sum(1 for r in graded if r["correct"])
+    recs = [Record.from_row(r) for r in rows]
+    n = len(recs)
+    graded = [r for r in recs if r.correct is not None]
+    correct = sum(1 for r in graded if r.correct)
     acc = correct / len(graded) if graded else None
     ci = wilson_ci(correct, len(graded)) if graded else None
-    oracle = sum(1 for r in graded if r.get("oracle_correct")) / len(graded) if graded else None
-    totals = [r["tokens"]["total"] for r in rows] or [0]
-    mean = lambda k: statistics.fmean(r["tokens"][k] for r in rows) if rows else 0.0  # noqa: E731
-    spent = sum(r["tokens"]["total"] for r in rows)
-    usd = sum(r.get("cost_usd") or 0.0 for r in rows)
-    asked = sum((r.get("evaluation") or {}).get("asked", 0) for r in rows)
-    parsed = sum((r.get("evaluation") or {}).get("parsed", 0) for r in rows)
+    oracle = sum(1 for r in graded if r.oracle_correct) / len(graded) if graded else None
+    totals = [r.tokens.total for r in recs] or [0]
+    mean = lambda k: statistics.fmean(getattr(r.tokens, k) for r in recs) if recs else 0.0  # noqa: E731
+    spent = sum(r.tokens.total for r in recs)
+    usd = sum(r.cost_usd for r in recs)
+    asked = sum(r.evaluation.get("asked", 0) for r in recs)
+    parsed = sum(r.evaluation.get("parsed", 0) for r in recs)
     decisions: dict[str, int] = {}
-    for r in rows:
-        decisions[r.get("decision", "none")] = decisions.get(r.get("decision", "none"), 0) + 1
+    for r in recs:
+        decisions[r.decision] = decisions.get(r.decision, 0) + 1
     return Summary(
         problems=n, graded=len(graded), correct=correct, accuracy=acc, accuracy_ci95=ci, oracle_pass_at_k=oracle,
         tokens_mean=statistics.fmean(totals), tokens_median=statistics.median(totals),
         prompt_tokens_mean=mean("prompt"), completion_tokens_mean=mean("completion"), cached_tokens_mean=mean("cached"),
         tokens_per_solved=spent / correct if correct else None, usd_total=usd,
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
-        calls=sum(r.get("calls", 0) for r in rows), errors=sum(1 for r in rows if r.get("error")),
-        wall_s_mean=statistics.fmean(r.get("wall_s", 0.0) for r in rows) if rows else 0.0, decisions=decisions,
+        calls=sum(r.calls for r in recs), errors=sum(1 for r in recs if r.error),
+        wall_s_mean=statistics.fmean(r.wall_s for r in recs) if recs else 0.0, decisions=decisions,
         eval_samples=asked, eval_parse_rate=parsed / asked if asked else None)
 
 
@@ -138,31 +141,29 @@ def _snapshot_at(snaps: list[dict], r: int) -> dict | None:
     return best
 
 
-def rule_of(row: dict) -> "DecisionRule":
+def rule_of(row: "dict | Record") -> "DecisionRule":
     """The decision rule a result was decided by, rebuilt from its settings (runs before the rule was
     recorded used the paper's order, `activation_first`)."""
-    from .policies import DECISION_RULES, decision_rule
-
-    settings = row.get("settings") or {}
+    rec = Record.from_row(row)
+    settings = rec.settings
     name = settings.get("decision") or "activation_first"
     if name not in DECISION_RULES:
-        raise ValueError(f"result {row.get('id')!r} was decided by '{name}', which is not registered in "
-                         f"fot.policies.DECISION_RULES; pass the rule object to replay it")
+        raise UsageError(f"result {rec.id!r} was decided by '{name}', which is not registered in "
+                         f"fot.decision.DECISION_RULES; pass the rule object to replay it")
     return decision_rule(name, settings.get("activation_threshold", 0.0), settings.get("majority", 0.5))
 
 
-def inexact_reason(row: dict, t: int, r: int) -> str:
+def inexact_reason(row: "dict | Record", t: int, r: int) -> str:
     """Why the (t, r) cell of this problem cannot be replayed exactly from its run, or "" if it can."""
-    settings = row.get("settings") or {}
-    T, R = settings.get("trees", len(row["snapshots"])), settings.get("rollouts", 0)
-    if t >= T and r >= R:
+    rec = Record.from_row(row)
+    if t >= rec.tree_count and r >= rec.rollouts:
         return ""  # the run itself
-    if row.get("early_stopped"):
+    if rec.early_stopped:
         return "early stop: when to stop depends on the forest's size"
-    bound = row.get("budget_bound") or {}
+    bound = rec.budget_bound
     if bound.get("problem"):
         return "the problem budget bound: a smaller search would have had more room"
-    if t < T and settings.get("tree_allowance") == "share" and any((bound.get("trees") or [])[:t]):
+    if t < rec.tree_count and rec.settings.get("tree_allowance") == "share" and any((bound.get("trees") or [])[:t]):
         return "each tree's share (budget / trees) bound: with fewer trees it is larger (use --tree-budget)"
     return ""
 
@@ -172,38 +173,28 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
     problem, its token usage (prompt, completion, cached, total) and how it was decided. The vote is
     the forest's own decision rule (`rule`, else the one the row names), called the same way.
     `how` starts with "inexact:" (and says why) when the run cannot tell what that cell would have done."""
-    from .policies import Vote
-
-    reason = inexact_reason(row, t, r)
-    rule = rule or rule_of(row)
-    settings = row.get("settings") or {}
-    full = t >= settings.get("trees", len(row["snapshots"])) and r >= settings.get("rollouts", 0)
-    usage = {"prompt": 0, "completion": 0, "cached": 0, "total": 0}
+    rec = Record.from_row(row)
+    reason = inexact_reason(rec, t, r)
+    rule = rule or rule_of(rec)
+    full = t >= rec.tree_count and r >= rec.rollouts
+    usage = Usage()
     votes = []
-    for i in range(min(t, len(row["snapshots"]))):
-        s = _snapshot_at(row["snapshots"][i], r)
+    for i in range(min(t, len(rec.snapshots))):
+        s = _snapshot_at(rec.snapshots[i], r)
         if s is None:
             votes.append(Vote(i, None, None))
             continue
         votes.append(Vote(i, s["answer"], s["q"]))
-        usage["prompt"] += s.get("prompt", 0)
-        usage["completion"] += s.get("completion", 0)
-        usage["cached"] += s.get("cached", 0)
-        usage["total"] += s["tokens"]
-    decision = rule.decide(votes, task, row.get("question", ""))
+        usage += Usage.from_dict(s)
+    decision = vote(rule, votes, task, rec.question, rec.settings.get("tie_break") or "expert")
     how, answer = decision.how, decision.answer
-    if decision.needs_expert and settings.get("tie_break") == "q":
-        answer, how = rule.fallback(decision, votes).answer, "q"
-    elif decision.needs_expert:
-        if full and row.get("decision") in ("expert", "fallback", "fallback_q"):
-            answer, how = row.get("answer"), "expert_recorded"
-            eu = row.get("expert_usage") or {}
-            for k in ("prompt", "completion", "cached"):
-                usage[k] += eu.get(k, 0)
-            usage["total"] += eu.get("prompt", 0) + eu.get("completion", 0)
+    if decision.needs_expert:
+        if full and rec.decision in ("expert", "fallback", "fallback_q"):
+            answer, how = rec.answer, "expert_recorded"
+            usage += rec.expert_usage
         else:
             answer, how = rule.fallback(decision, votes).answer, "expert_fallback"
-    return answer, usage, (f"inexact:{reason}" if reason else how)
+    return answer, usage.to_dict(), (f"inexact:{reason}" if reason else how)
 
 
 def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | None, dict, str]],
@@ -212,7 +203,7 @@ def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | Non
     so two cells over the same rows can be compared problem by problem."""
     correct, tokens, usd, ids, reasons = [], [], [], [], []
     recorded = fallback = 0
-    for row in sorted(rows, key=lambda r: str(r["id"])):
+    for row in sorted((Record.from_row(r) for r in rows), key=lambda r: r.id):
         answer, usage, how = pick(row)
         recorded += how == "expert_recorded"
         fallback += how == "expert_fallback"
@@ -221,9 +212,9 @@ def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | Non
         tokens.append(usage["total"])
         if price is not None:
             usd.append(price.cost(usage["prompt"], usage["completion"], usage["cached"]))
-        if row.get("reference") is not None or task.name == "game24":
-            ids.append(str(row["id"]))
-            correct.append(bool(task.grade(answer, row.get("reference"), row.get("question", ""))))
+        if row.reference is not None or not task.needs_reference:
+            ids.append(row.id)
+            correct.append(bool(task.grade(answer, row.reference, row.question)))
     n_right, graded = sum(correct), len(correct)
     return Cell(
         trees=label.get("trees", 0), rollouts=label.get("rollouts", 0), problems=len(rows), graded=graded,
@@ -250,11 +241,11 @@ def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str
     """What a cot / sc / bon run with the first `n` samples would have returned, and its tokens."""
     from .baselines import decide_samples
 
-    first = (row.get("samples") or [])[:n]
-    usage = {k: sum(s.get(k, 0) for s in first) for k in ("prompt", "completion", "cached")}
-    usage["total"] = sum(s.get("tokens", 0) for s in first)
-    answer, how, _ = decide_samples(row.get("method", "sc"), first, task, row.get("question", ""))
-    return answer, usage, how
+    rec = Record.from_row(row)
+    first = rec.samples[:n]
+    usage = sum((Usage.from_dict(s) for s in first), Usage())
+    answer, how, _ = decide_samples(rec.method if rec.method != "forest" else "sc", first, task, rec.question)
+    return answer, usage.to_dict(), how
 
 
 def sample_curve(rows: list[dict], task: Task, ns: list[int], price: Price | None = None) -> list[Cell]:
@@ -269,7 +260,7 @@ def compare(a: Cell, b: Cell):
     from .stats import paired_diff
 
     if a.ids != b.ids:
-        raise ValueError(f"{a.label} and {b.label} were graded on different problems")
+        raise UsageError(f"{a.label} and {b.label} were graded on different problems")
     return paired_diff(a.outcomes, b.outcomes), (b.tokens_mean / a.tokens_mean if a.tokens_mean else float("nan"))
 
 

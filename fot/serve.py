@@ -48,7 +48,8 @@ from .tasks import TASKS, detect_task, get_task
 
 log = logging.getLogger("fot.serve")
 
-LIMITS = {"trees": 64, "rollouts": 64, "samples": 256}  # beyond these a request is a mistake, not a search
+# beyond these a request is a mistake, not a search; a budget past 10**15 tokens is no cap a float can hold exactly
+LIMITS = {"trees": 64, "rollouts": 64, "samples": 256, "budget": 10**15}  # = fot.solve.MAX_TOKENS
 EXTRA_KEYS = ("method", "trees", "rollouts", "samples", "budget", "task", "seed")
 PRESET = re.compile(r"^(?P<method>fot|mctsr|sc|bon|cot)(?:-(?P<a>\d+)(?:x(?P<b>\d+))?)?(?:-(?P<upstream>.+))?$")
 UNSUPPORTED = ("tools", "functions", "tool_choice", "response_format")  # a forest answers in text only
@@ -82,6 +83,8 @@ class ServeConfig:
     task: str = "auto"
     keepalive_s: float = 10.0  # a stream sends an SSE comment this often while the forest works
     poll_s: float = 0.2  # how often a running request checks that its client is still there
+    idle_timeout_s: float = 15.0  # a connection with no request (or a request's headers unfinished) is closed after this
+    body_timeout_s: float = 30.0  # a request body that has not arrived whole by then is refused (408)
     simulated: bool = False  # the upstream is fot.sim: say so in every reply
 
 
@@ -200,13 +203,30 @@ def question_of(messages: object) -> str:
     return "Context (earlier messages):\n" + "\n".join(context) + f"\n\nQuestion: {question}"
 
 
+def _shown(value: object) -> str:
+    """A value for an error message: a number of thousands of digits is described, not echoed."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"a {len(str(value))}-digit number"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _int(value: object, name: str, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ApiError(400, f"'{name}' must be an integer >= {least}, got {value!r}", param=name)
+        raise ApiError(400, f"'{name}' must be an integer >= {least}, got {_shown(value)}", param=name)
     limit = LIMITS.get(name.rsplit(".", 1)[-1])
     if limit is not None and value > limit:
-        raise ApiError(400, f"'{name}' must be at most {limit}, got {value}", param=name)
+        raise ApiError(400, f"'{name}' must be at most {limit}, got {_shown(value)}", param=name)
     return value
+
+
+def _size(digits: str | None, name: str) -> int | None:
+    """A size from a model name; more digits than any limit has is refused before int() sees them
+    (it refuses past 4,300 digits with a ValueError, and is slow long before that)."""
+    if digits is None:
+        return None
+    if len(digits) > 6:
+        raise ApiError(400, f"'{name}' in the model name must be at most {LIMITS[name]}, got a {len(digits)}-digit "
+                       "number", param=name)
+    return int(digits)
 
 
 def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
@@ -221,9 +241,10 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
     if m is None or (m["upstream"] is not None and m["upstream"] != upstream_model):
         raise not_found
     method = {"fot": "forest"}.get(m["method"], m["method"])
-    a, b = (int(x) if x is not None else None for x in (m["a"], m["b"]))
-    if (b is not None and method != "forest") or (a is not None and method == "cot"):
+    if (m["b"] is not None and method != "forest") or (m["a"] is not None and method == "cot"):
         raise not_found
+    a = _size(m["a"], {"forest": "trees", "mctsr": "rollouts"}.get(method, "samples"))
+    b = _size(m["b"], "rollouts")
     trees, rollouts, samples = config.trees, config.rollouts, config.samples
     if method == "forest":
         trees, rollouts = a if a is not None else trees, b if b is not None else rollouts
@@ -244,12 +265,14 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
     if method not in METHODS:
         raise ApiError(400, f"'fot.method' must be one of {', '.join(METHODS)}", param="fot.method")
     task = fot.get("task", config.task)
-    if task != "auto" and task not in TASKS:
+    if not isinstance(task, str) or (task != "auto" and task not in TASKS):
         raise ApiError(400, f"'fot.task' must be auto or one of {', '.join(TASKS)}", param="fot.task")
     budget = _int(fot["budget"], "fot.budget", 1) if fot.get("budget") is not None else config.budget
     seed = fot.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ApiError(400, "'fot.seed' must be an integer", param="fot.seed")
+    # bounded so that the seeds derived from it (seed * 10,007 + call) still fit an upstream's int64 `seed`
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**31 <= seed < 2**31):
+        raise ApiError(400, f"'fot.seed' must be an integer from -2**31 to 2**31 - 1, got {_shown(seed)}",
+                       param="fot.seed")
     return Plan(method=method, trees=_int(fot.get("trees", trees), "fot.trees", 1),
                 rollouts=_int(fot.get("rollouts", rollouts), "fot.rollouts", 0),
                 samples=_int(fot.get("samples", samples), "fot.samples", 1),
@@ -273,6 +296,9 @@ class FotServer(AppServer):
         self.served = 0
         self._wall_ewma = 1.0  # recent seconds per request, for Retry-After
         self._secrets = [s for s in (engine._api_key,) if s]
+        self.keepalive_timeout = self.config.idle_timeout_s
+        self._jobs: set[asyncio.Task] = set()  # the forests running now, cancelled at once when the server stops
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -283,8 +309,17 @@ class FotServer(AppServer):
         app.router.add_get("/health", self.health)
         return app
 
-    # start, stop, base_url: fot/appserver.py (the handler also polls its transport, so a forest stops
-    # with its client whether or not aiohttp cancels the handler)
+    # start, base_url: fot/appserver.py (the handler also polls its transport, so a forest stops with its
+    # client whether or not aiohttp cancels the handler)
+
+    async def stop(self) -> None:
+        """Cancel every running forest first, so its upstream calls stop now and its client is told why
+        (503); only then close the connections. aiohttp alone would let the handlers run on for up to
+        its shutdown timeout (60 s), spending upstream all the while, and then answer 200."""
+        self._stopping = True
+        for job in list(self._jobs):
+            job.cancel()
+        await super().stop()
 
     # -- middlewares -------------------------------------------------------------------------
 
@@ -347,12 +382,31 @@ class FotServer(AppServer):
             "simulated": self.config.simulated, "active": self.admission.active, "waiting": self.admission.waiting,
             "served": self.served, "run_budget": {"tokens": b.tokens, "spent": b.spent_tokens}})
 
+    def _shutting_down(self) -> ApiError:
+        return ApiError(503, "the server is shutting down: the request was cancelled before an answer; retry "
+                        "against a running server", "server_error", code="server_shutting_down")
+
+    async def _body(self, request: web.Request) -> object:
+        """The JSON body. Whatever the decoder refuses is the client's mistake, not ours: besides syntax,
+        nesting past the recursion limit (RecursionError) and integers past 4,300 digits (ValueError)."""
+        try:
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.config.body_timeout_s:g} s",
+                           code="request_timeout") from None
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise ApiError(400, "the body is not valid JSON: nested too deeply", code="invalid_json") from None
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            why = str(e) if not isinstance(e, UnicodeDecodeError) else "not UTF-8"
+            raise ApiError(400, f"the body is not valid JSON: {why[:200]}", code="invalid_json") from None
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+        if self._stopping:
+            raise self._shutting_down()
+        body = await self._body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object")
         n = body.get("n")
@@ -363,13 +417,18 @@ class FotServer(AppServer):
             if body.get(key):
                 raise ApiError(400, f"'{key}' is not supported: the forest answers in plain text", param=key)
         stream = bool(body.get("stream"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise ApiError(400, "'stream_options' must be an object, e.g. {\"include_usage\": true}",
+                           param="stream_options")
+        include_usage = bool((options or {}).get("include_usage")) if stream else False
         question = question_of(body.get("messages"))
         plan = plan_of(body, self.config, self.engine.model or "")
         task = detect_task([question], [None]) if plan.task == "auto" else get_task(plan.task)
         refused = getattr(task, "validate", lambda q: None)(question)
         if refused:
-            raise ApiError(400, f"the {task.name} task cannot judge this question: {refused}", param="messages")
+            raise ApiError(400, f"the {task.name} task cannot judge this question: {refused}", param="messages",
+                           code="bad_question")
         cfg = self.engine.config.with_(trees=1 if plan.method == "mctsr" else plan.trees, rollouts=plan.rollouts)
         least = minimum_budget(question, task, cfg, plan.method)
         if plan.budget is not None and plan.budget < least:
@@ -405,6 +464,8 @@ class FotServer(AppServer):
                      ) -> tuple[Result, dict[str, Totals]]:
         """Run one forest, cancelling it the moment its client is gone; `progress` is given the trees
         that finished since it was last called."""
+        if self._stopping:  # queued while the server began to stop
+            raise self._shutting_down()
         finished: list[TreeResult] = []
         kwargs: dict = {"task": plan.task, "method": plan.method, "trees": plan.trees, "rollouts": plan.rollouts,
                         "samples": plan.samples, "budget": plan.budget, "raise_errors": False}
@@ -414,10 +475,14 @@ class FotServer(AppServer):
             kwargs["seed"] = plan.seed
         self.meter.open(rid)
         job = asyncio.create_task(self.engine.solve(Problem(id=rid, question=question), **kwargs))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
         last_tick = time.monotonic()
         try:
             while True:
                 done, _ = await asyncio.wait({job}, timeout=self.config.poll_s)
+                if self._stopping:
+                    break
                 if finished and progress is not None:
                     news, finished[:] = list(finished), []
                     await progress(news)
@@ -428,13 +493,22 @@ class FotServer(AppServer):
                 if tick is not None and time.monotonic() - last_tick >= self.config.keepalive_s:
                     await tick()
                     last_tick = time.monotonic()
-            result = job.result()
-        except BaseException:  # the client left (or the server stops): no upstream call outlives the request
+            if not self._stopping:
+                result = job.result()
+        except BaseException:  # the client left: no upstream call outlives the request
             job.cancel()
             await asyncio.gather(job, return_exceptions=True)
             roles = self.meter.close(rid)
             log.info("%s cancelled (client gone); spent %s tokens", rid, usage_of(roles)["total_tokens"])
             raise
+        if self._stopping:  # stop() has cancelled the forest
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
+            roles = self.meter.close(rid)
+            log.info("%s cancelled (server stopping); spent %s tokens", rid, usage_of(roles)["total_tokens"])
+            e = self._shutting_down()
+            e.extra = {"usage": usage_of(roles)}
+            raise e
         roles = self.meter.close(rid)
         self.served += 1
         self._wall_ewma = 0.8 * self._wall_ewma + 0.2 * result.wall_s
@@ -516,7 +590,13 @@ class FotServer(AppServer):
                     "trees_done": done_trees, "trees": 1 if plan.method == "mctsr" else plan.trees}}))
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
-        result, roles = await self._solve(request, rid, question, plan, tick=keepalive, progress=progress)
+        try:
+            result, roles = await self._solve(request, rid, question, plan, tick=keepalive, progress=progress)
+        except ApiError as e:  # the stream has begun: the refusal is an error event (the server is stopping)
+            await resp.write(f"data: {self._scrub(json.dumps(e.body()))}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
         reply = self._completion(rid, model, result, roles, queued_s, plan.budget, started)
         self._log(rid, model, result, reply["usage"])
         if reply.get("error"):  # the openai client raises APIError on an event carrying `error`
@@ -535,20 +615,30 @@ class FotServer(AppServer):
 
 # -- the command ---------------------------------------------------------------------------------
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line: argparse's default puts the whole usage (22 lines here) before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     from .policies import DECISION_RULES
-    from .solve import _base_url, _non_negative_float, _positive_float, _positive_int
+    from .solve import MAX_TOKENS, _base_url, _non_negative_float, _positive_float, _positive_int
 
-    ap = argparse.ArgumentParser(prog="python -m fot.serve", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _OneLineErrors(prog="python -m fot.serve", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s = ap.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=_positive_int("--port", 0), default=8100)
+    s.add_argument("--port", type=_positive_int("--port", 0, 65535), default=8100)
     s.add_argument("--server-api-key", default=os.environ.get("FOT_SERVE_API_KEY"),
                    help="clients must send this as 'Authorization: Bearer KEY' (default $FOT_SERVE_API_KEY; none: open)")
     s.add_argument("--max-active", type=_positive_int("--max-active", 1), default=8, help="forests solved at once")
     s.add_argument("--queue-limit", type=_positive_int("--queue-limit", 0), default=32,
                    help="requests waiting for a slot; beyond it: 429 with Retry-After")
+    s.add_argument("--idle-timeout", type=_positive_float("--idle-timeout"), default=15.0, metavar="SECONDS",
+                   help="close a connection idle (or still sending its headers) this long; a body not whole by "
+                   "twice this is refused with 408")
     s.add_argument("--trace", default=None, help="write every upstream call to this JSONL file")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     b = ap.add_argument_group("upstream")
@@ -581,9 +671,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--samples", type=_positive_int("--samples", 1), default=8, help="samples of 'sc' and 'bon'")
     g.add_argument("--reward-samples", type=_positive_int("--reward-samples", 1), default=None)
     g.add_argument("--eval-max-tokens", type=_positive_int("--eval-max-tokens", 16), default=None)
-    g.add_argument("--budget", type=_positive_int("--budget", 1), default=None,
+    g.add_argument("--budget", type=_positive_int("--budget", 1, MAX_TOKENS), default=None,
                    help="tokens per request when it names none (hard cap)")
-    g.add_argument("--run-budget", type=_positive_int("--run-budget", 1), default=None,
+    g.add_argument("--run-budget", type=_positive_int("--run-budget", 1, MAX_TOKENS), default=None,
                    help="tokens for the server's whole life; once spent, requests get 429 insufficient_quota")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--decision", choices=list(DECISION_RULES), default="majority_first")
@@ -644,8 +734,13 @@ async def serve(args: argparse.Namespace, ready: Callable[[FotServer], None] | N
             return 1
         config = ServeConfig(host=args.host, port=args.port, api_key=args.server_api_key, max_active=args.max_active,
                              queue_limit=args.queue_limit, budget=args.budget, trees=cfg.trees, rollouts=cfg.rollouts,
-                             samples=args.samples, task=args.task, simulated=bool(args.sim))
-        server = await stack.enter_async_context(FotServer(engine, config))
+                             samples=args.samples, task=args.task, simulated=bool(args.sim),
+                             idle_timeout_s=args.idle_timeout, body_timeout_s=2 * args.idle_timeout)
+        try:
+            server = await stack.enter_async_context(FotServer(engine, config))
+        except OSError as e:  # the port is taken, or the host is not one of ours: the environment, one line
+            log.error("cannot listen on %s:%s: %s", args.host, args.port, e.strerror or e)
+            return 1
         log.info("fot.serve: %s on %s [%s]; presets: %s", server.base_url, backend, engine.model,
                  ", ".join(server.presets()))
         if ready is not None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .errors import UsageError
+
 Z95 = 1.959963984540054
 
 
@@ -50,7 +52,7 @@ class PairedDiff:
 def paired_diff(a: list[bool], b: list[bool], z: float = Z95) -> PairedDiff:
     """A minus B on the same problems, in the same order."""
     if len(a) != len(b):
-        raise ValueError(f"paired outcomes need the same problems: {len(a)} against {len(b)}")
+        raise UsageError(f"paired outcomes need the same problems: {len(a)} against {len(b)}")
     n = len(a)
     both = sum(1 for x, y in zip(a, b) if x and y)
     a_only = sum(1 for x, y in zip(a, b) if x and not y)

@@ -17,13 +17,15 @@ Every other fot.solve option (listed below) is passed through to each run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from . import solve
-from .budget import Price
-from .baselines import SAMPLING_METHODS
+from .options import Parser
+from .upstream import price_of
+from .methods import SAMPLING_METHODS
 from .meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
 from .tasks import get_task
 
@@ -73,8 +75,8 @@ def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[C
     return rows
 
 
-# fot.solve options the sweep sets itself for each run
-SWEEP_OWNS = frozenset({"trees", "rollouts", "out", "samples", "method", "price_in", "price_out", "price_cached"})
+# fot.solve settings the sweep sets itself for each run
+SWEEP_OWNS = frozenset({"trees", "rollouts", "out", "samples", "method"})
 
 
 def parser() -> argparse.ArgumentParser:
@@ -82,9 +84,15 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
-    ap = argparse.ArgumentParser(prog="python -m fot.sweep", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def _accuracy(s: str) -> float:
+    v = solve._non_negative_float("--target")(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"--target is an accuracy from 0 to 1, got {s}")
+    return v
+
+
+def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
+    ap = Parser(prog="python -m fot.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("problems")
     ap.add_argument("--trees", type=_int_list, default=[1, 2, 4, 8])
     ap.add_argument("--rollouts", type=_int_list, default=[1, 2, 4, 8])
@@ -94,30 +102,8 @@ def _parser() -> tuple[argparse.ArgumentParser, list[argparse.Action]]:
     ap.add_argument("--samples", type=_int_list, default=[1, 2, 4, 8, 16],
                     help="sample counts for the baselines (one run of the largest, the rest replayed)")
     ap.add_argument("--independent", action="store_true", help="also run every cell on its own and compare")
-    ap.add_argument("--target", type=float, default=None, help="report the cheapest cell reaching this accuracy")
-    ap.add_argument("--price-in", type=float, default=None)
-    ap.add_argument("--price-out", type=float, default=None)
-    ap.add_argument("--price-cached", type=float, default=None)
+    ap.add_argument("--target", type=_accuracy, default=None, help="report the cheapest cell reaching this accuracy")
     return ap, solve.add_options(ap, skip=SWEEP_OWNS, title="passed through to fot.solve: ")
-
-
-def passthrough(args: argparse.Namespace, actions: list[argparse.Action]) -> list[str]:
-    """The fot.solve options given, back as fot.solve arguments. Rebuilt from what the sweep parsed (not
-    the raw leftovers of a partial parse), so an option's value can never be mistaken for the problem file."""
-    argv: list[str] = []
-    for a in actions:
-        v = getattr(args, a.dest)
-        if v == a.default:
-            continue
-        flag = a.option_strings[0]
-        if isinstance(a, argparse._StoreTrueAction) or (a.nargs == "?" and v == a.const):  # --ray with no ADDRESS
-            argv.append(flag)
-        elif isinstance(a, argparse._AppendAction):
-            for item in v:
-                argv += [flag, str(item)]
-        else:
-            argv += [flag, str(v)]
-    return argv
 
 
 def _load(path: Path) -> list[dict]:
@@ -237,20 +223,25 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap, actions = _parser()
+    ap, _ = _parser()
     args = ap.parse_args(argv)
-    if args.ray is None:
-        return _sweep(args, passthrough(args, actions))
+    try:
+        base = solve.settings_from(args, skip=SWEEP_OWNS)  # the fot.solve settings given, the same for every run
+    except ValueError as e:
+        ap.error(str(e))
+    command = "python -m fot.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    if base.run.ray is None:
+        return _sweep(args, base, command)
     # one Ray for all the sweep's runs (each run's workers are its own), not a start and a stop per run
     from .distributed import RayUnavailable, start_ray
 
     try:
-        started = start_ray(args.ray or None, args.ray_workers)
+        started = start_ray(base.run.ray or None, base.run.ray_workers)
     except RayUnavailable as e:
         print(f"fot.sweep: {e}", file=sys.stderr)
         return 1
     try:
-        return _sweep(args, passthrough(args, actions))
+        return _sweep(args, base, command)
     finally:
         if started:
             import ray
@@ -258,22 +249,23 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
 
 
-def _sweep(args: argparse.Namespace, extra: list[str]) -> int:
+def _run(base: "solve.SolveSettings", out: Path, **changes) -> int:
+    """One fot.solve run of the sweep: the shared settings with this run's own (trees, rollouts, method,
+    samples) and its --out, through the library, not the command line."""
+    search = {**base.search, **{k: changes.pop(k) for k in ("trees", "rollouts") if k in changes}}
+    run = dataclasses.replace(base.run, out=str(out), **changes)
+    return solve.execute(dataclasses.replace(base, search=search, run=run))
+
+
+def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     T, R = max(args.trees), max(args.rollouts)
     if T < 1:
         print("fot.sweep: --trees needs a value >= 1", file=sys.stderr)
         return 2
-    prices = []
-    for flag, v in (("--price-in", args.price_in), ("--price-out", args.price_out), ("--price-cached", args.price_cached)):
-        if v is not None:
-            prices += [flag, str(v)]
     run_path = out / "run.jsonl"
-    command = ["python -m fot.solve", args.problems, *extra, *prices, "--trees", str(T), "--rollouts", str(R),
-               "--out", str(run_path)]
-    rc = solve.main([args.problems, *extra, *prices, "--trees", str(T), "--rollouts", str(R),
-                     "--out", str(run_path)])
+    rc = _run(base, run_path, trees=T, rollouts=R)
     if rc != 0:
         return rc
     rows = _load(run_path)
@@ -281,21 +273,19 @@ def _sweep(args: argparse.Namespace, extra: list[str]) -> int:
         print("fot.sweep: the run produced no results", file=sys.stderr)
         return 1
     task = get_task(rows[0]["task"])
-    price = Price(args.price_in or 0.0, args.price_out or 0.0, args.price_cached) \
-        if (args.price_in is not None or args.price_out is not None) else None
+    price = price_of(base.backend)
     cells = grid(rows, task, args.trees, args.rollouts, price)
     front = pareto([c for c in cells if c.exact])
     pairs = diversity_pairs([c for c in cells if c.exact])
     target_cell = cheapest_reaching(cells, args.target) if args.target is not None else None
     summary = json.loads(run_path.with_suffix(".summary.json").read_text())
     meta = {"problems_file": args.problems, "backend": summary.get("backend"), "task": task.name, "n": len(rows),
-            "run_trees": T, "run_rollouts": R, "command": " ".join(command), "simulated": summary.get("simulated")}
+            "run_trees": T, "run_rollouts": R, "command": command, "simulated": summary.get("simulated")}
 
     baselines: dict[str, list[Cell]] = {}
     for method in args.baselines:
         path = out / f"{method}.jsonl"
-        rc = solve.main([args.problems, *extra, *prices, "--method", method, "--samples", str(max(args.samples)),
-                         "--out", str(path)])
+        rc = _run(base, path, method=method, samples=max(args.samples))
         if rc != 0:
             return rc
         baselines[method] = sample_curve(_load(path), task, args.samples, price)
@@ -308,8 +298,7 @@ def _sweep(args: argparse.Namespace, extra: list[str]) -> int:
             if c.trees == 0:
                 continue
             cell_path = out / "cells" / f"t{c.trees}-r{c.rollouts}.jsonl"
-            rc = solve.main([args.problems, *extra, *prices, "--trees", str(c.trees), "--rollouts",
-                             str(c.rollouts), "--out", str(cell_path)])
+            rc = _run(base, cell_path, trees=c.trees, rollouts=c.rollouts)
             if rc != 0:
                 return rc
             own = grid(_load(cell_path), task, [c.trees], [c.rollouts], price)[0]
@@ -326,7 +315,7 @@ def _sweep(args: argparse.Namespace, extra: list[str]) -> int:
         "pareto": [(c.trees, c.rollouts) for c in front],
         "diversity_pairs": [[(w.trees, w.rollouts), (n.trees, n.rollouts)] for w, n in pairs],
         "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
-        "validation": validation}, indent=1) + "\n")
+        "validation": validation}, indent=1, allow_nan=False) + "\n")
     write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation, baselines, asked)
     backend = str(meta["backend"])
     title = f"{meta['task']} on {backend}" + (" (SIMULATED)" if meta["simulated"] and "SIMULATED" not in backend else "")

@@ -8,24 +8,32 @@
 - `RuleVerifier`: a task whose rule check is complete (Game of 24) scores by rule: +100 or -100,
   no call needed; otherwise it falls back to another verifier.
 
-The protocol is `Verifier` below; the registry that names them is `fot.policies.VERIFIERS`.
+The protocol is `Verifier` below; `VERIFIERS` (at the end) names them for `SearchConfig.verifier`
+(auto | self | rule | reward_model), and `make_verifier` builds the one a config names, for the
+forest and the best-of-N baseline alike. To add one: a class with `score`, a factory taking a
+`VerifierContext`, and its line in `VERIFIERS`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import prompts
 from .budget import Budget
+from .errors import UsageError
 from .ledger import CallTag
-from .llm import LLMClient
-from .tasks import Task
+
+if TYPE_CHECKING:
+    from .llm import LLMClient
+    from .tasks import Task
 
 # the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100"; nothing else on the line
 SCORE_LINE = re.compile(
-    r"^[\s*#>_\[]*score[\s*\]_]*[:=]?[\s*_]*([+-]?\d+(?:\.\d+)?)[\s*_]*(?:/\s*100|out of 100)?[\s*_.]*$", re.I)
+    r"^[\s*#>_\[]*score[\s*\]_]*(?:[:=][\s*_]*)?([+-]?\d+(?:\.\d+)?)(?:[\s*_]*(?:/\s*100|out of 100))?[\s*_.]*$",
+    re.I)  # no two optional runs of the same characters side by side: they made a long line quadratic
+MAX_SCORE_LINE = 200  # characters (stripped); a longer line is not a score line, and is not read
 
 
 @dataclass
@@ -49,6 +57,9 @@ def parse_score(text: str) -> float | None:
 
     Strict on purpose: a weak model's stray number ("5 * 6 = 30, which", "7/10") is not a score."""
     for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if len(line) > MAX_SCORE_LINE:  # nothing else on the line: and the pattern is quadratic in a long one
+            continue
         m = SCORE_LINE.match(line)
         if m:
             v = float(m.group(1))
@@ -95,3 +106,45 @@ class RuleVerifier:
         if self.fallback is None:
             return Scores([], asked=0)
         return await self.fallback.score(question, text, k, tag, budget, seed=seed)
+
+
+# -- the registry ------------------------------------------------------------------------------------
+
+@dataclass
+class VerifierContext:
+    task: "Task"
+    question: str  # the original question (a rule check needs the real numbers)
+    llm: "LLMClient"
+    max_tokens: int = 192  # SearchConfig.eval_max_tokens
+    full_score: float = 95.0
+    full_score_penalty: float = 50.0
+    reward_llm: "LLMClient | None" = None
+
+
+def _self_eval(ctx: VerifierContext) -> Verifier:
+    return SelfEvaluation(ctx.llm, ctx.max_tokens, ctx.full_score, ctx.full_score_penalty)
+
+
+def _rule(ctx: VerifierContext) -> Verifier:
+    return RuleVerifier(ctx.task, ctx.question, fallback=_self_eval(ctx))
+
+
+def _reward_model(ctx: VerifierContext) -> Verifier:
+    if ctx.reward_llm is None:
+        raise UsageError("verifier 'reward_model' needs Engine(reward_model=(base_url, model))")
+    return RewardModel(ctx.reward_llm, ctx.max_tokens, ctx.full_score, ctx.full_score_penalty)
+
+
+def _auto(ctx: VerifierContext) -> Verifier:
+    """The task's rule where it can judge a candidate alone (Game of 24), else self-evaluation."""
+    return _rule(ctx) if ctx.task.rule_check(ctx.question, "") is not None else _self_eval(ctx)
+
+
+VERIFIERS: dict[str, Callable[[VerifierContext], Verifier]] = {
+    "auto": _auto, "self": _self_eval, "rule": _rule, "reward_model": _reward_model}
+
+
+def make_verifier(cfg, task: "Task", question: str, llm: LLMClient, reward_llm: LLMClient | None = None) -> Verifier:
+    """The verifier `cfg.verifier` names, with `cfg`'s self-evaluation settings."""
+    return VERIFIERS[cfg.verifier](VerifierContext(task, question, llm, cfg.eval_max_tokens, cfg.full_score,
+                                                   cfg.full_score_penalty, reward_llm))

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -27,40 +29,137 @@ PROBLEM_FIELDS = ("id", "question", "task", "answer", "reference", "correct", "o
                   "expert_tokens", "early_stopped")
 
 
+class ViewError(ValueError):
+    """What is wrong with which file (and where), said in one line instead of a traceback."""
+
+
+def _finite(text: str) -> float | None:
+    v = float(text)
+    return v if math.isfinite(v) else None
+
+
+def loads(text: str) -> object:
+    """JSON as the page can carry it: NaN, Infinity and numbers past a float's range (old results written
+    with `--price-in inf`) become null, since the page's JSON.parse refuses them and would show nothing."""
+    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite)
+
+
+def read_json(path: Path) -> object:
+    try:
+        return loads(path.read_text(encoding="utf-8", errors="replace"))
+    except json.JSONDecodeError as e:
+        raise ViewError(f"{path}: line {e.lineno} column {e.colno}: not JSON: {e.msg}") from None
+    except (ValueError, RecursionError) as e:  # a 5,000-digit integer; nesting past the recursion limit
+        raise ViewError(f"{path}: not JSON the viewer can read: {str(e)[:120] or 'nested too deeply'}") from None
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    """Whole lines only: a results file being written (or torn by a crash) still opens."""
+    """Whole lines only: a results file being written (or torn by a crash) still opens, and so does a
+    line of bytes that are not UTF-8 (they are shown as U+FFFD)."""
     rows = []
     if not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            row = json.loads(line)
-        except ValueError:
+            row = loads(line)
+        except (ValueError, RecursionError):
             continue
         if isinstance(row, dict):
             rows.append(row)
     return rows
 
 
+def _dicts(value: object) -> list[dict]:
+    """The objects of a list the page iterates over; anything else in it (null, a number) is dropped."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _drawable(nodes: list[dict]) -> list[dict]:
+    """The nodes the page can lay out: each id (a number or a string) once, reached from a root by parent
+    links. A node whose parent is missing, or a cycle of parents, would stop the drawing."""
+    ref = lambda v: isinstance(v, (int, str)) and not isinstance(v, bool)  # noqa: E731
+    first: dict = {}
+    for n in nodes:
+        if ref(n.get("id")) and (n.get("parent") is None or ref(n.get("parent"))):
+            first.setdefault(n["id"], n)
+    kids: dict = {}
+    for n in first.values():
+        kids.setdefault(n.get("parent"), []).append(n)
+    reached, todo = set(), [n["id"] for n in kids.get(None, [])]
+    while todo:
+        i = todo.pop()
+        if i not in reached:
+            reached.add(i)
+            todo += [k["id"] for k in kids.get(i, [])]
+    return [n for n in first.values() if n["id"] in reached]
+
+
+def _forest(trees: object) -> list[dict] | None:
+    """A trees line's forest with the shapes the page draws from: lists of objects where it loops."""
+    if not isinstance(trees, list):
+        return None
+    return [{**t, "nodes": [{**n, "rewards": _dicts(n.get("rewards"))} for n in _drawable(_dicts(t.get("nodes")))]}
+            for t in _dicts(trees)]
+
+
 def problems_of(results: Path) -> list[dict]:
     """The results lines joined with their trees lines (the last one per id, as fot.solve keeps them)."""
-    forests = {str(t.get("id")): t.get("trees") for t in read_jsonl(trees_path(results))}
+    forests = {str(t.get("id")): _forest(t.get("trees")) for t in read_jsonl(trees_path(results))}
     out = []
     for row in read_jsonl(results):
         p = {k: row.get(k) for k in PROBLEM_FIELDS}
-        if row.get("samples"):
-            p["samples"] = [{"answer": s.get("answer"), "score": s.get("score")} for s in row["samples"]]
+        p["trees"] = _dicts(p["trees"])
+        p["snapshots"] = [_dicts(s) for s in p["snapshots"]] if isinstance(p["snapshots"], list) else []
+        p["tokens"] = p["tokens"] if isinstance(p["tokens"], dict) else {}
+        if row.get("samples"):  # a sample that is not an object (null) is a row of its own, with nothing in it
+            p["samples"] = [{"answer": s.get("answer"), "score": s.get("score")} if isinstance(s, dict)
+                            else {"answer": None, "score": None} for s in row["samples"]] \
+                if isinstance(row["samples"], list) else []
         p["forest"] = forests.get(str(row.get("id")))
         out.append(p)
     return out
 
 
+CELL_NUMBERS = ("accuracy", "tokens_mean", "tokens_per_solved", "correct", "graded", "trees", "rollouts", "samples")
+
+
+def _check_cells(path: Path, where: str, cells: object) -> list[dict]:
+    if not isinstance(cells, list):
+        raise ViewError(f"{path}: '{where}' must be a list of cells, got {type(cells).__name__}")
+    for i, c in enumerate(cells):
+        if not isinstance(c, dict):
+            raise ViewError(f"{path}: {where}[{i}] must be an object, got {json.dumps(c)[:40]}")
+        for k in CELL_NUMBERS:
+            v = c.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ViewError(f"{path}: {where}[{i}].{k} must be a number or null, got {json.dumps(v)[:40]}")
+        ci = c.get("ci95")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2
+                                   and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci)):
+            raise ViewError(f"{path}: {where}[{i}].ci95 must be [low, high] or null, got {json.dumps(ci)[:40]}")
+    return cells
+
+
 def sweep_of(directory: Path) -> dict:
-    """sweep.json without the per-problem lists of its cells (ids, outcomes), which the chart does not need."""
-    sweep = json.loads((directory / "sweep.json").read_text(encoding="utf-8"))
+    """sweep.json without the per-problem lists of its cells (ids, outcomes), which the chart does not need;
+    a file not in the shape fot.sweep writes is refused, naming the field, rather than drawn wrong."""
+    path = directory / "sweep.json"
+    sweep = read_json(path)
+    if not isinstance(sweep, dict):
+        raise ViewError(f"{path}: must be an object with 'cells', got {type(sweep).__name__}")
     slim = lambda c: {k: v for k, v in c.items() if k not in ("ids", "outcomes")}  # noqa: E731
-    sweep["cells"] = [slim(c) for c in sweep.get("cells", [])]
-    sweep["baselines"] = {m: [slim(c) for c in curve] for m, curve in (sweep.get("baselines") or {}).items()}
+    sweep["cells"] = [slim(c) for c in _check_cells(path, "cells", sweep.get("cells", []))]
+    baselines = sweep.get("baselines") or {}
+    if not isinstance(baselines, dict):
+        raise ViewError(f"{path}: 'baselines' must be an object of method: [cells]")
+    sweep["baselines"] = {m: [slim(c) for c in _check_cells(path, f"baselines.{m}", curve)]
+                          for m, curve in baselines.items()}
+    pareto = sweep.get("pareto") or []
+    if not (isinstance(pareto, list) and all(isinstance(x, list) and len(x) == 2 for x in pareto)):
+        raise ViewError(f"{path}: 'pareto' must be a list of [trees, rollouts]")
+    sweep["pareto"] = pareto
+    if not isinstance(sweep.get("meta") or {}, dict):
+        raise ViewError(f"{path}: 'meta' must be an object")
     return sweep
 
 
@@ -74,7 +173,9 @@ def page_data(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results file")
     summary_path = path.with_name(path.stem + ".summary.json")
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
+    summary = read_json(summary_path) if summary_path.is_file() else None
+    if summary is not None and not isinstance(summary, dict):
+        raise ViewError(f"{summary_path}: must be an object, got {type(summary).__name__}")
     return {"kind": "results", "title": f"fot: {path.name}", "source": str(path), "summary": summary,
             "sweep": None, "problems": problems_of(path)}
 
@@ -82,13 +183,18 @@ def page_data(path: Path) -> dict:
 def embed(data: dict) -> str:
     """JSON safe inside a <script> element: `<`, `>`, `&` only occur inside JSON strings, where the escapes
     mean the same characters, so `</script>` or `<!--` in a model's text cannot close or confuse the tag."""
-    s = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    s = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # a lone surrogate (a JSON "\\ud800" in a result) cannot be written as UTF-8; as an escape JSON.parse reads it
+    s = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", s)
     return s.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e") \
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def render(data: dict) -> str:
-    title = data["title"].replace("&", "&amp;").replace("<", "&lt;")
+    title = _SURROGATE.sub("\ufffd", data["title"]).replace("&", "&amp;").replace("<", "&lt;")
     return (PAGE.replace("%%TITLE%%", title).replace("%%CSS%%", CSS).replace("%%JS%%", JS)
             .replace("%%DATA%%", embed(data)))
 
@@ -111,8 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"fot.view: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # unreadable: a directory where a file should be, no permission
+        print(f"fot.view: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
+        return 2
     out = Path(args.output) if args.output else default_output(path)
-    out.write_text(render(data), encoding="utf-8")
+    try:
+        out.write_text(render(data), encoding="utf-8")
+    except OSError as e:
+        print(f"fot.view: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     with_trees = sum(p["forest"] is not None for p in data["problems"])
     print(f"fot.view: wrote {out} ({len(data['problems'])} problems, {with_trees} with their trees"
           f"{', the sweep chart' if data['kind'] == 'sweep' else ''})")

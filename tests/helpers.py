@@ -25,6 +25,7 @@ class FakeBackend:
     def __init__(self, reply):
         self.reply = reply
         self.served: list[dict] = []  # requests answered with 200 (the backend did the work)
+        self.headers: list[dict] = []  # every chat request's headers
         self._runner = None
 
     async def __aenter__(self):
@@ -37,6 +38,7 @@ class FakeBackend:
             return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
         async def chat(request):
+            self.headers.append(dict(request.headers))
             body = await request.json()
             role = ScriptedSolver.role_of(body["messages"][-1]["content"])
             out = self.reply(role, body)
@@ -59,7 +61,7 @@ class FakeBackend:
         app = web.Application()
         app.router.add_get("/v1/models", models)
         app.router.add_post("/v1/chat/completions", chat)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)  # a reply held for a long delay is not waited for
         await self._runner.setup()
         self.port = free_port()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

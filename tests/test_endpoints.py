@@ -42,18 +42,26 @@ async def test_one_of_three_upstreams_killed_mid_run_and_restarted_loses_no_prob
                     phase["back"] = time.time()
 
         await run()
+        killed = urls[1]
+        ep = next(e for e in engine.llm.endpoints.all if e.public == killed)
+        # the run may end before the probe's next try: wait for the state (with a deadline), not for a time
+        for _ in range(600):
+            if ep.up:
+                break
+            await asyncio.sleep(0.05)
+        phase["readmitted"] = time.time()
+        more = [r async for r in engine.solve_many(problems(6, seed=6), parallel=6, trees=2, rollouts=2)]
         stats = {s["endpoint"]: s for s in engine.llm.endpoints.stats()}
         rows = list(engine.ledger.rows)
     await sims[1].stop()
     assert sorted(r.id for r in results) == sorted(p.id for p in ps)
-    assert all(r.answer is not None and not r.error for r in results), [r.error for r in results if r.error]
-    killed = urls[1]
+    assert all(r.answer is not None and not r.error for r in results + more), [r.error for r in results if r.error]
     assert stats[killed]["ejected"] >= 1 and stats[killed]["up"]
-    # calls were spread before the kill, moved off the killed one while it was down, came back after the restart
+    # calls were spread before the kill, moved off the killed one while it was down, came back once re-admitted
     assert rows, "the ledger keeps recent rows"
     before = [r for r in rows if r.started < phase["killed"]]
     during = [r for r in rows if phase["killed"] <= r.started < phase["back"]]
-    after = [r for r in rows if r.started >= phase["back"]]
+    after = [r for r in rows if r.started >= phase["readmitted"]]
     assert set(served_by(before)) == set(urls)
     assert served_by(during)[killed] == 0 and served_by(during)[urls[0]] > 0 and served_by(during)[urls[2]] > 0
     assert served_by(after)[killed] > 0
@@ -75,14 +83,15 @@ async def test_a_failed_call_is_retried_on_another_endpoint_at_once(make_sim):
     ledger = Ledger()
     async with LLMClient([bad.base_url, good.base_url], "fot-sim", max_attempts=2, backoff_base=5.0,
                          ledger=ledger, affinity=False) as llm:
-        t0 = asyncio.get_running_loop().time()
+        waits = []
+        elsewhere = llm._backoff_or_elsewhere
+        llm._backoff_or_elsewhere = lambda exc, failures: waits.append(elsewhere(exc, failures)) or waits[-1]
         calls = await asyncio.gather(*(llm.chat(prompts.answer(f"What is {i} + 5?"), seed=i) for i in range(10)))
-        elapsed = asyncio.get_running_loop().time() - t0
         stats = llm.endpoints.stats()
     assert all("\\boxed{" in c.text for c in calls)
     assert all(c.record.endpoint == good.base_url for c in calls)
     assert bad.stats.requests >= 1 and any(c.record.attempts == 2 for c in calls)
-    assert elapsed < 2.0, "a retry that can go elsewhere does not wait out the backoff (5 s here)"
+    assert waits and all(w == 0 for w in waits), "a retry that can go elsewhere does not wait out the backoff"
     assert stats[0]["failed"] == bad.stats.requests
 
 
@@ -122,7 +131,7 @@ async def test_a_429_halves_the_limit_and_successes_give_it_back_slowly():
     eps._failed(ep, HTTPFailure("rate_limit", "429", status=429, endpoint=ep))
     assert ep.limit == 20, "one cut per burst of refusals"
     for _ in range(20):
-        eps._answered(ep)
+        eps.answered(ep, 0.01, 10)
     assert 20.9 < ep.limit < 21.1, "about +1 per limit's worth of successes"
     ep.outstanding = 21
     assert eps._pick(None, None) is eps.all[1]  # the full one is passed over

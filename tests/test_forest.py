@@ -1,7 +1,6 @@
 """The forest and the library API against fot.sim (a simulated backend)."""
 
 import random
-import time
 
 
 from fot import Budget, LLMClient
@@ -61,15 +60,13 @@ def test_input_diversity_helpers():
 async def test_trees_run_concurrently(make_sim):
     sim = await make_sim(ttft_s=0.05)
     async with LLMClient(sim.base_url, "fot-sim", concurrency=256) as llm:
-        walls = {}
-        for T in (1, 8):
-            cfg = SearchConfig(trees=T, rollouts=2, **FAST)
-            t0 = time.monotonic()
-            await run_forest("What is 3 * 9?", Arith(), llm, cfg, Budget(), f"p{T}")
-            walls[T] = time.monotonic() - t0
-    # 8 trees take about the time of one (the longest chain), not 8 times it
-    assert walls[8] < 1.6 * walls[1]
-    assert walls[8] < 0.3 * 8 * walls[1]
+        cfg = SearchConfig(trees=8, rollouts=2, **FAST)
+        await run_forest("What is 3 * 9?", Arith(), llm, cfg, Budget(), "p8")
+        firsts = [r for r in llm.ledger.rows if r.role == "answer" and r.rollout == 0]
+    # shown by overlap, not by time: all 8 trees' first answers were in flight at once (one slow machine
+    # cannot make calls that were sent together look sequential)
+    assert len(firsts) == 8 and sim.stats.max_in_flight >= 8
+    assert max(r.started for r in firsts) < min(r.started + r.latency_s for r in firsts)
 
 
 async def test_the_search_never_sees_the_reference(make_sim):
@@ -233,12 +230,19 @@ async def test_answer_steps_use_the_tasks_cap_and_a_cut_off_answer_does_not_vote
     assert whole.answer == "9"
 
 
-async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_marks_smaller_cells(make_sim):
+async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_marks_smaller_cells():
     from fot.meter import replay
+    from helpers import FakeBackend, ok
 
-    profile = SimProfile(p_first=1.0, hardness_sd=0.0, tree_sd=0.0)
-    sim = await make_sim(profile=profile, ttft_s=0.01)
-    async with Engine(sim.base_url) as engine:
+    def reply(role, body):
+        # tree i's calls carry seeds i * 10007 + k; tree 4's never come back, so trees 0-3 (who all agree)
+        # finish first and settle the vote whatever the machine's speed: the early stop is not a race
+        tree = int(body.get("seed") or 0) // 10_007
+        text = {"evaluate": "It checks out.\nScore: 80", "critique": "Nothing to fix."}.get(
+            role, "5 + 5 = 10. The answer is \\boxed{10}.")
+        return 200, ok(body, text, 12), 3600.0 if tree == 4 else 0.0
+
+    async with FakeBackend(reply) as fake, Engine(fake.base_url, "fake") as engine:
         r = (await engine.solve("What is 5 + 5?", task="arith", trees=5, rollouts=3, early_stop=True,
                                 inputs=("raw",), logprob_threshold=None)).to_dict()
     assert r["early_stopped"] and any(t["stopped"] == "early_stop" for t in r["trees"])

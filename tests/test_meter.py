@@ -1,14 +1,20 @@
 """The meter: grading, intervals, the grid replayed from one run, Pareto frontier, prices, the sweep."""
 
+import hashlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from fot.budget import Price
 from fot.meter import cheapest_reaching, diversity_pairs, grade, grid, pareto, replay, summarize, Cell
 from fot.tasks import Arith
+from fot.solve import main as solve_main
 from fot.sweep import main as sweep_main
+from helpers import write_problems
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _snap(r, tokens, answer, q, prompt=None, completion=None):
@@ -165,3 +171,42 @@ def test_a_binding_budget_share_marks_smaller_forests_inexact_and_a_tree_budget_
         assert v["diff"] == 0 and v["measured_tokens"] == pytest.approx(v["predicted_tokens"])
     rows = [json.loads(x) for x in (tmp_path / "tree" / "run.jsonl").read_text().splitlines()]
     assert any(t["stopped"] == "budget" for r in rows for t in r["trees"])  # the tree budget did bind
+
+
+# -- the results record: typed, versioned, and old files still read ------------------------------------------
+
+RECORDED = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "local-baselines"
+
+
+def _rows(name):
+    return [json.loads(line) for line in (RECORDED / name).read_text().splitlines() if line.strip()]
+
+
+def test_a_results_file_of_the_format_before_schema_2_reads_and_replays_to_its_recorded_figures():
+    from fot.meter import grid, sample_curve, summarize
+    from fot.results import Record
+    from fot.tasks import Arith
+
+    sc = _rows("sc8.jsonl")  # written 2026-11-26 by fot before the record had a schema (schema 1)
+    assert all("schema" not in r for r in sc) and Record.from_row(sc[0]).schema == 1
+    s = summarize(sc)
+    assert (s.problems, s.correct) == (150, 70)  # 46.7%, as docs/local.md records
+    curve = sample_curve(sc, Arith(), [1, 2, 4, 8])
+    assert [round(c.accuracy, 3) for c in curve] == [0.373, 0.373, 0.413, 0.467]
+    assert [round(c.tokens_mean) for c in curve] == [123, 293, 617, 1281]
+    forest = _rows("forest2x1.jsonl")
+    cells = {(c.trees, c.rollouts): c for c in grid(forest, Arith(), [1, 2], [0, 1])}
+    assert round(cells[(2, 1)].accuracy, 3) == 0.153 and round(cells[(1, 0)].accuracy, 3) == 0.187
+
+
+def test_a_new_row_says_its_schema_and_provenance(tmp_path):
+    from fot.results import SCHEMA, Record
+
+    probs, out = write_problems(tmp_path, 2, seed=1, name="p.jsonl"), tmp_path / "o.jsonl"
+    assert solve_main([str(probs), "--sim", "--trees", "2", "--rollouts", "1", "--quiet", "--out", str(out)]) == 0
+    row = json.loads(out.read_text().splitlines()[0])
+    assert row["schema"] == SCHEMA == 2
+    assert row["provenance"]["problems_sha256"] == hashlib.sha256(probs.read_bytes()).hexdigest()
+    assert row["provenance"]["fot"] and ("commit" in row["provenance"]) == (ROOT / ".git").exists()
+    rec = Record.from_row(row)
+    assert rec.schema == 2 and rec.tokens.total == row["tokens"]["total"] and rec.method == "forest"

@@ -465,3 +465,163 @@ def test_command_serves_until_sigterm(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "stopping: 1 requests served" in out and UPSTREAM_KEY not in out and "Traceback" not in out
+
+
+# -- stopping, hostile input, connections (issue 21) ---------------------------------------------
+
+async def wait_for(condition, what: str, deadline_s: float = 60.0) -> None:
+    """Wait for a state, failing with `what` if it is not reached by the deadline (a hang, not slowness)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not condition():
+        assert loop.time() < end, f"never reached: {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_sigterm_cancels_running_forests_and_their_upstream_calls(make_sim):
+    """`fot serve` in its own process in front of a fot.sim in this one, so the upstream's own count of
+    requests says what the forest did after the signal."""
+    import os
+    import signal
+    import sys
+
+    from fot.local import free_port
+
+    sim = await make_sim(profile=SURE, ttft_s=0.02)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fot", "serve", "--upstream", sim.base_url, "--model", "fot-sim", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def up() -> bool:
+                try:
+                    async with http.get(url + "/health") as r:
+                        return r.status == 200
+                except aiohttp.ClientConnectionError:
+                    assert proc.returncode is None, "fot serve exited while starting"
+                    return False
+
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 60
+            while not await up():
+                assert loop.time() < end, "fot serve never came up"
+                await asyncio.sleep(0.1)
+
+            async def ask() -> tuple[int, dict]:
+                async with http.post(url + "/v1/chat/completions", json={
+                        "model": "fot-16x64", "messages": [{"role": "user", "content": Q}]}) as r:
+                    return r.status, await r.json()
+
+            request = asyncio.create_task(ask())
+            await wait_for(lambda: sim.stats.requests >= 50, "the forest calling its upstream")
+            at_signal, in_flight = sim.stats.requests, sim.stats.in_flight
+            proc.send_signal(signal.SIGTERM)
+            status, body = await asyncio.wait_for(request, 60)
+        out = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+        await asyncio.wait_for(proc.wait(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    after = sim.stats.requests - at_signal
+    assert status == 503 and assert_openai_error(body, "server_shutting_down")["type"] == "server_error"
+    assert body["usage"]["total_tokens"] > 0  # what the cancelled forest spent is still reported
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    # What was sent before the signal may still arrive, and the loop turns before `fot serve` handles it can
+    # each start about as many calls as complete in them: a few times the forest's concurrency at most. A
+    # 16x64 forest left running makes thousands more (benchmarks/serve_sigterm.py on 64x64: 16,375 before).
+    peak = sim.stats.max_in_flight
+    assert after <= 3 * peak + 20, (after, in_flight, peak)
+    assert sim.stats.in_flight == 0
+
+
+async def test_hostile_bodies_are_400_naming_the_field(serve):
+    s = await serve()
+    msgs = [{"role": "user", "content": Q}]
+    deep = b'{"model": "fot", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, body, _ = await post(s, deep)
+    assert status == 400 and "deep" in assert_openai_error(body, "invalid_json")["message"]
+    huge = "1" + "0" * 5000
+    status, body, _ = await post(s, '{"model": "fot", "messages": [], "x": ' + huge + "}")
+    assert status == 400 and assert_openai_error(body, "invalid_json")
+    for payload, param in [({"model": "fot-" + huge, "messages": msgs}, "trees"),
+                           ({"model": "sc-" + huge, "messages": msgs}, "samples"),
+                           ({"model": "fot-2x" + huge, "messages": msgs}, "rollouts"),
+                           ({"model": "fot", "messages": msgs, "stream": True, "stream_options": "x"}, "stream_options"),
+                           ({"model": "fot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.budget"),
+                           ({"model": "cot", "messages": msgs, "fot": {"budget": 10**400}}, "fot.budget"),
+                           ({"model": "fot", "messages": msgs, "fot": {"seed": 10**400}}, "fot.seed"),
+                           ({"model": "fot", "messages": msgs, "fot": {"task": ["arith"]}}, "fot.task")]:
+        status, body, _ = await post(s, payload)
+        assert status == 400, (str(payload)[:80], body)
+        err = assert_openai_error(body)
+        assert err["param"] == param and len(err["message"]) < 300, err
+    status, body, _ = await post(s, {"model": "fot", "messages": [{"role": "user", "content": "make 24"}],
+                                     "fot": {"task": "game24"}})
+    assert status == 400 and assert_openai_error(body, "bad_question")["param"] == "messages"
+    assert s.sim.stats.requests == 0
+
+
+async def test_idle_and_slow_connections_are_closed(serve):
+    s = await serve(idle_timeout_s=0.3, body_timeout_s=0.3)
+    port = s.server.port
+
+    async def closed_by_server(data: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        await writer.drain()
+        try:  # the server ends it; aiohttp's default would hold it for an hour (keepalive_timeout 3630 s)
+            return await asyncio.wait_for(reader.read(), 60)
+        finally:
+            writer.close()
+
+    assert await closed_by_server(b"") == b""  # connected, never asked anything
+    assert await closed_by_server(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n") == b""  # headers never end
+    slow_body = await closed_by_server(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                       b"application/json\r\nContent-Length: 100\r\n\r\n{\"model\"")
+    assert slow_body.startswith(b"HTTP/1.1 408") and b"request_timeout" in slow_body
+    assert s.sim.stats.requests == 0
+    # a request that works for longer than the idle timeout is not idle: it is answered
+    s.sim.backend.config.ttft_s = 0.2
+    status, body, _ = await post(s, {"model": "fot-2x2", "messages": [{"role": "user", "content": Q}]})
+    assert status == 200 and body["fot"]["wall_s"] > 0.3
+
+
+def test_command_refuses_a_bad_or_busy_port_in_one_line():
+    import socket
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "fot", "serve", "--sim", "--port"]
+    bad = subprocess.run(run + ["99999"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--port must be <= 65535" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run(run + [str(taken.getsockname()[1])], capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 1, busy.stderr
+    errors = [line for line in busy.stderr.splitlines() if "ERROR" in line or "Traceback" in line]
+    assert len(errors) == 1 and "cannot listen on 127.0.0.1" in errors[0] and "in use" in errors[0], busy.stderr
+
+
+async def test_stopping_the_server_ends_a_stream_with_an_error_event_and_refuses_the_queue(serve):
+    s = await serve(sim=SimConfig(profile=SURE, ttft_s=0.05), max_active=1, queue_limit=1)
+    client = s.aclient()
+    stream = await client.chat.completions.create(model="fot-2x8", messages=[{"role": "user", "content": Q}],
+                                                  stream=True)
+    assert (await stream.__anext__()).choices[0].delta.role == "assistant"
+    queued = asyncio.create_task(post(s, {"model": "cot", "messages": [{"role": "user", "content": Q}]}))
+    await wait_for(lambda: s.server.admission.waiting == 1 and s.sim.stats.requests > 0, "one running, one queued")
+    stopping = asyncio.create_task(s.server.stop())
+    with pytest.raises(openai.APIError) as e:
+        async for _ in stream:
+            pass
+    assert "shutting down" in e.value.message
+    status, body, _ = await queued
+    assert status == 503 and assert_openai_error(body, "server_shutting_down")
+    await asyncio.wait_for(stopping, 60)
+    await client.close()
+    assert s.sim.stats.in_flight == 0 and s.engine.budget.reserved_tokens == 0

@@ -10,7 +10,6 @@ import time
 import urllib.request
 
 import openai
-import pytest
 
 from fot.local import free_port
 
@@ -87,12 +86,9 @@ async def test_same_seed_same_outputs(make_sim):
 async def test_capacity_queues_requests_and_counts_busy_time(make_sim):
     sim = await make_sim(ttft_s=0.1, capacity=2)
     async with LLMClient(sim.base_url, "fot-sim", concurrency=16) as llm:
-        t0 = time.monotonic()
         await asyncio.gather(*(llm.chat(prompts.answer(f"What is {i} + 2?")) for i in range(6)))
-        wall = time.monotonic() - t0
-    assert sim.stats.max_in_flight == 2
-    assert 0.3 <= wall < 0.6  # 6 requests, 2 at a time, 0.1 s each
-    assert sim.stats.busy_slot_s == pytest.approx(0.6, abs=0.1)
+    assert sim.stats.max_in_flight == 2 and sim.stats.requests == 6  # 6 requests, 2 at a time
+    assert sim.stats.busy_slot_s >= 0.6  # 0.1 s each, at least (a busy machine only adds)
 
 
 async def test_decode_rate_sets_latency(make_sim):

@@ -280,3 +280,116 @@ def test_sweep_passes_options_through_shows_progress_and_prints_its_table_withou
     assert len(read_rows(out / "run.trees.jsonl")) == 3
     data = view.page_data(out)
     assert data["kind"] == "sweep" and len(data["problems"]) == 3 and all(p["forest"] for p in data["problems"])
+
+
+# ---- hostile files and non-finite numbers (issue 21) ------------------------------------------------
+
+def strict_page_data(html: Path) -> dict:
+    """The page's data as a strict JSON parser (the browser's JSON.parse) reads it: NaN and Infinity refused."""
+    text = html.read_text(encoding="utf-8")
+    data = text.split('<script id="data" type="application/json">')[1].split("</script>")[0]
+    return json.loads(data, parse_constant=lambda c: pytest.fail(f"the page's data holds {c}: not JSON"))
+
+
+def test_non_finite_prices_and_budgets_are_refused_by_name(tmp_path, capsys):
+    from fot.serve import main as serve_main
+
+    probs = write_problems(tmp_path, 2, seed=1, name="p.jsonl")
+    out = tmp_path / "o.jsonl"
+    for flag, value in [("--price-in", "inf"), ("--price-out", "nan"), ("--price-cached", "1e400"),
+                        ("--price-in", "-1"), ("--rps", "inf"), ("--timeout", "inf"), ("--budget", "1" + "0" * 400)]:
+        for main, args in ((solve_main, [str(probs), "--sim", "--out", str(out)]), (serve_main, ["--sim"])):
+            with pytest.raises(SystemExit) as e:
+                main([*args, flag, value])
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and f"argument {flag}: {flag} must be" in err, (flag, value, err)
+            assert len(err) < 2000  # the usage and one line, not a 400-digit echo
+    assert not out.exists()
+    from fot.sweep import main as sweep_main
+
+    for flag, value in [("--price-in", "inf"), ("--price-cached", "nan"), ("--target", "inf"), ("--target", "2")]:
+        with pytest.raises(SystemExit) as e:
+            sweep_main([str(probs), "--sim", "--out", str(tmp_path / "sweep"), flag, value])
+        assert e.value.code == 2 and f"argument {flag}: " in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_row_with_nan_is_never_half_written(tmp_path):
+    import os
+
+    from fot.results import append_line, open_lines
+
+    out = tmp_path / "o.jsonl"
+    fd = open_lines(out)
+    try:
+        append_line(fd, out, {"id": "a", "cost_usd": 0.5})
+        with pytest.raises(ValueError):
+            append_line(fd, out, {"id": "b", "cost_usd": float("inf")})
+    finally:
+        os.close(fd)
+    assert out.read_text() == '{"id":"a","cost_usd":0.5}\n'
+
+
+HOSTILE_LINES = [
+    '{"id": "surrogate", "question": "lone \\ud800 half", "answer": "\\udfff", "correct": true}',
+    '{"id": "null-sample", "question": "q", "method": "sc", "samples": [null, {"answer": "4", "score": 1}]}',
+    '{"id": "not-finite", "question": "q", "cost_usd": NaN, "wall_s": Infinity, "tokens": {"total": 1e400}}',
+    '{"id": "bad-shapes", "question": "q", "trees": [null, 3], "snapshots": "x", "tokens": [], "samples": "abc"}',
+]
+
+
+def hostile_results(tmp_path) -> Path:
+    out = tmp_path / "hostile.jsonl"
+    out.write_bytes("\n".join(HOSTILE_LINES).encode() + b'\n{"id": "\xff\xfe not utf-8", "question": "q"}\n'
+                    + b"[" * 100_000 + b"\n")
+    nodes = [None, {"id": 0, "parent": None, "text": "\ud83d", "rewards": [None]}, {"id": 1, "parent": 0},
+             {"id": 2, "parent": 99}, {"id": 3, "parent": 4}, {"id": 4, "parent": 3}, {"id": {"x": 1}, "parent": 0}, {"id": 5, "parent": [0]},
+             {"id": 1, "parent": None}]  # an orphan, a cycle, an id that is an object, an id twice
+    trees_path(out).write_text(json.dumps({"id": "surrogate", "trees": [None, {"index": 0, "nodes": nodes}]})
+                               + '\n{"id": "null-sample", "trees": "not a list"}\n')
+    out.with_name("hostile.summary.json").write_text('{"accuracy": NaN, "backend": "x"}')
+    return out
+
+
+def test_hostile_results_render_as_strict_json_without_a_traceback(tmp_path, capsys):
+    out = hostile_results(tmp_path)
+    assert view.main([str(out)]) == 0, capsys.readouterr().err
+    data = strict_page_data(out.with_suffix(".html"))
+    by_id = {p["id"]: p for p in data["problems"]}
+    assert len(by_id) == 5 and by_id["surrogate"]["question"] == "lone \ud800 half"
+    assert by_id["null-sample"]["samples"] == [{"answer": None, "score": None}, {"answer": "4", "score": 1}]
+    assert by_id["not-finite"]["tokens"] == {"total": None} and data["summary"]["accuracy"] is None
+    assert by_id["bad-shapes"]["trees"] == [] and by_id["bad-shapes"]["snapshots"] == []
+    drawn = by_id["surrogate"]["forest"][0]["nodes"]
+    assert [n["id"] for n in drawn] == [0, 1] and drawn[0]["rewards"] == [] and drawn[1]["parent"] == 0
+    assert by_id["null-sample"]["forest"] is None
+
+
+def test_hostile_results_open_in_the_browser(browser, tmp_path):
+    out = hostile_results(tmp_path)
+    assert view.main([str(out)]) == 0
+    page, errors = _open(browser, out.with_suffix(".html"))
+    assert page.locator("tr.problem").count() == 5
+    for i in range(5):
+        page.locator("tr.problem").nth(i).click()
+        if page.locator("#detail g.node").count():
+            page.locator("#detail g.node").first.click()
+    assert errors == []
+
+
+@pytest.mark.parametrize("text,said", [
+    ("{\n  \"cells\": [\n", "sweep.json: line 3"),
+    ('{"cells": [null]}', "cells[0] must be an object"),
+    ('{"cells": "x"}', "'cells' must be a list"),
+    ('{"cells": [{"accuracy": "high"}]}', "cells[0].accuracy must be a number"),
+    ('{"cells": [], "baselines": {"sc": [{"ci95": [1]}]}}', "baselines.sc[0].ci95"),
+    ('{"cells": [], "pareto": [1, 2]}', "'pareto' must be"),
+    ("[1, 2]", "must be an object"),
+    ("[" * 100_000, "sweep.json: not JSON"),
+])
+def test_a_malformed_sweep_json_is_named_with_what_is_wrong(tmp_path, capsys, text, said):
+    (tmp_path / "sweep.json").write_text(text)
+    assert view.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and str(tmp_path / "sweep.json") in err and "Traceback" not in err
+    assert not (tmp_path / "sweep.html").exists()

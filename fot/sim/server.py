@@ -11,8 +11,9 @@ continuous batching. Busy slot-time is counted so saturation can be measured.
 Faults, drawn per request with the configured rates (reproducible: keyed on the request body and
 how many identical bodies came before): 429 with Retry-After, 500, 503, a hang past any sane
 client timeout, a 200 whose JSON body is truncated, a 200 whose connection drops after the
-headers and half the body (`drop`), a 200 whose body is not JSON, a response with no `usage`, and
-a response with fewer choices than `n`.
+headers and half the body (`drop`), a 200 whose body is not JSON (an HTML page), a 200 whose JSON is
+not a completion (`not_completion`: no work done, as from a server that is not OpenAI-compatible), a
+response with no `usage`, and a response with fewer choices than `n`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aiohttp import web
 from ..appserver import AppServer
 from .solver import Request, ScriptedSolver, SimProfile, SimSolver, normalize_question, sim_tokens, stable_hash
 
-FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "drop", "nonjson", "no_usage", "short_n")
+FAULT_KINDS = ("429", "500", "503", "hang", "truncate", "drop", "nonjson", "not_completion", "no_usage", "short_n")
 
 
 @dataclass
@@ -212,6 +213,8 @@ class SimBackend:
         if fault == "hang":
             await asyncio.sleep(c.hang_s)
             return self._error(504, "hung (simulated)", "server_error")
+        if fault == "not_completion":
+            return web.json_response({"status": "ok", "service": "not an OpenAI-compatible server (simulated)"})
 
         # generate
         solver = self.solver

@@ -7,21 +7,22 @@ only the meter calls `grade`, after the search.
 
 from __future__ import annotations
 
-
-from .base import Task, extract_boxed, extract_number, final_answer, numbers_equal
+from ..errors import UsageError
+from .base import BaseTask, Task, as_task, extract_boxed, extract_number, final_answer, numbers_equal
 from .builtin import AIME, Arith, Game24, Generic, GSM8K, MathTask
 
 TASKS: dict[str, type] = {"arith": Arith, "gsm8k": GSM8K, "math": MathTask, "game24": Game24, "aime": AIME,
                           "generic": Generic}
 
 
-def get_task(name_or_task: "str | Task") -> Task:
+def get_task(name_or_task: "str | Task") -> BaseTask:
+    """A task by name, or agent code's own task object with the defaults of what it leaves out."""
     if not isinstance(name_or_task, str):
-        return name_or_task
+        return as_task(name_or_task)
     try:
         return TASKS[name_or_task]()
     except KeyError:
-        raise ValueError(f"unknown task '{name_or_task}'; known: {', '.join(TASKS)}") from None
+        raise UsageError(f"unknown task '{name_or_task}'; known: {', '.join(TASKS)}") from None
 
 
 def detect_task(questions: list[str], answers: list[str | None], path: str = "") -> Task:
@@ -42,5 +43,5 @@ def detect_task(questions: list[str], answers: list[str | None], path: str = "")
     return Generic()
 
 
-__all__ = ["AIME", "Arith", "GSM8K", "Game24", "Generic", "MathTask", "TASKS", "Task", "detect_task",
+__all__ = ["AIME", "Arith", "BaseTask", "GSM8K", "Game24", "Generic", "MathTask", "TASKS", "Task", "as_task", "detect_task",
            "extract_boxed", "extract_number", "final_answer", "get_task", "numbers_equal"]

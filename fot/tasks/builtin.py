@@ -8,12 +8,12 @@ import string
 from fractions import Fraction
 
 from .. import expr
-from .base import extract_boxed, extract_number, numbers_equal
+from .base import BaseTask, examined, extract_boxed, extract_number, numbers_equal
 
 BOXED_INSTRUCTIONS = "Finish with the final answer written as \\boxed{ANSWER}."
 
 
-class _Numeric:
+class _Numeric(BaseTask):
     name = "numeric"
     instructions = "Finish with the final answer as a number written as \\boxed{ANSWER}."
     answer_max_tokens = 512  # completion cap of an answer or refine step (SearchConfig.answer_max_tokens overrides)
@@ -116,7 +116,7 @@ class AIME(_Numeric):
         return str(v) if 0 <= v <= 999 else None
 
 
-class MathTask:
+class MathTask(BaseTask):
     """MATH (boxed answers), compared with the `math-verify` package."""
 
     name = "math"
@@ -162,7 +162,7 @@ class MathTask:
         return None
 
 
-class Game24:
+class Game24(BaseTask):
     """Game of 24: combine the four numbers with + - * / (each once) to make 24. Exact arithmetic.
 
     The rule check is complete: whether an expression solves the puzzle needs no reference, so it
@@ -173,6 +173,7 @@ class Game24:
     """
 
     name = "game24"
+    needs_reference = False  # the rule grades an expression alone
     answer_max_tokens = 384
     MAX_NUMBER = 10**6  # puzzles with bigger numbers are refused (see `numbers`)
     instructions = ("Use each of the given numbers exactly once with + - * / and parentheses to make 24. "
@@ -182,8 +183,9 @@ class Game24:
         ("3 3 14 18", "3 + 3 = 6, 18 - 14 = 4, 6 * 4 = 24. \\boxed{(3 + 3) * (18 - 14)}"),
         ("1 6 14 16", "14 + 16 = 30, 30 - 6 = 24, 24 * 1 = 24. \\boxed{(14 + 16 - 6) * 1}"),
     )
-    SIDE = re.compile(r"([^=]*?)=\s*24(?!\d|\.\d)")
-    EXPR_TAIL = re.compile(r"[\d\s+\-*/×÷−()]+$")
+    EQUALS_24 = re.compile(r"=\s*24(?!\d|\.\d)")
+    EXPR_CHARS_REVERSED = re.compile(r"[\d\s+\-*/×÷−()]*")  # matched at the start of the reversed side: its tail
+    OPERATION = re.compile(r"\d\s*[-+*/×÷−]")
 
     @classmethod
     def looks_like(cls, q: str) -> bool:
@@ -225,20 +227,40 @@ class Game24:
         except expr.ExprError:
             return None
 
+    @classmethod
+    def _sides(cls, line: str) -> list[str]:
+        """The text before each "= 24" of a line, back to the previous "=" (or the previous "= 24"'s end).
+        One pass: the pattern it replaces, a lazy `([^=]*?)=\\s*24`, was retried from every position of a
+        line without "= 24" (quadratic: 43 s of CPU for a 100 KB line, docs/reliability.md)."""
+        sides, start = [], 0
+        for m in cls.EQUALS_24.finditer(line):
+            eq = line.rfind("=", start, m.start())
+            sides.append(line[eq + 1 if eq != -1 else start:m.start()])
+            start = m.end()
+        return sides
+
     def extract(self, text: str) -> str | None:
+        text = examined(text)
         b = extract_boxed(text)
         if b is not None:
             return self._whole(b.split("=")[0])
         for line in reversed(text.splitlines()):
-            for m in reversed(list(self.SIDE.finditer(line.replace("**", "")))):
-                lhs = expr.from_latex(m.group(1)) if "\\" in m.group(1) else m.group(1)
-                run = self.EXPR_TAIL.search(lhs)
-                if run is None or not re.search(r"\d\s*[-+*/×÷−]", run.group()):
-                    continue
-                before = lhs[: run.start()].rstrip()
+            for lhs in reversed(self._sides(line.replace("**", ""))):
+                if "\\" in lhs:
+                    try:
+                        lhs = expr.from_latex(lhs)
+                    except expr.ExprError:  # too long or unbalanced to be an expression
+                        continue
+                # the longest run of expression characters ending the side (a reversed match is linear;
+                # a `[...]+$` search is quadratic on a long run that does not reach the end)
+                n = self.EXPR_CHARS_REVERSED.match(lhs[::-1]).end()
+                run = lhs[len(lhs) - n:] if n else ""
+                if not run or len(run) > expr.MAX_LEN or not self.OPERATION.search(run):
+                    continue  # no operation, or longer than the parser reads
+                before = lhs[: len(lhs) - n].rstrip()
                 if before and not (before[-1].isalpha() or before[-1] in ":,;"):
                     continue  # glued to something outside the grammar ("4^2", "4²", "4!"): not a prefix read
-                got = self._whole(run.group())
+                got = self._whole(run)
                 if got is not None:
                     return got
         return None
@@ -267,20 +289,22 @@ class Game24:
     def rule_check(self, question: str, text: str) -> bool | None:
         if self.numbers(question) is None:
             return None  # not a puzzle this rule can judge
-        return self.solves(self.extract(text), question)
+        return self.solves(self.extract(text), question)  # extract reads at most MAX_EXAMINED characters
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
 def normalize_text(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = s.lower().translate(_NO_PUNCTUATION)
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
 
 
-class Generic:
+class Generic(BaseTask):
     """Free text: normalised exact match (case, punctuation, articles and spacing ignored)."""
 
     name = "generic"
@@ -292,6 +316,7 @@ class Generic:
     )
 
     def extract(self, text: str) -> str | None:
+        text = examined(text)
         b = extract_boxed(text)
         if b is not None:
             return b
