@@ -168,11 +168,13 @@ class BackendSettings:
                                    "eval_wrong=40:30 (see fot.sim.SimProfile)", metavar="K=V,...")
     gguf: str | None = setting(None, "with no --base-url: serve this GGUF locally (default $FOT_GGUF, else "
                                      "SmolLM2-135M)")
-    n_ctx: int = setting(4096, "local server context size", minimum=256)
-    n_threads: int = setting(2, "local server threads", minimum=1)
+    n_ctx: int = setting(4096, "local server context size (per slot)", minimum=256)
+    n_threads: int | None = setting(None, "local server threads (default: half the cores, docs/local.md)", minimum=1)
+    slots: int | None = setting(None, "local server parallel slots: requests decoded together, and the largest n "
+                                      "of one request (default 8, docs/local.md)", minimum=1)
     concurrency: int | None = setting(None, "cap on requests in flight per endpoint (default: none, the work in flight "
-                                            "decides, and a 429 or 503 lowers it; docs/performance.md); per worker "
-                                            "with --ray", minimum=1)
+                                            "decides, and a 429 or 503 lowers it; the slot count for the embedded "
+                                            "local server; docs/performance.md); per worker with --ray", minimum=1)
     rps: float | None = setting(None, "requests per second cap", minimum=0)
     timeout: float = setting(120.0, "seconds per request", above=0)
     max_attempts: int = setting(6, "attempts per request (retries on 429, 5xx, timeouts, bad bodies)", minimum=1)

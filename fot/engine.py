@@ -45,7 +45,7 @@ class Engine:
                  price: Price | None = None, run_budget: int | None = None, run_budget_usd: float | None = None,
                  trace: str | os.PathLike | None = None, config: SearchConfig | None = None,
                  reward_model: tuple[str, str] | None = None, context_window: int | None = None,
-                 raise_errors: bool = False, trace_text: bool = False):
+                 raise_errors: bool = False, trace_text: bool = False, max_n: int | None = None):
         if base_url is not None and base_urls:
             raise UsageError("pass base_url (one server) or base_urls (several), not both")
         urls = list(base_urls or [base_url or os.environ.get("OPENAI_BASE_URL") or ""])
@@ -60,7 +60,7 @@ class Engine:
         self.ledger = Ledger(trace)
         self.budget = Budget(tokens=run_budget, usd=run_budget_usd, price=price, name="run")
         self._client_kw = dict(concurrency=concurrency, rps=rps, timeout=timeout, max_attempts=max_attempts,
-                               context_window=context_window, trace_text=trace_text)
+                               context_window=context_window, trace_text=trace_text, max_n=max_n)
         self.llm: LLMClient | None = None
         self.down_at_start: list[str] = []  # endpoints that did not answer at start (taken out, probed)
         self._reward_model = reward_model

@@ -262,7 +262,7 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
         # the same for every engine of the run: this one, and each Ray worker's
         settings = dict(base_urls=up.base_urls, concurrency=up.concurrency, rps=b.rps, timeout=b.timeout,
                         max_attempts=b.max_attempts, price=price, config=cfg, context_window=up.context_window,
-                        trace_text=r.trace_text)
+                        trace_text=r.trace_text, max_n=up.max_n)
         pool = None
         try:
             engine = Engine(None, up.model, b.api_key, run_budget=r.run_budget, trace=r.trace, **settings)

@@ -2,7 +2,8 @@
 (`--sim`), the servers given (`--base-url`), or the embedded local model; and what each implies.
 
 The embedded model's quirks live here and nowhere else: its search preset (a 2x1 forest, one reward
-sample, a short self-evaluation: measured, docs/local.md), its context window, its concurrency.
+sample, a short self-evaluation: measured, docs/local.md), its context window, its concurrency (its slot
+count: a problem's samples or a forest's trees decode together) and the largest `n` it takes (the same).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Upstream:
     label: str  # how the summary and the logs name it (SIMULATED said when it is)
     context_window: int | None = None
     concurrency: int | None = None
+    max_n: int | None = None  # the most choices one request may ask for (fot.backend.llm)
     local: object | None = None  # the embedded server (fot.backend.local.LocalServer), to ask whether it died
 
     @property
@@ -89,10 +91,10 @@ async def start_upstream(stack: AsyncExitStack, b: BackendSettings, *, seed: int
 
     say("no --base-url: starting the embedded local model server (llama.cpp)")
     local = await stack.enter_async_context(LocalServer(LocalServerConfig(gguf=b.gguf, n_ctx=b.n_ctx,
-                                                                          n_threads=b.n_threads)))
+                                                                          n_threads=b.n_threads, slots=b.slots)))
     return Upstream(kind, [local.base_url], local.model, f"local llama.cpp server ({local.gguf.name})",
-                    context_window=b.n_ctx, concurrency=b.concurrency or 1,  # its server runs one request at a time
-                    local=local)
+                    context_window=b.n_ctx, concurrency=b.concurrency or local.slots,  # it decodes that many at once
+                    max_n=local.slots, local=local)  # and refuses a larger n
 
 
 class UpstreamError(FotError):

@@ -1,9 +1,17 @@
 import gc
+import signal
 
 import hypothesis  # noqa: F401 -- imported now, not compiled late: CPython 3.11.7 can raise "AST constructor
 import pytest  # recursion depth mismatch" when a module is compiled while the collector runs old tests' finalizers
 
 from fot.sim import SimConfig, SimServer
+
+
+# A suite started in the background (nohup, `cmd &` in a script, some CI runners) inherits SIGINT ignored, and
+# every child it starts would inherit that too: the tests that stop a child with Ctrl-C would hang. A handler of
+# our own is reset to the default in each child at exec, so the children answer Ctrl-C however the suite began.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

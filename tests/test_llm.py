@@ -175,6 +175,25 @@ async def test_completion_tokens_counted_for_one_choice_are_corrected(make_sim):
     assert r.completion_tokens > 2 * len(sim_tokens(c.texts[0]))
 
 
+async def test_with_logprobs_completion_tokens_counted_for_one_choice_are_exact(make_sim):
+    sim = await make_sim(usage_one_choice=True)  # llama.cpp's server does this
+    async with client_for(sim) as llm:
+        c = await llm.chat(prompts.answer(Q), n=4, logprobs=True, temperature=1.0)
+    assert c.record.completion_tokens == sum(len(sim_tokens(t)) for t in c.texts) and not c.record.estimated
+    assert c.record.completion_tokens > sim.stats.reported_completion  # more than the server said
+
+
+async def test_n_above_max_n_goes_as_several_requests_of_at_most_max_n(make_sim):
+    sim = await make_sim()
+    async with client_for(sim, max_n=2) as llm:
+        c = await llm.chat(prompts.answer(Q), n=5, seed=3, temperature=1.0)
+        assert len(c.choices) == 5 and c.record.requests == 3 and sim.stats.requests == 3  # 2 + 2 + 1
+        assert llm.n_supported is True
+        one = await llm.chat(prompts.answer(Q), n=2)
+        assert len(one.choices) == 2 and one.record.requests == 1
+    assert c.record.completion_tokens + one.record.completion_tokens == sim.stats.reported_completion
+
+
 async def test_logprobs_are_returned_per_token(make_sim):
     sim = await make_sim()
     async with client_for(sim) as llm:

