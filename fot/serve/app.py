@@ -172,7 +172,7 @@ class FotServer(AppServer):
         question = question_of(body.get("messages"))
         plan = plan_of(body, self.config, self.engine.model or "")
         task = detect_task([question], [None]) if plan.task == "auto" else get_task(plan.task)
-        refused = getattr(task, "validate", lambda q: None)(question)
+        refused = task.validate(question)
         if refused:
             raise ApiError(400, f"the {task.name} task cannot judge this question: {refused}", param="messages",
                            code="bad_question")
