@@ -25,7 +25,7 @@ _EXPORTS = {
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF, key=lambda n: (n != "UNSET", n.lower()))
-__version__ = "0.1.0"
+from .errors import __version__  # noqa: E402 -- the errors module loads nothing else
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
     from .backend.budget import Budget, BudgetExhausted, Price, Reservation

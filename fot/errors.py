@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__version__ = "0.1.0"  # here, at the bottom, so any layer can record it (fot.__version__ re-exports it)
+
 ERROR_KINDS = ("input", "budget", "backend", "environment", "cancelled", "no_answer", "internal")
 
 

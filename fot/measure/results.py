@@ -133,7 +133,7 @@ def provenance(problems: str | os.PathLike | None = None) -> dict:
     import hashlib
     import subprocess
 
-    from .. import __version__
+    from ..errors import __version__
 
     out: dict = {"fot": __version__}
     here = Path(__file__).resolve().parents[2]  # the checkout: fot/measure/results.py -> .
