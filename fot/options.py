@@ -196,6 +196,22 @@ def build(cls: type, values: dict[str, Any], base: Any = None) -> Any:
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
+def read_settings(args: argparse.Namespace, skip: Iterable[str] = ()) -> tuple[dict, BackendSettings, dict, dict]:
+    """What a command's Namespace says, once for every command: (the --config file's values, the backend
+    settings with the environment's defaults under them, the search settings given, the run settings given);
+    `skip` names fields the caller's own options mean. A bad value raises ValueError naming its option."""
+    file_values = read_config(args.config) if getattr(args, "config", None) else {}
+    skip = set(skip)
+
+    def of(cls: type) -> dict:
+        return {k: v for k, v in given(args, cls, file_values).items() if k not in skip}
+
+    backend = backend_from_env(build(BackendSettings, of(BackendSettings)))
+    search = of(SearchConfig)
+    SearchConfig(**search)  # a bad value is refused now, by name, before anything is read or started
+    return file_values, backend, search, of(RunSettings)
+
+
 def backend_from_env(b: BackendSettings) -> BackendSettings:
     """The environment's defaults under what was given: $OPENAI_BASE_URL, $FOT_MODEL, $FOT_GGUF, $OPENAI_API_KEY."""
     changes: dict[str, Any] = {}

@@ -41,13 +41,13 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .errors import EnvironmentFailure, FotError
     from .methods import get_method
     from .measure.meter import grade, summarize
-    from .options import Parser, add_config_option, add_settings, backend_from_env, build, given, read_config
+    from .options import Parser, add_config_option, add_settings, build, read_settings
     from .tasks.problems import Problem, ProblemFileError, load_problems
     from .measure.results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
                           prune_trees, read_finished, run_settings, trees_path)
     from .runtime import tune_gc
     from .tasks import detect_task, get_task
-    from .upstream import check_sim, default_method, kind_of, preset_of, price_of, start_upstream
+    from .upstream import check_sim, default_method, kind_of, price_of, search_config, start_upstream
 except KeyboardInterrupt:
     print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr, flush=True)
     # Not SystemExit: an interrupt that passed through some library's import leaves CPython set to die by
@@ -96,22 +96,15 @@ class SolveSettings:
         return self.run.method or default_method(self.backend)
 
     def config(self) -> SearchConfig:
-        return SearchConfig(**{**preset_of(self.backend), **self.search})
+        return search_config(self.backend, self.search)
 
 
 def settings_from(args: argparse.Namespace, skip: frozenset[str] = frozenset()) -> SolveSettings:
     """The Namespace, turned into settings here and nowhere else: the config file under the command line,
     the environment's defaults under both; `skip` names what the caller's own options mean (fot.sweep's
     --trees is a list). Raises ValueError (with the option's name) on a bad value."""
-    file_values = read_config(args.config) if getattr(args, "config", None) else {}
-
-    def of(cls: type) -> dict:
-        return {k: v for k, v in given(args, cls, file_values).items() if k not in skip}
-
-    backend = backend_from_env(build(BackendSettings, of(BackendSettings)))
-    search = of(SearchConfig)
-    SearchConfig(**search)  # a bad value is refused now, by name, before anything is read or started
-    return SolveSettings(args.problems, backend, search, build(RunSettings, of(RunSettings)))
+    _, backend, search, run = read_settings(args, skip)
+    return SolveSettings(args.problems, backend, search, build(RunSettings, run))
 
 
 def check_questions(path: str, problems: list[Problem], task) -> None:
@@ -340,17 +333,18 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
                             if len(held) >= r.parallel:  # a whole wave of problems and not one call answered
                                 break
                             continue
-                        for result, row in held:  # noqa: B007 -- the last pair is this result's, used below
-                            if trees_fh is not None and result.forest:  # first: no result is ever without its trees
-                                append_line(trees_fh, trees_path(out), result.trees_line())
+                        progress.update(bar, advance=1)
+                        for kept, row in held:
+                            if trees_fh is not None and kept.forest:  # first: no result is ever without its trees
+                                append_line(trees_fh, trees_path(out), kept.trees_line())
                             append_line(fh, out, row)
                             rows.append(row)
+                            if per_problem:
+                                progress.update(steps, advance=per_problem - rollouts_of.pop(kept.id, 0))
                         held = []
                         graded = [r for r in rows if r.get("correct") is not None]
                         acc = f"acc {sum(r['correct'] for r in graded) / len(graded):.0%}" if graded else ""
-                        progress.update(bar, advance=1, note=f"{acc}  {spent()}".strip())
-                        if per_problem:
-                            progress.update(steps, advance=per_problem - rollouts_of.pop(result.id, 0))
+                        progress.update(bar, note=f"{acc}  {spent()}".strip())
         except (EnvironmentFailure, RayUnavailable) as e:
             say(f"{e}; stopped. Finished results are in {out}; fix it and run the same command to resume")
             return EXIT_FAIL

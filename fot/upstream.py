@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .backend.budget import Price
-from .config import BackendSettings
+from .backend.endpoints import public_url
+from .config import BackendSettings, SearchConfig
 from .errors import FotError
 from .tasks.problems import Problem
 
@@ -34,6 +35,11 @@ def kind_of(b: BackendSettings) -> str:
 
 def preset_of(b: BackendSettings) -> dict:
     return EMBEDDED_PRESET if kind_of(b) == "embedded" else DEFAULT_PRESET
+
+
+def search_config(b: BackendSettings, given: dict) -> SearchConfig:
+    """The search settings a command runs with: the upstream's preset under what was given."""
+    return SearchConfig(**{**preset_of(b), **given})
 
 
 def default_method(b: BackendSettings) -> str:
@@ -85,7 +91,7 @@ async def start_upstream(stack: AsyncExitStack, b: BackendSettings, *, seed: int
                         concurrency=b.concurrency)
     if kind == "server":
         urls = list(b.base_url)
-        label = urls[0] if len(urls) == 1 else f"{len(urls)} endpoints"
+        label = public_url(urls[0]) if len(urls) == 1 else f"{len(urls)} endpoints"  # never a URL's user:password
         return Upstream(kind, urls, b.model, label, concurrency=b.concurrency)
     from .backend.local import LocalServer, LocalServerConfig
 

@@ -336,3 +336,14 @@ async def test_a_lone_endpoint_that_refused_is_probed_and_serves_again_once_fixe
                 await asyncio.sleep(0.05)
             c = await llm.chat(prompts.answer("What is 2 + 2?"))
     assert c.record.outcome == "ok" and len(backend.headers) > sent
+
+
+def test_a_url_with_credentials_is_never_printed_or_recorded_with_them(tmp_path, capsys):
+    probs, out = write_problems(tmp_path, 2, seed=3, name="p.jsonl"), tmp_path / "o.jsonl"
+    with sims_in_a_thread({}) as (sim,):
+        url = sim.base_url.replace("http://", "http://someone:s3cret-pass@")
+        assert main([str(probs), "--base-url", url, "--model", "fot-sim", "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr()
+    written = out.read_text() + out.with_name("o.summary.json").read_text()
+    assert "s3cret-pass" not in printed.out + printed.err + written  # before: the summary named the whole URL
+    assert sim.base_url in json.loads(out.with_name("o.summary.json").read_text())["backend"]

@@ -17,9 +17,9 @@ from typing import Callable
 from ..config import BackendSettings, RunSettings, SearchConfig, setting
 from ..engine import Engine
 from ..errors import FotError
-from ..options import Parser, add_config_option, add_settings, backend_from_env, build, given, read_config
+from ..options import Parser, add_config_option, add_settings, build, given, read_settings
 from ..runtime import tune_gc
-from ..upstream import check_sim, preset_of, price_of, start_upstream
+from ..upstream import check_sim, price_of, search_config, start_upstream
 from .app import FotServer
 from .protocol import LIMITS, ServeConfig
 
@@ -65,19 +65,15 @@ class ServeSettings:
     run: RunSettings
 
     def config(self) -> SearchConfig:
-        return SearchConfig(**{**preset_of(self.backend), **self.search})
+        return search_config(self.backend, self.search)
 
 
 def settings_from(args: argparse.Namespace) -> ServeSettings:
-    file_values = read_config(args.config) if getattr(args, "config", None) else {}
+    file_values, backend, search, run = read_settings(args)
     server = build(ServerSettings, given(args, ServerSettings, file_values))
     if server.server_api_key is None and os.environ.get("FOT_SERVE_API_KEY"):
         server = dataclasses.replace(server, server_api_key=os.environ["FOT_SERVE_API_KEY"])
-    search = given(args, SearchConfig, file_values)
-    SearchConfig(**search)
-    run = {k: v for k, v in given(args, RunSettings, file_values).items() if k in RUN_FIELDS}
-    return ServeSettings(server, backend_from_env(build(BackendSettings, given(args, BackendSettings, file_values))),
-                         search, build(RunSettings, run))
+    return ServeSettings(server, backend, search, build(RunSettings, {k: v for k, v in run.items() if k in RUN_FIELDS}))
 
 
 async def serve(s: ServeSettings, ready: Callable[[FotServer], None] | None = None) -> int:
