@@ -85,8 +85,9 @@ def _gone(pid: int, within: float = 15.0) -> bool:
 def test_a_bad_gguf_gives_a_clear_error_and_no_orphan(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a model")
-    with pytest.raises(LocalModelError, match="exited with status"):
+    with pytest.raises(LocalModelError, match="exited with status") as e:
         LocalServer(LocalServerConfig(gguf=str(bad), startup_timeout=60)).start()
+    assert "did not start" in str(e.value)  # the end of the server's own log comes with the error
     assert _servers_of(os.getpid()) == []
     with pytest.raises(LocalModelError, match="GGUF file not found"):
         LocalServer(LocalServerConfig(gguf=str(tmp_path / "missing.gguf"))).start()
@@ -251,3 +252,16 @@ async def test_cached_prompt_tokens_reach_the_ledger(server):
         assert llm.ledger.total.cached_tokens >= again.record.cached_tokens
     finally:
         await llm.aclose()
+
+
+def test_the_server_log_is_kept_to_its_last_lines():
+    """llama.cpp logs every request; a long run keeps only the end of it in memory, never a growing file."""
+    proc = subprocess.Popen([sys.executable, "-c", "for i in range(5000): print('line', i)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail = local.LogTail(keep=50)
+    tail.follow(proc.stdout)
+    proc.wait(timeout=30)
+    tail.join(timeout=10)
+    assert len(tail.lines) == 50
+    assert tail.text(3) == "line 4997\nline 4998\nline 4999\n"
+

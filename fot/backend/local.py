@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import importlib.util
 import os
@@ -29,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -84,6 +84,34 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+class LogTail:
+    """The last lines of the server's log, kept in memory: llama.cpp logs every request, so a file
+    of it grows without bound over a long run, and only its end is ever shown (when the server dies)."""
+
+    def __init__(self, keep: int = 200):
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep)
+        self._thread: threading.Thread | None = None
+
+    def follow(self, stream) -> None:
+        def pump() -> None:
+            with stream:
+                for raw in iter(stream.readline, b""):
+                    self.lines.append(raw.decode("utf-8", "replace"))
+
+        self._thread = threading.Thread(target=pump, name="fot-local-log", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 2.0) -> None:
+        """After the child has exited: its last lines are read before they are shown."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def text(self, n: int) -> str:
+        if self._thread is not None:
+            self._thread.join(0.2)  # a child that just died: let its last words arrive
+        return "".join(list(self.lines)[-n:])
+
+
 @dataclass
 class LocalServerConfig:
     gguf: str | None = None  # None: $FOT_GGUF, else the embedded SmolLM2
@@ -122,13 +150,14 @@ class LocalServer:
         elif not self.gguf.is_file():
             raise LocalModelError(f"GGUF file not found: {self.gguf}")
         self.port = self.config.port or free_port()
-        self._log = tempfile.TemporaryFile(mode="w+")
+        self._log = LogTail()
         c = self.config
         cmd = [sys.executable, "-m", SERVER_MODULE, "serve", "--model", str(self.gguf), "--alias", self.model,
                "--port", str(self.port), "--n-ctx", str(c.n_ctx), "--threads", str(c.n_threads or default_threads()),
                "--slots", str(self.slots)]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
+        self._log.follow(self.proc.stdout)
         try:
             self._wait_ready()
         except BaseException:
@@ -143,10 +172,7 @@ class LocalServer:
         return f"the local model server exited with status {self.proc.returncode}:\n{self._tail()}"
 
     def _tail(self) -> str:
-        if self._log is None:
-            return ""
-        self._log.seek(0)
-        return "".join(self._log.read().splitlines(keepends=True)[-15:])
+        return self._log.text(15) if self._log is not None else ""
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout
@@ -181,8 +207,7 @@ class LocalServer:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         if self._log is not None:
-            self._log.close()
-            self._log = None
+            self._log.join()
 
     def __enter__(self) -> "LocalServer":
         return self.start()
