@@ -73,6 +73,9 @@ class SearchConfig:
     logprob_threshold: float | None = setting(-1.5, "regenerate a step whose mean token log-prob is lower (none: off)")
     max_corrections: int = setting(1, "regenerations per step (log-prob or rule check)")
     early_stop: bool = setting(False, "stop the other trees once their votes could no longer change the decision")
+    proof: str = setting("stop", "a proven answer (a complete verifier, e.g. the Game-of-24 rule check, passed it): "
+                                 "stop (it wins the vote, its tree stops and the forest cancels the other trees; "
+                                 "default), win (it wins the vote, nothing stops), off (it votes like any other)")
     verifier: str = setting("auto", "how candidates are scored in search (fot/search/verifiers.py): auto, self, rule, "
                                     "reward_model")
     expert_max_tokens: int = setting(256, "completion cap of the expert's comparison")
@@ -91,7 +94,7 @@ class SearchConfig:
             "eval_max_tokens": self.eval_max_tokens >= 1, "inputs": bool(self.inputs),
             "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
             "max_corrections": self.max_corrections >= 0, "tree_budget": self.tree_budget is None or self.tree_budget >= 1, "decision_reserve": 0 <= self.decision_reserve < 1,
-            "tie_break": self.tie_break in ("expert", "q"),
+            "tie_break": self.tie_break in ("expert", "q"), "proof": self.proof in ("stop", "win", "off"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

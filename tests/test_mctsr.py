@@ -84,7 +84,13 @@ def test_backpropagation_averages_own_q_with_the_best_child_without_compounding(
     ("The steps hold.\nScore: 85", 85), ("Checked.\nscore = -40.", -40), ("**Score:** 70/100", 70),
     ("Score: 30\nOn reflection the last step is wrong.\nScore: -20", -20), ("[Score] 55", 55),
     ("no idea", None), ("13 - 8 = 5 and then 5 * 6 = 30, which", None), ("7/10", None),
-    ("Score: 120", None), ("I'd give it a score of 80 out of 100 because", None), ("Score: 7/10", None)])
+    ("Score: 120", None), ("I'd give it a score of 80 out of 100 because", None), ("Score: 7/10", None),
+    # the common forms instruction-tuned models write
+    ("Final score: 70", 70), ("**Final Score:** 70", 70), ("Score: 70 (out of 100)", 70), ("Score:\n70", 70),
+    ("**Score:**\n\n-40", -40), ("Overall score: 65 out of 100.", 65),
+    # ... and what is still not a score
+    ("I give it a score of 70.", None), ("Final answer: 70", None), ("Score:\nThe answer is 70", None),
+    ("Score:\n70 apples", None), ("Final score: 70 because it is close", None), ("Score:\n150", None)])
 def test_score_parsing_is_strict_about_the_final_score_line(text, score):
     assert parse_score(text) == score
 

@@ -9,8 +9,12 @@
   `activation_first`): sparse activation, a vote, and with no decision by vote an expert prompt
   that compares one representative of each answer; if that call fails or cannot be read, the
   rule's fallback (the largest group, then the best Q in it).
-- Optional early stop: once the rule says no remaining tree's vote could change the decision
-  (`DecisionRule.settled`, which respects activation), the rest are cancelled.
+- A proof decides (`SearchConfig.proof`, default "stop"): when a complete verifier proves a tree's answer
+  (the Game-of-24 rule check), that answer wins the vote outright, its tree stops, and the forest
+  cancels the other trees, counting the calls it cut off. "win" keeps the vote rule and lets every tree run.
+- Optional consensus early stop (the paper's CGDM early termination, `early_stop`): once the rule says no
+  remaining tree's vote could change the decision (`DecisionRule.settled`, which respects activation),
+  the rest are cancelled. Where a remaining tree could still bring a proof that would win, it never settles.
 
 Trees share nothing until the decision, so tree t's snapshots at rollout r are exactly what a
 forest of the first t trees with r rollouts would have seen; the result keeps them for the meter,
@@ -25,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import prompts
-from .aio import gather_all
 from ..backend.budget import Budget, BudgetExhausted
 from ..config import SearchConfig
 from ..backend.ledger import CallTag
@@ -40,7 +43,7 @@ BEST = re.compile(r"best\s*(?:[:=]\s*)?(?:candidate\s*)?(\d+)", re.I)  # not `\s
 
 
 def votes_of(trees: list[TreeResult]) -> list[Vote]:
-    return [Vote(r.index, r.answer, r.q) for r in trees]
+    return [Vote(r.index, r.answer, r.q, r.proven) for r in trees]
 
 
 @dataclass
@@ -52,6 +55,8 @@ class ForestResult:
     expert_tokens: int = 0
     expert_usage: dict = field(default_factory=dict)  # prompt, completion, cached of the expert call
     early_stopped: bool = False
+    stop_reason: str = ""  # proof | consensus: why the other trees were cancelled
+    cancelled_calls: int = 0  # calls in flight when they were (their reservations are charged: `unknown`)
     errors: list[str] = field(default_factory=list)
     budget_bound: dict = field(default_factory=dict)  # did the problem's cap / each tree's cap clamp or refuse a call
 
@@ -94,6 +99,8 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
                          temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note,
                          on_rollout=on_rollout)
+        if shares[i].spent_tokens:
+            tree.result.roles["input"] = shares[i].spent_tokens  # the rephrasing, charged to the tree
         made[i] = tree
         return await tree.run()
 
@@ -101,22 +108,28 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     if on_tree is not None:  # progress for whoever shows it (fot.serve's stream): each tree as it finishes
         for t in tasks:
             t.add_done_callback(lambda t: None if t.cancelled() or t.exception() else on_tree(t.result()))
-    early = False
+    early, stop_reason, cancelled_calls = False, "", 0
+    proof_wins = cfg.proof != "off"
+    can_prove = proof_wins and bool(getattr(verifier, "can_prove", False))
     try:
-        if cfg.early_stop and T > 1:
-            pending = set(tasks)
-            finished: list[TreeResult] = []
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                finished += [t.result() for t in done]
-                if pending and rule.settled(votes_of(finished), len(pending), task, question):
-                    early = True
-                    for t in pending:
-                        t.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-                    break
-        else:
-            await gather_all(*tasks)
+        pending = set(tasks)
+        finished: list[TreeResult] = []
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finished += [t.result() for t in done]  # a tree's own failure re-raises here: all are cancelled below
+            if not pending:
+                break
+            if cfg.proof == "stop" and any(r.proven for r in finished):
+                stop_reason = "proof"
+            elif cfg.early_stop and not can_prove and rule.settled(votes_of(finished), len(pending), task, question):
+                stop_reason = "consensus"
+            if stop_reason:
+                early = True
+                cancelled_calls = sum(made[i].inflight for i, t in enumerate(tasks) if t in pending and i in made)
+                for t in pending:
+                    t.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
     except BaseException:
         for t in tasks:
             t.cancel()
@@ -137,7 +150,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         trees.append(r)
     bound = {"problem": budget.bound > 0, "trees": [b.bound > 0 for b in shares]}
 
-    verdict = vote(rule, votes_of(trees), task, question, cfg.tie_break)
+    verdict = vote(rule, votes_of(trees), task, question, cfg.tie_break, proof_wins=proof_wins)
     expert_tokens = 0
     expert_usage = {"prompt": 0, "completion": 0, "cached": 0}
     errors = [f"tree {r.index}: {r.error}" for r in trees if r.error]
@@ -154,8 +167,8 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                 best = max(members, key=lambda i: trees[i].q if trees[i].q is not None else float("-inf"))
                 verdict.text = trees[best].text
     return ForestResult(answer=verdict.answer, text=verdict.text, decision=verdict, trees=trees,
-                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early, errors=errors,
-                        budget_bound=bound)
+                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early,
+                        stop_reason=stop_reason, cancelled_calls=cancelled_calls, errors=errors, budget_bound=bound)
 
 
 async def _expert(question: str, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,

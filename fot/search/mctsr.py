@@ -33,7 +33,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from . import prompts
 from .aio import gather_all
@@ -44,6 +44,7 @@ from ..backend.llm import LLMClient, LLMError
 from .verifiers import Verifier
 from ..tasks import Task, final_answer
 
+T = TypeVar("T")
 UNSCORED_Q = -100.0  # what selection assumes of a node none of whose evaluations could be read
 
 
@@ -56,6 +57,7 @@ class Node:
     rewards: list[float] = field(default_factory=list)
     Q: float | None = None  # backed-up value (see the module docstring)
     dummy: bool = False
+    proven: bool = False  # a complete verifier proved it right (`Scores.proven`): terminal, never refined
     index: int = 0  # creation order: ties go to the older node
     rollout: int = 0  # the rollout that created it
     # for the node record (`record()`, fot.view): kept as the search runs, since the tree is thrown away after
@@ -82,7 +84,7 @@ class Node:
         parent = self.parent.index if self.parent is not None and self.parent.index >= 0 else None
         role = "dummy" if self.dummy else "root" if parent is None else "refine"
         return {"id": self.index, "parent": parent, "role": role, "rollout": self.rollout, "answer": self.answer,
-                "q": self.Q, "q_own": self.q_own, "n": self.visits, "tokens": self.tokens,
+                "q": self.Q, "q_own": self.q_own, "n": self.visits, "proven": self.proven, "tokens": self.tokens,
                 "eval_tokens": self.eval_tokens, "text": self.text, "critique": self.critique,
                 "rewards": self.samples}
 
@@ -97,6 +99,7 @@ class Snapshot:
     prompt: int = 0  # the split of `tokens`, for pricing
     completion: int = 0
     cached: int = 0
+    proven: bool = False  # the answer it holds was proven right (a complete verifier)
 
 
 def q_value(rewards: list[float]) -> float | None:
@@ -116,6 +119,8 @@ def uct(node: Node, c: float, eps: float) -> float:
 
 
 def fully_expanded(node: Node, max_children: int) -> bool:
+    if node.proven:  # a proof cannot be improved on: refining it only spends
+        return True
     own = _q(node.q_own)
     return len(node.children) >= max_children and any(_q(ch.q_own) > own for ch in node.children)
 
@@ -159,7 +164,9 @@ class TreeResult:
     eval_parsed: int = 0  # ... of which a score could be read
     nodes: int = 0
     depth: int = 0  # of the deepest node; a first answer is depth 0
-    stopped: str = "done"  # done | budget | errors | cancelled | early_stop
+    stopped: str = "done"  # done | proven | budget | errors | cancelled | early_stop
+    proven: bool = False  # its answer was proven right (see `SearchConfig.proof`)
+    roles: dict = field(default_factory=dict)  # tokens spent per role: answer, critique, refine, evaluate
     error: str = ""
     tokens: int = 0
     failure: Exception | None = field(default=None, repr=False)  # the last error itself (status, retry info)
@@ -185,6 +192,18 @@ class MCTSrTree:
         self.nodes: list[Node] = []
         self.result = TreeResult(index=index, input_kind=input_kind, temperature=temperature, question=question,
                                  hint=hint, input_note=input_note)
+        self.inflight = 0  # calls sent and not yet answered: what cancelling this tree would cut off
+
+    async def _counted(self, make: Callable[[], Awaitable[T]]) -> T:
+        """`make()`'s call, counted while in flight (made here, so a call cancelled before it starts is never made)."""
+        self.inflight += 1
+        try:
+            return await make()
+        finally:
+            self.inflight -= 1
+
+    def _spend(self, role: str, tokens: int) -> None:
+        self.result.roles[role] = self.result.roles.get(role, 0) + tokens
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -205,11 +224,12 @@ class MCTSrTree:
         msgs = messages
         spent = 0
         for attempt in range(cfg.max_corrections + 1):
-            c = await self.llm.chat(msgs, role=role, tag=self._tag(rollout), max_tokens=self.answer_max_tokens,
-                                    temperature=self.temperature, seed=self._next_seed(), logprobs=want_lp,
-                                    budget=self.budget)
+            c = await self._counted(lambda: self.llm.chat(
+                msgs, role=role, tag=self._tag(rollout), max_tokens=self.answer_max_tokens,
+                temperature=self.temperature, seed=self._next_seed(), logprobs=want_lp, budget=self.budget))
             text, choice = c.text, c.choices[0]
             spent += c.record.prompt_tokens + c.record.completion_tokens
+            self._spend(role, c.record.prompt_tokens + c.record.completion_tokens)
             lp = choice.mean_logprob
             low_confidence = want_lp and lp is not None and lp < cfg.logprob_threshold
             broken = self.task.rule_check(self.original_question, text) is False
@@ -223,9 +243,12 @@ class MCTSrTree:
         return text, truncated, spent
 
     async def _score(self, node: Node, k: int, rollout: int) -> None:
-        scores = await self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
-                                           seed=self._next_seed())
+        scores = await self._counted(lambda: self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
+                                                         seed=self._next_seed()))
         node.rewards.extend(scores.values)
+        if getattr(scores, "proven", False) and self.cfg.proof != "off":
+            node.proven = True
+        self._spend("evaluate", scores.tokens)
         node.samples += [{"score": v, "text": t, "rollout": rollout}
                          for v, t in (scores.samples or [(v, "") for v in scores.values])]
         node.eval_tokens += scores.tokens
@@ -252,7 +275,7 @@ class MCTSrTree:
         real = [n for n in self.nodes if not n.dummy and n.answer is not None]
         scored = [n for n in real if n.q_own is not None]
         if scored:
-            return max(scored, key=lambda n: (n.q_own, -n.index))
+            return max(scored, key=lambda n: (n.proven, n.q_own, -n.index))
         groups: list[list[Node]] = []
         for n in real:
             for g in groups:
@@ -265,12 +288,17 @@ class MCTSrTree:
 
     def _snapshot(self, rollout: int) -> None:
         b = self.best()
-        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.q_own if b else None))
+        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.q_own if b else None,
+                                                bool(b and b.proven)))
 
-    def _snap(self, rollout: int, answer: str | None, q: float | None) -> Snapshot:
+    def _snap(self, rollout: int, answer: str | None, q: float | None, proven: bool = False) -> Snapshot:
         sp = self.budget.spent
         return Snapshot(rollout=rollout, tokens=sp.total_tokens, answer=answer, q=q, calls=sp.calls,
-                        prompt=sp.prompt_tokens, completion=sp.completion_tokens, cached=sp.cached_tokens)
+                        prompt=sp.prompt_tokens, completion=sp.completion_tokens, cached=sp.cached_tokens,
+                        proven=proven)
+
+    def proven(self) -> bool:
+        return any(n.proven for n in self.nodes)
 
     async def _init(self) -> None:
         k = self.cfg.reward_samples
@@ -290,13 +318,15 @@ class MCTSrTree:
         node = select(self.nodes, cfg.c, cfg.eps, cfg.max_children)
         if node is None:
             return
-        feedback_call = self.llm.chat(prompts.critique(self.question, node.text), role="critique", tag=self._tag(r),
-                                      max_tokens=cfg.critique_max_tokens, temperature=self.temperature,
-                                      seed=self._next_seed(), budget=self.budget)
+        feedback_call = self._counted(lambda: self.llm.chat(
+            prompts.critique(self.question, node.text), role="critique", tag=self._tag(r),
+            max_tokens=cfg.critique_max_tokens, temperature=self.temperature, seed=self._next_seed(),
+            budget=self.budget))
         if cfg.rescore_selected:
             feedback, _ = await gather_all(feedback_call, self._score(node, 1, r))
         else:
             feedback = await feedback_call
+        self._spend("critique", feedback.record.prompt_tokens + feedback.record.completion_tokens)
         text, truncated, spent = await self._generate(prompts.refine(self.question, node.text, feedback.text,
                                                                      self.task.instructions), "refine", r)
         child = node.add(self._new_node(text, truncated=truncated, rollout=r))
@@ -311,7 +341,11 @@ class MCTSrTree:
             await self._init()
             self._snapshot(0)
             failures = 0
+            stop_at_proof = self.cfg.proof == "stop"
             for r in range(1, self.cfg.rollouts + 1):
+                if stop_at_proof and self.proven():
+                    res.stopped = "proven"
+                    break
                 try:
                     await self._rollout(r)
                     failures = 0
@@ -347,6 +381,7 @@ class MCTSrTree:
         b = self.best()
         res.answer, res.text, res.q = (b.answer, b.text, b.q_own) if b else (None, "", None)
         res.best = b.index if b else None
+        res.proven = bool(b and b.proven)
         res.node_records = [n.record() for n in self.nodes]
         res.tokens = self.budget.spent_tokens
         res.nodes = len(self.nodes)
@@ -355,6 +390,6 @@ class MCTSrTree:
             # the work after the last snapshot (a rollout cut short) still cost tokens
             last = res.snapshots[-1].rollout if res.snapshots else 0
             if res.snapshots:  # what the tree returns when stopped here includes that partial work
-                res.snapshots[-1] = self._snap(last, res.answer, res.q)
+                res.snapshots[-1] = self._snap(last, res.answer, res.q, res.proven)
             else:
                 self._snapshot(0)
