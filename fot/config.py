@@ -47,8 +47,12 @@ class SearchConfig:
                             "on Q)", flag="--uct-c")
     eps: float = setting(1e-5, "UCT: keeps the bonus of a node with no readable evaluation finite", flag="--uct-eps")
     max_children: int = setting(3, "children of a node before it counts as fully expanded", minimum=1)
-    reward_samples: int = setting(3, "self-evaluation samples per new node (default 3; 1 on the embedded local model)",
-                                  minimum=1)
+    reward_samples: int = setting(1, "self-evaluation samples per new node (default 1, as the official MCTSr code; "
+                                     "the selected node gets one more per selection)", minimum=1)
+    reward_cache: str = setting("tree", "reuse the rewards of an answer already scored: tree (within each tree; "
+                                        "default, keeps replay exact), problem (across the forest's trees), off")
+    dummy_scoring: str = setting("lazy", "the dummy root ('I don't know') is scored: lazy (only once no real "
+                                         "candidate's Q is >= 0, when selection could pick it; default), always")
     full_score: float = setting(95.0, "self-evaluation scores >= this are suppressed ...")
     full_score_penalty: float = setting(50.0, "... by subtracting this")
     rescore_selected: bool = setting(True, "one more reward sample of the selected node, alongside its critique")
@@ -94,7 +98,9 @@ class SearchConfig:
             "eval_max_tokens": self.eval_max_tokens >= 1, "inputs": bool(self.inputs),
             "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
             "max_corrections": self.max_corrections >= 0, "tree_budget": self.tree_budget is None or self.tree_budget >= 1, "decision_reserve": 0 <= self.decision_reserve < 1,
-            "tie_break": self.tie_break in ("expert", "q"), "proof": self.proof in ("stop", "win", "off"),
+            "tie_break": self.tie_break in ("expert", "q"),
+            "reward_cache": self.reward_cache in ("tree", "problem", "off"),
+            "dummy_scoring": self.dummy_scoring in ("lazy", "always"), "proof": self.proof in ("stop", "win", "off"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

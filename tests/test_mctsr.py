@@ -108,7 +108,8 @@ def _tree_for(llm, cfg, budget, question="What is 6 * 7?", index=0):
 
 async def test_a_tree_snapshots_after_every_rollout(make_sim):
     sim = await make_sim()
-    cfg = SearchConfig(rollouts=5, logprob_threshold=None)
+    # the audited shape: both roots scored, every new node scored (round three's defaults skip both; next test)
+    cfg = SearchConfig(rollouts=5, logprob_threshold=None, reward_cache="off", dummy_scoring="always")
     budget = Budget(name="tree")
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         res = await _tree_for(llm, cfg, budget).run()
@@ -121,6 +122,29 @@ async def test_a_tree_snapshots_after_every_rollout(make_sim):
     roles = [r.role for r in llm.ledger.rows]
     assert roles.count("answer") == 1 and roles.count("refine") == 5 and roles.count("critique") == 5
     assert roles.count("evaluate") == 2 + 5 + 5
+
+
+async def test_rewards_are_cached_per_answer_and_the_dummy_is_scored_only_when_selection_needs_it(make_sim):
+    profile = SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0, eval_right=(60.0, 5.0))
+    sim = await make_sim(profile=profile)
+    cfg = SearchConfig(rollouts=4, logprob_threshold=None)  # defaults: 1 sample, cache per tree, lazy dummy
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, cfg, Budget(name="tree")).run()
+        evals = [r for r in llm.ledger.rows if r.role == "evaluate"]
+    # every answer is the same right one, scored about 60 (>= 0): the dummy is never needed, and each
+    # refinement reuses the first answer's rewards; only the selected nodes' extra samples are calls
+    assert res.eval_cached == 4 and len(evals) == 1 + 4 and all(r.n == 1 for r in evals)
+    dummy = next(n for n in res.node_records if n["role"] == "dummy")
+    assert dummy["n"] == 0 and dummy["q"] is None
+    refs = [n for n in res.node_records if n["role"] == "refine"]
+    assert all(n["rewards"] and n["rewards"][0].get("cached") for n in refs)  # later ones: its re-scorings
+    # an answer the verifier leans against (Q < 0) makes the restart point worth scoring
+    bad = SimProfile(p_first=0.0, p_fix=0.0, hardness_sd=0.0, tree_sd=0.0, eval_wrong=(-60.0, 5.0))
+    sim2 = await make_sim(profile=bad)
+    async with LLMClient(sim2.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, cfg, Budget(name="tree")).run()
+    dummy = next(n for n in res.node_records if n["role"] == "dummy")
+    assert dummy["n"] >= 1 and dummy["rewards"][0]["rollout"] == 1
 
 
 async def test_rollout_critical_path_runs_independent_calls_concurrently(make_sim):
@@ -199,7 +223,9 @@ def _dummy(text: str) -> bool:
 
 async def _scripted_tree(make_sim, score_of, rollouts=8, k=1):
     sim = await make_sim(script=_script(score_of))
-    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None)
+    # the script scores each text, and these tests are about selection on those rewards: a refinement that
+    # keeps its parent's answer must be scored, not take its parent's rewards from the cache
+    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None, reward_cache="off")
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         tree = _tree_for(llm, cfg, Budget())
         res = await tree.run()

@@ -210,7 +210,8 @@ async def test_the_second_example_tree_gets_the_second_nearest_example():
 async def test_a_four_tree_game24_forest_sees_four_different_inputs_and_the_result_records_them(make_sim):
     sim = await make_sim()
     async with Engine(sim.base_url) as engine:
-        r = await engine.solve("2 6 8 13", task="game24", trees=4, rollouts=0)
+        # proof="win": a proof would cancel the trees still preparing their input, and this test reads all four
+        r = await engine.solve("2 6 8 13", task="game24", trees=4, rollouts=0, proof="win")
     seen = {(t["question"], t["hint"]) for t in r.trees}
     assert len(seen) == 4 and [t["input"] for t in r.trees] == ["raw", "rephrase", "shuffle", "example"]
 

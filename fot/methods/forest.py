@@ -52,8 +52,8 @@ class Forest(Method):
         r.trees = [{"index": t.index, "input": t.input_kind, "input_note": t.input_note, "question": t.question,
                     "hint": t.hint, "temperature": t.temperature, "answer": t.answer, "q": t.q,
                     "rollouts": t.rollouts_done, "nodes": t.nodes, "depth": t.depth, "corrections": t.corrections,
-                    "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "stopped": t.stopped,
-                    "proven": t.proven, "roles": t.roles, "tokens": t.tokens, "error": t.error} for t in fr.trees]
+                    "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "eval_cached": t.eval_cached,
+                    "stopped": t.stopped, "proven": t.proven, "roles": t.roles, "tokens": t.tokens, "error": t.error} for t in fr.trees]
         roles: dict[str, int] = {}
         for t in fr.trees:
             for k, v in t.roles.items():

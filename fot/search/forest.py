@@ -33,7 +33,7 @@ from ..backend.budget import Budget, BudgetExhausted
 from ..config import SearchConfig
 from ..backend.ledger import CallTag
 from ..backend.llm import LLMClient, LLMError
-from .mctsr import MCTSrTree, Snapshot, TreeResult
+from .mctsr import MCTSrTree, RewardCache, Snapshot, TreeResult
 from .decision import Decision, DecisionRule, Vote, decision_rule, vote
 from .inputs import INPUT_KINDS, InputContext, TreeInput
 from .verifiers import Verifier, make_verifier
@@ -79,6 +79,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     else:
         shares = [budget.child(name=f"{budget.name}/tree{i}") for i in range(T)]
     made: dict[int, MCTSrTree] = {}
+    shared_cache = RewardCache(task, question) if cfg.reward_cache == "problem" else None
     if verifier is None:
         verifier = make_verifier(cfg, task, question, llm, reward_llm)
     rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
@@ -98,7 +99,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
                          temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note,
-                         on_rollout=on_rollout)
+                         on_rollout=on_rollout, reward_cache=shared_cache)
         if shares[i].spent_tokens:
             tree.result.roles["input"] = shares[i].spent_tokens  # the rephrasing, charged to the tree
         made[i] = tree

@@ -102,6 +102,27 @@ class Snapshot:
     proven: bool = False  # the answer it holds was proven right (a complete verifier)
 
 
+class RewardCache:
+    """The rewards already drawn for each distinct answer (by the task's equivalence), so a node whose answer
+    was scored before costs no call: it takes that node's rewards, re-scorings of it included. One per tree by
+    default (`reward_cache="tree"`): a cache shared across trees would make a tree's spend depend on the
+    others' timing, and the meter could no longer replay smaller forests from the snapshots."""
+
+    def __init__(self, task: Task, question: str):
+        self.task, self.question = task, question
+        self.entries: list[tuple[int, Node]] = []  # (tree, node), first scored first
+
+    def get(self, answer: str) -> tuple[int, Node] | None:
+        for tree, node in self.entries:
+            if node.rewards and self.task.equivalent(node.answer, answer, self.question):
+                return tree, node
+        return None
+
+    def put(self, tree: int, node: Node) -> None:
+        if node.answer is not None and node.rewards and self.get(node.answer) is None:
+            self.entries.append((tree, node))
+
+
 def q_value(rewards: list[float]) -> float | None:
     return 0.5 * (min(rewards) + sum(rewards) / len(rewards)) if rewards else None
 
@@ -162,6 +183,7 @@ class TreeResult:
     corrections: int = 0
     eval_asked: int = 0  # reward samples asked for
     eval_parsed: int = 0  # ... of which a score could be read
+    eval_cached: int = 0  # new nodes whose answer was scored before: its rewards reused, no call
     nodes: int = 0
     depth: int = 0  # of the deepest node; a first answer is depth 0
     stopped: str = "done"  # done | proven | budget | errors | cancelled | early_stop
@@ -178,7 +200,7 @@ class MCTSrTree:
     def __init__(self, *, index: int, question: str, original_question: str, task: Task, llm: LLMClient,
                  verifier: Verifier, config: SearchConfig, budget: Budget, problem_id: str, hint: str = "",
                  temperature: float = 0.7, seed: int = 0, input_kind: str = "raw", input_note: str = "",
-                 on_rollout: Callable[[TreeResult], None] | None = None):
+                 on_rollout: Callable[[TreeResult], None] | None = None, reward_cache: RewardCache | None = None):
         self.cfg = config
         self.on_rollout = on_rollout  # progress: hears of each finished rollout
         self.question, self.original_question, self.hint = question, original_question, hint
@@ -193,6 +215,10 @@ class MCTSrTree:
         self.result = TreeResult(index=index, input_kind=input_kind, temperature=temperature, question=question,
                                  hint=hint, input_note=input_note)
         self.inflight = 0  # calls sent and not yet answered: what cancelling this tree would cut off
+        self.cache = None if config.reward_cache == "off" else (
+            reward_cache if reward_cache is not None and config.reward_cache == "problem"
+            else RewardCache(task, original_question))
+        self.dummy_pending = False  # the dummy root is not scored yet (`dummy_scoring="lazy"`)
 
     async def _counted(self, make: Callable[[], Awaitable[T]]) -> T:
         """`make()`'s call, counted while in flight (made here, so a call cancelled before it starts is never made)."""
@@ -242,7 +268,19 @@ class MCTSrTree:
         _, _, _, text, truncated = max(tried)
         return text, truncated, spent
 
-    async def _score(self, node: Node, k: int, rollout: int) -> None:
+    async def _score(self, node: Node, k: int, rollout: int, new: bool = False) -> None:
+        if new and self.cache is not None and not node.dummy and node.answer is not None:
+            hit = self.cache.get(node.answer)
+            if hit is not None:
+                tree, src = hit
+                node.rewards, node.proven = list(src.rewards), src.proven
+                where = f"node {src.index}" + ("" if tree == self.result.index else f" of tree {tree}")
+                node.samples += [{"score": v, "text": f"cached: {where} has the same answer", "rollout": rollout,
+                                  "cached": True} for v in src.rewards]
+                self.result.eval_cached += 1
+                if not node.children:
+                    node.Q = node.q_own
+                return
         scores = await self._counted(lambda: self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
                                                          seed=self._next_seed()))
         node.rewards.extend(scores.values)
@@ -256,6 +294,8 @@ class MCTSrTree:
         self.result.eval_parsed += len(scores.values)
         if not node.children:
             node.Q = node.q_own
+        if new and self.cache is not None and not node.dummy:
+            self.cache.put(self.result.index, node)
 
     def _new_node(self, text: str, dummy: bool = False, truncated: bool = False, rollout: int = 0) -> Node:
         answer = None if dummy else final_answer(self.task, text, truncated)
@@ -309,13 +349,24 @@ class MCTSrTree:
                 prompts.answer(self.question, self.hint, self.task.instructions), "answer", 0)
             node = self.root.add(self._new_node(text, truncated=truncated))
             node.tokens = spent
-            await self._score(node, k, 0)
+            await self._score(node, k, 0, new=True)
 
-        await gather_all(first(), self._score(dummy, k, 0))
+        if self.cfg.dummy_scoring == "always":
+            await gather_all(first(), self._score(dummy, k, 0))
+        else:  # scored once selection could pick it (`_rollout`): a restart point costs nothing until needed
+            self.dummy_pending = True
+            await first()
+
+    def _candidates(self) -> list[Node]:
+        return [n for n in self.nodes if not (n.dummy and self.dummy_pending)]
 
     async def _rollout(self, r: int) -> None:
         cfg = self.cfg
-        node = select(self.nodes, cfg.c, cfg.eps, cfg.max_children)
+        if self.dummy_pending and not any(_q(n.Q) >= 0 for n in self.nodes
+                                          if not n.dummy and not fully_expanded(n, cfg.max_children)):
+            self.dummy_pending = False  # no real answer the verifier leans toward: the restart point may win
+            await self._score(next(n for n in self.nodes if n.dummy), cfg.reward_samples, r)
+        node = select(self._candidates(), cfg.c, cfg.eps, cfg.max_children)
         if node is None:
             return
         feedback_call = self._counted(lambda: self.llm.chat(
@@ -332,7 +383,7 @@ class MCTSrTree:
         child = node.add(self._new_node(text, truncated=truncated, rollout=r))
         child.critique = feedback.text
         child.tokens = spent + feedback.record.prompt_tokens + feedback.record.completion_tokens
-        await self._score(child, cfg.reward_samples, r)
+        await self._score(child, cfg.reward_samples, r, new=True)
         backpropagate(node)
 
     async def run(self) -> TreeResult:
