@@ -69,6 +69,11 @@ class SearchConfig:
     temperatures: tuple[float, ...] = setting((0.7, 1.0), "sampling temperatures, cycled over the trees, comma-separated")
     seed: int = setting(0, "seed of every sampled call (tree i, sample i: seed*1000 + i)")
     activation_threshold: float = setting(0.0, "sparse activation: trees whose best Q is below do not vote")
+    sparse_stop: int | None = setting(1, "sparse activation that saves compute: a tree whose best Q is still below "
+                                         "--activation-threshold after this many rollouts stops expanding (0: after "
+                                         "its first answer; none: every tree runs every rollout). Not applied where "
+                                         "the verifier can prove answers (Game of 24): there every unproven tree is "
+                                         "below it", minimum=0)
     majority: float = setting(0.5, "a decision by vote needs more than this share of the active trees")
     decision: str = setting("majority_first", "how the forest decides (fot/search/decision.py): a majority of all trees first "
                                               "(default), or the paper's order, sparse activation first")

@@ -147,6 +147,24 @@ async def test_rewards_are_cached_per_answer_and_the_dummy_is_scored_only_when_s
     assert dummy["n"] >= 1 and dummy["rewards"][0]["rollout"] == 1
 
 
+async def test_sparse_activation_stops_a_tree_whose_best_q_stays_below_the_threshold(make_sim):
+    bad = SimProfile(p_first=0.0, p_fix=0.0, hardness_sd=0.0, tree_sd=0.0, eval_wrong=(-60.0, 5.0))
+    sim = await make_sim(profile=bad)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        stopped = await _tree_for(llm, SearchConfig(rollouts=6, logprob_threshold=None), Budget(name="a")).run()
+        full = await _tree_for(llm, SearchConfig(rollouts=6, logprob_threshold=None, sparse_stop=None),
+                               Budget(name="b")).run()
+    assert (stopped.stopped, stopped.rollouts_done, stopped.rollouts_saved) == ("inactive", 1, 5)
+    assert (full.stopped, full.rollouts_done, full.rollouts_saved) == ("done", 6, 0)
+    assert stopped.tokens < full.tokens / 2
+    # a tree the verifier leans toward keeps going
+    good = SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0, eval_right=(60.0, 5.0))
+    sim2 = await make_sim(profile=good)
+    async with LLMClient(sim2.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, SearchConfig(rollouts=3, logprob_threshold=None), Budget()).run()
+    assert res.stopped == "done" and res.rollouts_done == 3
+
+
 async def test_rollout_critical_path_runs_independent_calls_concurrently(make_sim):
     sim = await make_sim(ttft_s=0.1)
     cfg = SearchConfig(rollouts=3, logprob_threshold=None)
@@ -263,7 +281,8 @@ async def test_the_dummy_root_is_expanded_when_every_real_answer_scores_lower(ma
 
 async def test_unreadable_self_evaluations_are_dropped_and_counted_not_scored_zero(make_sim):
     sim = await make_sim(profile=SimProfile(eval_unreadable=1.0))
-    cfg = SearchConfig(rollouts=3, reward_samples=2, logprob_threshold=None)
+    # sparse_stop off: an unscored tree is inactive and would stop, and this test counts every rollout's samples
+    cfg = SearchConfig(rollouts=3, reward_samples=2, logprob_threshold=None, sparse_stop=None)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         res = await _tree_for(llm, cfg, Budget()).run()
     assert res.eval_asked == 2 * 2 + 3 * (1 + 2) and res.eval_parsed == 0

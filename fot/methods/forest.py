@@ -53,7 +53,7 @@ class Forest(Method):
                     "hint": t.hint, "temperature": t.temperature, "answer": t.answer, "q": t.q,
                     "rollouts": t.rollouts_done, "nodes": t.nodes, "depth": t.depth, "corrections": t.corrections,
                     "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "eval_cached": t.eval_cached,
-                    "stopped": t.stopped, "proven": t.proven, "roles": t.roles, "tokens": t.tokens, "error": t.error} for t in fr.trees]
+                    "stopped": t.stopped, "rollouts_saved": t.rollouts_saved, "proven": t.proven, "roles": t.roles, "tokens": t.tokens, "error": t.error} for t in fr.trees]
         roles: dict[str, int] = {}
         for t in fr.trees:
             for k, v in t.roles.items():
@@ -61,7 +61,9 @@ class Forest(Method):
         if fr.expert_tokens:
             roles["expert"] = roles.get("expert", 0) + fr.expert_tokens
         r.roles = roles
-        r.stop = {"reason": fr.stop_reason, "cancelled_calls": fr.cancelled_calls}
+        r.stop = {"reason": fr.stop_reason, "cancelled_calls": fr.cancelled_calls,
+                  "inactive_trees": sum(t.stopped == "inactive" for t in fr.trees),
+                  "rollouts_saved": sum(t.rollouts_saved for t in fr.trees)}
         r.snapshots = [[asdict(s) for s in t.snapshots] for t in fr.trees]
         r.forest = [{"index": t.index, "input": t.input_kind, "question": t.question, "hint": t.hint,
                      "temperature": t.temperature, "answer": t.answer, "q": t.q, "best": t.best, "stopped": t.stopped,

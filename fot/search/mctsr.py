@@ -186,7 +186,8 @@ class TreeResult:
     eval_cached: int = 0  # new nodes whose answer was scored before: its rewards reused, no call
     nodes: int = 0
     depth: int = 0  # of the deepest node; a first answer is depth 0
-    stopped: str = "done"  # done | proven | budget | errors | cancelled | early_stop
+    stopped: str = "done"  # done | proven | inactive | budget | errors | cancelled | early_stop
+    rollouts_saved: int = 0  # rollouts not run because the tree was inactive (sparse activation) or proven
     proven: bool = False  # its answer was proven right (see `SearchConfig.proof`)
     roles: dict = field(default_factory=dict)  # tokens spent per role: answer, critique, refine, evaluate
     error: str = ""
@@ -337,6 +338,16 @@ class MCTSrTree:
                         prompt=sp.prompt_tokens, completion=sp.completion_tokens, cached=sp.cached_tokens,
                         proven=proven)
 
+    def _inactive(self, done: int) -> bool:
+        """Sparse activation, per rollout (`sparse_stop`): after `done` rollouts, is this tree's best own Q still
+        below the activation threshold, so that its vote would not count? Such a tree stops expanding. Never
+        where the verifier can prove: an unproven answer is -100 there, and refining is how a proof is found."""
+        cfg = self.cfg
+        if cfg.sparse_stop is None or done < cfg.sparse_stop or getattr(self.verifier, "can_prove", False):
+            return False
+        b = self.best()
+        return b is None or b.q_own is None or b.q_own < cfg.activation_threshold
+
     def proven(self) -> bool:
         return any(n.proven for n in self.nodes)
 
@@ -395,7 +406,10 @@ class MCTSrTree:
             stop_at_proof = self.cfg.proof == "stop"
             for r in range(1, self.cfg.rollouts + 1):
                 if stop_at_proof and self.proven():
-                    res.stopped = "proven"
+                    res.stopped, res.rollouts_saved = "proven", self.cfg.rollouts - r + 1
+                    break
+                if self._inactive(r - 1):
+                    res.stopped, res.rollouts_saved = "inactive", self.cfg.rollouts - r + 1
                     break
                 try:
                     await self._rollout(r)
