@@ -79,7 +79,10 @@ class SearchConfig:
                                               "(default), or the paper's order, sparse activation first")
     tie_break: str = setting("expert", "no decision by vote: ask an expert prompt (default) or take the rule's "
                                        "fallback, q (largest group, then best Q)")
-    logprob_threshold: float | None = setting(-1.5, "regenerate a step whose mean token log-prob is lower (none: off)")
+    logprob_threshold: float | None = setting(-1.0, "regenerate a step whose mean token log-prob is lower (default -1, "
+                                                    "the official FoT code's; the mean is over prompt and completion "
+                                                    "where the backend returns prompt log-probs, else over the "
+                                                    "completion; none: off)")
     max_corrections: int = setting(1, "regenerations per step (log-prob or rule check)")
     early_stop: bool = setting(False, "stop the other trees once their votes could no longer change the decision")
     proof: str = setting("stop", "a proven answer (a complete verifier, e.g. the Game-of-24 rule check, passed it): "

@@ -215,6 +215,26 @@ async def test_low_logprob_steps_are_regenerated(make_sim):
     assert right / 20 > 0.5
 
 
+async def test_self_correction_fires_at_the_official_threshold_on_a_log_prob_backend(make_sim):
+    """Default threshold -1 (official): wrong first answers averaging -1.3 are regenerated; at -0.8 nothing fires."""
+    from fot.search.mctsr import confidence
+
+    fired = {}
+    for wrong in (-1.3, -0.8):
+        profile = SimProfile(p_first=0.2, logprob_right=-0.2, logprob_wrong=wrong, hardness_sd=0, tree_sd=0)
+        sim = await make_sim(profile=profile)
+        async with LLMClient(sim.base_url, "fot-sim") as llm:
+            results = await asyncio.gather(*(_tree_for(llm, SearchConfig(rollouts=0), Budget(), f"What is {i} + 5?",
+                                                       i).run() for i in range(12)))
+        fired[wrong] = sum(r.corrections for r in results)
+    assert fired[-1.3] > 0 and fired[-0.8] == 0
+
+    class Choice:  # a backend that returns prompt log-probs too: the mean is over both, as the official code's
+        logprobs = [-0.5, -0.5]
+        prompt_logprobs = [None, -2.0, -2.0, -2.0, -2.0]  # (the first prompt token has none)
+    assert confidence(Choice()) == pytest.approx(-9.0 / 6) and confidence(type("C", (), {"logprobs": None})()) is None
+
+
 # -- the search on a scripted backend (fot.sim with a script: rewards chosen by the test) -----------
 
 def _graded(user: str) -> str:

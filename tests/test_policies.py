@@ -164,9 +164,9 @@ async def test_agent_code_passes_its_own_verifier_and_decision_rule_and_the_mete
 
 def test_unset_keeps_a_setting_and_none_is_a_value():
     cfg = SearchConfig()
-    assert cfg.logprob_threshold == -1.5
+    assert cfg.logprob_threshold == -1.0
     assert cfg.with_(logprob_threshold=None).logprob_threshold is None
-    assert cfg.with_(logprob_threshold=UNSET, trees=UNSET).logprob_threshold == -1.5
+    assert cfg.with_(logprob_threshold=UNSET, trees=UNSET).logprob_threshold == -1.0
 
 
 @pytest.mark.parametrize("bad", [dict(decision="vote"), dict(verifier="oracle"), dict(inputs=("raw", "mirror"))])

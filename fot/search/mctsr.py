@@ -123,6 +123,17 @@ class RewardCache:
             self.entries.append((tree, node))
 
 
+def confidence(choice) -> float | None:
+    """The mean token log-prob self-correction compares with its threshold. The official FoT code averages
+    over prompt and completion; a backend that returns prompt log-probs (a `prompt_logprobs` list on the
+    choice) gets that mean. The OpenAI chat API returns completion log-probs only, so elsewhere (fot.sim,
+    llama.cpp, OpenAI) the completion's mean stands in (docs/search.md)."""
+    prompt = getattr(choice, "prompt_logprobs", None) or []
+    completion = choice.logprobs or []
+    both = [x for x in prompt if x is not None] + list(completion)
+    return sum(both) / len(both) if both else None
+
+
 def q_value(rewards: list[float]) -> float | None:
     return 0.5 * (min(rewards) + sum(rewards) / len(rewards)) if rewards else None
 
@@ -257,7 +268,7 @@ class MCTSrTree:
             text, choice = c.text, c.choices[0]
             spent += c.record.prompt_tokens + c.record.completion_tokens
             self._spend(role, c.record.prompt_tokens + c.record.completion_tokens)
-            lp = choice.mean_logprob
+            lp = confidence(choice)
             low_confidence = want_lp and lp is not None and lp < cfg.logprob_threshold
             broken = self.task.rule_check(self.original_question, text) is False
             tried.append((not broken, lp if lp is not None else 0.0, -attempt, text, choice.finish_reason == "length"))
