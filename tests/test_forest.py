@@ -161,7 +161,8 @@ async def test_engine_problem_budget_is_never_exceeded(make_sim):
 
 
 async def test_references_in_the_sim_problem_file_drive_a_gsm8k_shaped_problem(make_sim):
-    q = "Tom has 3 boxes of 12 eggs. He breaks 5. How many eggs are left?"
+    # (two independent premises: "He breaks 5." would lean on the sentence before it, and is never moved)
+    q = "Tom has 3 boxes of 12 eggs. Ann drops 5 eggs. How many eggs are left?"
     perfect = SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0)
     sim = await make_sim(problems={normalize_question(q): "31"}, profile=perfect)
     async with Engine(sim.base_url) as engine:

@@ -12,7 +12,7 @@ from fot.engine import Engine
 from fot.search.forest import run_forest
 from fot.measure.meter import replay
 from fot.search.policies import (DECISION_RULES, INPUT_KINDS, UNSET, InputContext, MajorityFirst, Scores, Vote,
-                          decision_rule)
+                          decision_rule, shuffle_premises)
 from fot.tasks.problems import Problem
 from fot.sim import SimProfile
 from fot.solve import main
@@ -264,3 +264,55 @@ def test_the_public_face_exports_the_seams_agent_code_implements():
                  "InputKind", "TreeInput"):
         assert name in fot.__all__ and getattr(fot, name) is not None
     assert all(hasattr(fot, name) for name in fot.__all__)
+
+
+def test_kinds_and_temperatures_are_not_in_lockstep_and_raw_is_never_repeated():
+    from fot.search.inputs import assign
+
+    kinds = ("raw", "rephrase", "shuffle", "example")
+    got = [assign(kinds, (0.7, 1.0), i) for i in range(8)]
+    assert [k for k, _, _ in got].count("raw") == 1
+    assert len({(k, r) for k, r, _ in got}) == 8  # no (kind, rank) twice: each tree its own variant
+    for kind in ("rephrase", "shuffle", "example"):  # every kind that repeats runs at both temperatures
+        assert {t for k, _, t in got if k == kind} == {0.7, 1.0}
+
+
+def test_premise_shuffle_keeps_dependent_sentences_and_abbreviations_with_what_they_lean_on():
+    q = ("There are twice as many boys as girls at Dr. Wertz's school. Carla is downloading a 200 GB file. "
+         "Normally she can download 2 GB/minute. Then she restarts. Tom has 3.5 apples. How much time does it take?")
+    for seed in range(20):
+        s = shuffle_premises(q, random.Random(seed))
+        assert "Dr. Wertz's school." in s and "Carla is downloading a 200 GB file. Normally she can download 2 GB/minute. "\
+            "Then she restarts." in s and "3.5 apples" in s and s.endswith("How much time does it take?")
+    assert any(shuffle_premises(q, random.Random(seed)) != q for seed in range(20))  # and still reorders
+    dependent = "Josh buys a house. He repairs it. Then he sells it. How much did he make?"
+    assert shuffle_premises(dependent, random.Random(1)) == dependent  # one independent premise: nothing to move
+
+
+async def test_a_rephrasing_that_drops_a_number_is_refused_with_the_reason():
+    from fot.search.inputs import Rephrase
+
+    class Fake:
+        def __init__(self, text):
+            self.text = text
+
+        async def chat(self, *a, **k):
+            return type("C", (), {"text": self.text})()
+
+    q = "Ann has 12 apples and gives 5 away. How many are left?"
+    ctx = _ctx(q, Arith())
+    ctx.llm = Fake("Ann starts with a dozen apples and gives some away. How many remain?")
+    got = await Rephrase().prepare(ctx)
+    assert got.kind == "raw" and got.question == q and "12" in got.note and "5" in got.note
+    ctx.llm = Fake("After giving 5 of her 12 apples away, how many does Ann have?")
+    got = await Rephrase().prepare(ctx)
+    assert got.kind == "rephrase" and not got.note
+
+
+async def test_eight_trees_get_eight_distinct_inputs_where_the_kinds_can_supply_them(make_sim):
+    sim = await make_sim()
+    async with Engine(sim.base_url) as engine:
+        r = await engine.solve("4 7 8 8", task="game24", trees=8, rollouts=0, proof="win")
+    assert len({(t["question"], t["hint"]) for t in r.trees}) == 8
+    # (fot.sim's rephrasing ignores its seed, so the second rephrase tree repeated the first: replaced, and said so)
+    assert any("the same input as tree" in t["input_note"] for t in r.trees)

@@ -1,9 +1,11 @@
 """The forest (Bi et al. 2025): T MCTSr trees on one problem, run concurrently, then one decision.
 
-- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.search.inputs.INPUT_KINDS`: the raw
-  question, a rephrasing by the model, the question's givens reordered, or a worked example shown
-  first) and temperature `temperatures[i % len]`, with its own seed. A kind that cannot vary the
-  input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
+- Input diversity: tree i gets its input kind and temperature from `fot.search.inputs.assign` (each kind
+  once, then the kinds that can vary again, each at its next temperature, so kinds and temperatures are
+  not in lockstep; `INPUT_KINDS`: the raw question, a rephrasing by the model, the question's independent
+  givens reordered, or a worked example shown first) and its own seed. Inputs are prepared first, and a
+  repeat of an earlier tree's is replaced by an unused variant (`distinct_inputs`). A kind that cannot vary
+  the input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
 - Dynamic self-correction happens inside each tree (`MCTSrTree._generate`).
 - The decision is a `fot.search.decision.DecisionRule` (default `majority_first`; the paper's order is
   `activation_first`): sparse activation, a vote, and with no decision by vote an expert prompt
@@ -35,7 +37,8 @@ from ..backend.ledger import CallTag
 from ..backend.llm import LLMClient, LLMError
 from .mctsr import MCTSrTree, RewardCache, Snapshot, TreeResult
 from .decision import Decision, DecisionRule, Vote, decision_rule, vote
-from .inputs import INPUT_KINDS, InputContext, TreeInput
+from .aio import gather_all
+from .inputs import INPUT_KINDS, InputContext, Shuffle, TreeInput, assign, nearest_examples
 from .verifiers import Verifier, make_verifier
 from ..tasks import Task
 
@@ -86,16 +89,20 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     examples = list(example_pool or task.exemplars)  # the user's own, else the task's
     answer_cap = cfg.answer_cap(task)
 
-    async def one(i: int) -> TreeResult:
-        kind = cfg.inputs[i % len(cfg.inputs)]
-        rank = sum(1 for j in range(i) if cfg.inputs[j % len(cfg.inputs)] == kind)
-        temperature = cfg.temperatures[i % len(cfg.temperatures)]
-        seed = cfg.seed * 1000 + i
-        ctx = InputContext(question, task, llm, shares[i], i, rank, problem_id, seed, examples, answer_cap)
+    def context(i: int, rank: int) -> InputContext:
+        return InputContext(question, task, llm, shares[i], i, rank, problem_id, cfg.seed * 1000 + i, examples,
+                            answer_cap)
+
+    async def prepare(i: int) -> tuple[TreeInput, float]:
+        kind, rank, temperature = assign(cfg.inputs, cfg.temperatures, i)
         try:
-            inp = await INPUT_KINDS[kind].prepare(ctx)
+            inp = await INPUT_KINDS[kind].prepare(context(i, rank))
         except BudgetExhausted:
             inp = TreeInput(question, kind="raw", note=f"{kind}: no budget left to prepare it")
+        return inp, temperature
+
+    async def one(i: int, inp: TreeInput, temperature: float) -> TreeResult:
+        seed = cfg.seed * 1000 + i
         tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
                          temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note,
@@ -105,7 +112,9 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         made[i] = tree
         return await tree.run()
 
-    tasks = [asyncio.create_task(one(i)) for i in range(T)]
+    prepared = distinct_inputs(await gather_all(*(prepare(i) for i in range(T))), context, question, examples)
+
+    tasks = [asyncio.create_task(one(i, *prepared[i])) for i in range(T)]
     if on_tree is not None:  # progress for whoever shows it (fot.serve's stream): each tree as it finishes
         for t in tasks:
             t.add_done_callback(lambda t: None if t.cancelled() or t.exception() else on_tree(t.result()))
@@ -139,9 +148,10 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     trees = []
     for i, t in enumerate(tasks):
         if t.cancelled():  # early stop: keep what the tree did and spent (its last snapshot holds its tokens)
+            inp, temperature = prepared[i]
             r = made[i].result if i in made else TreeResult(
-                index=i, input_kind="raw", temperature=cfg.temperatures[i % len(cfg.temperatures)],
-                tokens=shares[i].spent_tokens, snapshots=[Snapshot(0, shares[i].spent_tokens, None, None,
+                index=i, input_kind=inp.kind, temperature=temperature, question=inp.question, hint=inp.hint,
+                input_note=inp.note, tokens=shares[i].spent_tokens, snapshots=[Snapshot(0, shares[i].spent_tokens, None, None,
                                                                    shares[i].spent.calls)])
             r.stopped = "early_stop"
         else:
@@ -170,6 +180,32 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     return ForestResult(answer=verdict.answer, text=verdict.text, decision=verdict, trees=trees,
                         expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early,
                         stop_reason=stop_reason, cancelled_calls=cancelled_calls, errors=errors, budget_bound=bound)
+
+
+def distinct_inputs(prepared: list[tuple[TreeInput, float]], context: Callable[[int, int], InputContext],
+                    question: str, examples: list[tuple[str, str]]) -> list[tuple[TreeInput, float]]:
+    """Each tree's input, a repeat of an earlier tree's replaced by a variant no tree has yet (another
+    reordering, then another worked example), with the reason in its note; a repeat stays only when the
+    kinds have nothing left to give (say, a question with no premises to reorder and no examples)."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, (inp, _) in enumerate(prepared):  # first, every input as prepared: a spare never takes a later tree's
+        seen.setdefault((inp.question, inp.hint), i)
+    out = []
+    for i, (inp, temperature) in enumerate(prepared):
+        first = seen[(inp.question, inp.hint)]
+        if first != i:
+            spare = [TreeInput(v, kind="shuffle") for v in Shuffle.variants(context(i, 0))]
+            spare += [TreeInput(question, hint=f"A worked example of a similar problem:\nQ: {q}\nA: {sol}",
+                                kind="example") for q, sol in nearest_examples(question, examples)]
+            new = next((x for x in spare if (x.question, x.hint) not in seen), None)
+            if new is not None:
+                new.note = f"{inp.kind}: the same input as tree {first}, so {new.kind} instead"
+                inp = new
+                seen[(inp.question, inp.hint)] = i
+            else:
+                inp.note = (inp.note + "; " if inp.note else "") + f"the same input as tree {first}: no other variant"
+        out.append((inp, temperature))
+    return out
 
 
 async def _expert(question: str, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,
