@@ -52,7 +52,8 @@ def select(nodes, *a, **k):
     pick = orig(nodes, *a, **k)
     if pick is not None:
         mc = k.get("max_children", a[2] if len(a) > 2 else 3)
-        cands = [n for n in nodes if not m.fully_expanded(n, mc)]
+        extra = [a[4]] if len(a) > 4 else []  # round three: the cap flag
+        cands = [n for n in nodes if not m.fully_expanded(n, mc, *extra)]
         greedy = max(cands, key=lambda n: (m._q(n.Q), not n.dummy, -n.index))
         stats["selections"] += 1
         stats["non_greedy"] += int(m._q(greedy.Q) > m._q(pick.Q))
@@ -113,7 +114,7 @@ def cmd_run(ns: argparse.Namespace) -> None:
             print(f"{key}: {info['wall_s']:.0f} s", flush=True)
             runs.write_text(json.dumps(index, indent=1))
         if ns.baselines:
-            for method in ("sc", "bon"):
+            for method in ns.methods:
                 key = f"{ns.label}/{name}/{method}"
                 stem = SCRATCH / key.replace("/", "_")
                 args = [str(files[name]), "--sim", "--task", task, "--method", method, "--samples", "32",
@@ -322,6 +323,7 @@ def main() -> None:
     r.add_argument("--sets", nargs="+", default=list(SETS))
     r.add_argument("--cells", nargs="*", default=None)
     r.add_argument("--baselines", action="store_true")
+    r.add_argument("--methods", nargs="+", default=["sc", "bon"])
     r.add_argument("options", nargs=argparse.REMAINDER)
     sub.add_parser("report")
     ns = ap.parse_args()

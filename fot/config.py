@@ -43,10 +43,15 @@ class SearchConfig:
     rollouts: int = setting(8, "rollouts per tree (default 8; 1 on the embedded local model)", minimum=0)
 
     # MCTSr (Zhang et al. 2024)
-    c: float = setting(1.4, "UCT exploration constant (rewards are on a -100..100 scale, so UCT is close to greedy "
-                            "on Q)", flag="--uct-c")
+    c: float = setting(1.4, "UCT exploration constant, on the scale --uct-scale says", flag="--uct-c")
+    uct_scale: str = setting("range", "the exploration bonus's scale: range (c times the reward range, 200: UCB1 on Q "
+                                      "normalised to [0, 1]; default), raw (c on the -100..100 scale, as the official "
+                                      "code: UCT is then close to greedy on Q)")
     eps: float = setting(1e-5, "UCT: keeps the bonus of a node with no readable evaluation finite", flag="--uct-eps")
     max_children: int = setting(3, "children of a node before it counts as fully expanded", minimum=1)
+    max_children_rule: str = setting("cap", "cap (a node with max-children children is closed; default), official "
+                                             "(closed only once a child also beats it: a node whose refinements all "
+                                             "score worse gets children without limit)")
     reward_samples: int = setting(1, "self-evaluation samples per new node (default 1, as the official MCTSr code; "
                                      "the selected node gets one more per selection)", minimum=1)
     reward_cache: str = setting("tree", "reuse the rewards of an answer already scored: tree (within each tree; "
@@ -108,6 +113,7 @@ class SearchConfig:
             "max_corrections": self.max_corrections >= 0, "tree_budget": self.tree_budget is None or self.tree_budget >= 1, "decision_reserve": 0 <= self.decision_reserve < 1,
             "tie_break": self.tie_break in ("expert", "q"),
             "reward_cache": self.reward_cache in ("tree", "problem", "off"),
+            "uct_scale": self.uct_scale in ("range", "raw"), "max_children_rule": self.max_children_rule in ("cap", "official"),
             "dummy_scoring": self.dummy_scoring in ("lazy", "always"), "proof": self.proof in ("stop", "win", "off"),
         }
         bad = [k for k, ok in checks.items() if not ok]

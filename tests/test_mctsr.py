@@ -56,6 +56,19 @@ def test_fully_expanded_needs_max_children_and_a_better_child():
     assert fully_expanded(a, 2)  # at the limit, and a1 (40) beats a (10)
     a1.rewards = [5.0]
     assert not fully_expanded(a, 2)  # at the limit, but no child is better: still worth refining
+    assert fully_expanded(a, 2, cap=True)  # the cap (round three's default) closes it at the limit all the same
+
+
+def test_the_exploration_bonus_is_on_the_scale_of_q_when_scaled_by_the_range():
+    root, a, d, a1, a2 = _tree()
+    raw, scaled = uct(a1, 1.4, 1e-5) - a1.Q, uct(a1, 1.4, 1e-5, 200.0) - a1.Q
+    assert raw < 2 and scaled == pytest.approx(200 * raw) and scaled > 100
+
+
+async def test_max_children_is_enforced_even_when_every_refinement_scores_worse(make_sim):
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80),
+                                     rollouts=8)
+    assert max(len(n.children) for n in tree.nodes) <= 3
 
 
 def test_selection_exploits_the_best_q():
@@ -259,11 +272,11 @@ def _dummy(text: str) -> bool:
     return "know" in text or "understand" in text or "not sure" in text
 
 
-async def _scripted_tree(make_sim, score_of, rollouts=8, k=1):
+async def _scripted_tree(make_sim, score_of, rollouts=8, k=1, **kw):
     sim = await make_sim(script=_script(score_of))
     # the script scores each text, and these tests are about selection on those rewards: a refinement that
     # keeps its parent's answer must be scored, not take its parent's rewards from the cache
-    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None, reward_cache="off")
+    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None, reward_cache="off", **kw)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         tree = _tree_for(llm, cfg, Budget())
         res = await tree.run()
@@ -281,7 +294,9 @@ async def test_a_tree_exploits_the_branch_its_rewards_favour(make_sim):
 
 
 async def test_a_refinement_that_scores_worse_sends_the_search_back_to_the_better_parent(make_sim):
-    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80))
+    # the official scale: with the bonus scaled by the range the less-visited child is explored first
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80),
+                                     uct_scale="raw")
     first = tree.nodes[1] if tree.nodes[0].dummy else tree.nodes[0]
     assert not first.dummy and len(first.children) >= 2  # the parent got a second child
     assert res.q == 80  # and its own, better answer is returned

@@ -40,7 +40,7 @@ class MethodRun:
 
 
 # the settings a tree search's results depend on (recorded for a resume to compare): all of the search's
-TREE_SETTINGS = ("trees", "rollouts", "c", "eps", "max_children", "reward_samples", "reward_cache",
+TREE_SETTINGS = ("trees", "rollouts", "c", "uct_scale", "eps", "max_children", "max_children_rule", "reward_samples", "reward_cache",
                  "dummy_scoring", "full_score", "full_score_penalty",
                  "rescore_selected", "answer_max_tokens", "critique_max_tokens", "eval_max_tokens", "min_tokens",
                  "inputs", "temperatures", "activation_threshold", "sparse_stop", "majority", "decision", "tie_break",

@@ -1,21 +1,26 @@
 """One MCTS-self-refine tree (Zhang et al. 2024), every constant from `SearchConfig`.
 
-    roots       the model's first answer and a dummy answer ("I don't know"), both scored
+    roots       the model's first answer and a dummy answer ("I don't know"); the dummy is scored once
+                selection could pick it (`dummy_scoring`)
     N(node)     how many reward samples the node has (the official code's count), so N >= 1 once scored
     Q_own       0.5 * (min(rewards) + mean(rewards)) of the node's own samples; None if none could be read
     Q(node)     Q_own for a leaf; 0.5 * (Q_own + max child Q) once it has children (backpropagation,
                 recomputed from the node's own samples after every rollout, so it never compounds)
     select      argmax UCT over nodes not fully expanded, where
-                UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps)); the two roots have no scored
-                parent (N_parent = 0), so they compete on Q alone, as in the official code
-                fully expanded = max_children children and at least one child whose Q_own beats the node's
+                UCT = Q + s * c * sqrt(ln(N_parent + 1) / (N + eps)), s = 200 (the reward range:
+                UCB1 on Q normalised to [0, 1]; `uct_scale`) or 1 (official); the two roots have no
+                scored parent: N_parent = 0 (official: they compete on Q alone), or with s = 200 the
+                roots' own visits summed, so a root gets a bonus too (else no root is ever re-chosen)
+                fully expanded = a proof, or max_children children (`max_children_rule="cap"`; the
+                official rule also wants a child whose Q_own beats the node's)
     expand      critique the selected answer, then rewrite it from the critique (self-refine);
                 the selected node gets one more reward sample alongside (official code)
     answer      the real node with the highest Q_own (its own evaluation, not its children's);
                 with no readable evaluation at all, the answer the tree reached most often
 
-Rewards are on a -100..100 scale and c = 1.4, so once nodes are scored UCT is close to greedy on Q:
-the tree keeps refining its best answer, and returns to a parent when a refinement scores worse.
+Rewards are on a -100..100 scale; with the official c = 1.4 on that scale the bonus is 0-1.25 points
+and UCT is greedy on Q (the audit: 27 of 640 selections differed). Scaled by the range, the bonus is
+on the scale of Q, so a node refined often yields to a less-visited one (docs/search.md, measured).
 docs/search.md compares every step with the paper and the official code.
 
 Within a rollout, independent work runs concurrently: the critique of the selected node and
@@ -142,26 +147,41 @@ def _q(v: float | None) -> float:
     return UNSCORED_Q if v is None else v
 
 
-def uct(node: Node, c: float, eps: float) -> float:
+REWARD_RANGE = 200.0  # rewards are in [-100, 100]
+
+
+def uct(node: Node, c: float, eps: float, scale: float = 1.0) -> float:
     """UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps)). A node none of whose evaluations could be read
     counts as Q = -100 with N = 1 (the official code never has one: it re-asks until a score parses);
-    with N = 0 its bonus (about 470) would make it win every selection, the very bug N >= 1 prevents."""
-    parent_visits = node.parent.visits if node.parent is not None else 0
-    return _q(node.Q) + c * math.sqrt(math.log(parent_visits + 1) / ((node.visits or 1) + eps))
+    with N = 0 its bonus (368-521) would make it win every selection, the very bug N >= 1 prevents. `scale`
+    multiplies the bonus: REWARD_RANGE puts c on the scale of Q normalised to [0, 1] (`uct_scale="range"`)."""
+    parent = node.parent
+    if parent is None:
+        parent_visits = 0
+    elif parent.index < 0 and scale != 1.0:  # the hidden root: its visits are its children's, as in UCB1
+        parent_visits = sum(ch.visits for ch in parent.children)
+    else:
+        parent_visits = parent.visits
+    return _q(node.Q) + scale * c * math.sqrt(math.log(parent_visits + 1) / ((node.visits or 1) + eps))
 
 
-def fully_expanded(node: Node, max_children: int) -> bool:
+def fully_expanded(node: Node, max_children: int, cap: bool = False) -> bool:
+    """Closed to selection: a proof; with `cap`, `max_children` children; else (the official rule) that many
+    and one child whose own Q beats the node's, so a node whose refinements all score worse stays open."""
     if node.proven:  # a proof cannot be improved on: refining it only spends
+        return True
+    if cap and len(node.children) >= max_children:
         return True
     own = _q(node.q_own)
     return len(node.children) >= max_children and any(_q(ch.q_own) > own for ch in node.children)
 
 
-def select(nodes: list[Node], c: float, eps: float, max_children: int) -> Node | None:
-    candidates = [n for n in nodes if not fully_expanded(n, max_children)]
+def select(nodes: list[Node], c: float, eps: float, max_children: int, scale: float = 1.0,
+           cap: bool = False) -> Node | None:
+    candidates = [n for n in nodes if not fully_expanded(n, max_children, cap)]
     if not candidates:
         return None
-    return max(candidates, key=lambda n: (uct(n, c, eps), not n.dummy, -n.index))  # ties: a real answer, then the older
+    return max(candidates, key=lambda n: (uct(n, c, eps, scale), not n.dummy, -n.index))  # ties: a real answer, then the older
 
 
 def backpropagate(node: Node) -> None:
@@ -384,11 +404,13 @@ class MCTSrTree:
 
     async def _rollout(self, r: int) -> None:
         cfg = self.cfg
+        cap = cfg.max_children_rule == "cap"
         if self.dummy_pending and not any(_q(n.Q) >= 0 for n in self.nodes
-                                          if not n.dummy and not fully_expanded(n, cfg.max_children)):
+                                          if not n.dummy and not fully_expanded(n, cfg.max_children, cap)):
             self.dummy_pending = False  # no real answer the verifier leans toward: the restart point may win
             await self._score(next(n for n in self.nodes if n.dummy), cfg.reward_samples, r)
-        node = select(self._candidates(), cfg.c, cfg.eps, cfg.max_children)
+        node = select(self._candidates(), cfg.c, cfg.eps, cfg.max_children,
+                      REWARD_RANGE if cfg.uct_scale == "range" else 1.0, cap)
         if node is None:
             return
         feedback_call = self._counted(lambda: self.llm.chat(
