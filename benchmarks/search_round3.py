@@ -194,6 +194,13 @@ def forest_metrics(entry: dict) -> dict:
         "distinct_inputs_mean": sum(distinct) / n if n else None, "distinct_inputs_min": min(distinct, default=0),
         "uct_not_best_q": sel.get("non_greedy"), "selections": sel.get("selections"),
         "corrections": corrections, "decisions": _count(r["decision"] for r in rows),
+        "cancelled_calls": sum((r.get("stop") or {}).get("cancelled_calls", 0) for r in rows),
+        "inactive_trees": sum((r.get("stop") or {}).get("inactive_trees", 0) for r in rows),
+        "rollouts_saved": sum((r.get("stop") or {}).get("rollouts_saved", 0) for r in rows),
+        "eval_cached": sum(t.get("eval_cached", 0) for r in rows for t in r["trees"]),
+        "max_children": max((sum(1 for m in t["nodes"] if m["parent"] == n["id"]) for line in
+                             read(stem.with_suffix(".trees.jsonl")) for t in line["trees"] for n in t["nodes"]),
+                            default=0),
         "stopped": _count(t.get("stopped") for r in rows for t in r["trees"]),
         "outcomes": [bool(r["correct"]) for r in rows], "ids": [r["id"] for r in rows],
     }
@@ -247,13 +254,23 @@ def cmd_report(ns: argparse.Namespace) -> None:
             record["runs"][key] = {"command": e["command"], "wall_s": round(e["wall_s"], 1), **forest_metrics(e)}
     for key, m in record["runs"].items():
         label, rest = key.split("/", 1)
-        if label == "before" or "-" in label:
+        if "-" in label:  # a variant: against its own label's default run
+            base = label.split("-", 1)[0]
+            b = record["runs"].get(f"{base}/{rest}")
+            if b and b["ids"] == m["ids"]:
+                d = paired_diff(m["outcomes"], b["outcomes"])
+                record["paired"][f"{label}-vs-{base}/{rest}"] = {
+                    "diff": d.diff, "ci95": d.ci95, "after_only": d.a_only, "before_only": d.b_only,
+                    "tokens_ratio": m["tokens_per_problem"] / b["tokens_per_problem"]}
+            continue
+        if label == "before":
             continue
         b = record["runs"].get(f"before/{rest}")
         if b and b["ids"] == m["ids"]:
             d = paired_diff(m["outcomes"], b["outcomes"])
-            record["paired"][f"after-vs-before/{rest}"] = {"diff": d.diff, "ci95": d.ci, "after_only": d.a_only,
-                                                          "before_only": d.b_only}
+            record["paired"][f"after-vs-before/{rest}"] = {"diff": d.diff, "ci95": d.ci95, "after_only": d.a_only,
+                                                          "before_only": d.b_only,
+                                                          "tokens_ratio": m["tokens_per_problem"] / b["tokens_per_problem"]}
         for method in ("sc", "bon"):
             for lab in ("after", "before"):
                 base = record["baselines"].get(f"{lab}/{rest.split('/')[0]}/{method}")
@@ -264,7 +281,7 @@ def cmd_report(ns: argparse.Namespace) -> None:
                     d = paired_diff(m["outcomes"], pt["outcomes"])
                     record["paired"][f"{key}-vs-{lab}-{method}@{pt['n']}"] = {
                         "baseline_accuracy": pt["accuracy"], "baseline_tokens": pt["tokens_per_problem"],
-                        "diff": d.diff, "ci95": d.ci}
+                        "diff": d.diff, "ci95": d.ci95}
                 break
     OUT.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(record))
@@ -286,20 +303,23 @@ def markdown(rec: dict) -> str:
              "Every number here is the simulator's (a test double of known skill), not a model's. Made by "
              "`benchmarks/search_round3.py` (its docstring: problems, commands); the record is `record.json`.", "",
              "| run | accuracy | oracle pass@k | tokens / problem | tokens / solved | after a proof | evaluation share "
-             "| distinct inputs (mean, min) | UCT != best Q | corrections |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| distinct inputs (mean, min) | UCT != best Q | corrections | most children | cancelled calls "
+             "| inactive trees (rollouts saved) | cached rewards |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, m in rec["runs"].items():
         ng = "n/a" if m["selections"] is None else f"{m['uct_not_best_q']}/{m['selections']}"
         lines.append(f"| {key} | {_p(m['accuracy'])} | {_p(m['oracle_pass_at_k'])} | "
                      f"{_p(m['tokens_per_problem'], False)} | {_p(m['tokens_per_solved'], False)} | "
                      f"{_p(m['after_proof_share']) if m['problems_with_a_proof'] else 'no proof'} | "
                      f"{_p(m['evaluation_share'])} | {m['distinct_inputs_mean']:.2f}, {m['distinct_inputs_min']} | "
-                     f"{ng} | {m['corrections']} |")
+                     f"{ng} | {m['corrections']} | {m['max_children']} | {m['cancelled_calls']} | "
+                     f"{m['inactive_trees']} ({m['rollouts_saved']}) | {m['eval_cached']} |")
     lines += ["", "Paired differences (Newcombe 95% interval; A minus B on the same problems):", "",
               "| comparison | A - B | 95% CI | notes |", "| --- | --- | --- | --- |"]
     for key, d in rec["paired"].items():
         note = (f"baseline {_p(d['baseline_accuracy'])} at {_p(d['baseline_tokens'], False)} tokens"
-                if "baseline_accuracy" in d else f"after only {d['after_only']}, before only {d['before_only']}")
+                if "baseline_accuracy" in d else f"A only {d['after_only']}, B only {d['before_only']}; "
+                f"tokens A/B {d['tokens_ratio']:.2f}")
         lines.append(f"| {key} | {100 * d['diff']:+.1f} | ({100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}) | "
                      f"{note} |")
     lines += ["", "Baselines (replayed from one run of 32 samples):", "", "| run | " +

@@ -123,7 +123,8 @@ async def test_expert_failure_falls_back_to_the_largest_group_then_its_best_q():
 async def test_game24_uses_its_rule_check_as_verifier_and_for_self_correction(make_sim):
     profile = SimProfile(p_first=0.3, p_fix=0.5, hardness_sd=0.0, tree_sd=0.0)
     sim = await make_sim(profile=profile)
-    cfg = SearchConfig(trees=2, rollouts=3, max_corrections=2, **FAST)
+    # proof="win": a first proof would stop the forest before the corrections this test looks for
+    cfg = SearchConfig(trees=2, rollouts=3, max_corrections=2, proof="win", **FAST)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         fr = await run_forest("4 9 10 13", Game24(), llm, cfg, Budget(), "g1")
         roles = [r.role for r in llm.ledger.rows]

@@ -106,11 +106,28 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
                          temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note,
-                         on_rollout=on_rollout, reward_cache=shared_cache)
+                         on_rollout=on_rollout, reward_cache=shared_cache, on_proof=on_proof)
         if shares[i].spent_tokens:
             tree.result.roles["input"] = shares[i].spent_tokens  # the rephrasing, charged to the tree
         made[i] = tree
         return await tree.run()
+
+    early, stop_reason, cancelled_calls = False, "", 0
+
+    def stop_others(i: int | None, reason: str) -> None:
+        """Cancel every tree but `i`, now: a call cancelled here was in flight; none starts after."""
+        nonlocal early, stop_reason, cancelled_calls
+        if stop_reason:
+            return
+        early, stop_reason = True, reason
+        for j, t in enumerate(tasks):
+            if j != i and not t.done():
+                cancelled_calls += made[j].inflight if j in made else 0
+                t.cancel()
+
+    def on_proof(i: int) -> None:  # called by tree i the moment a node of it is proven
+        if cfg.proof == "stop" and T > 1:
+            stop_others(i, "proof")
 
     prepared = distinct_inputs(await gather_all(*(prepare(i) for i in range(T))), context, question, examples)
 
@@ -118,7 +135,6 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     if on_tree is not None:  # progress for whoever shows it (fot.serve's stream): each tree as it finishes
         for t in tasks:
             t.add_done_callback(lambda t: None if t.cancelled() or t.exception() else on_tree(t.result()))
-    early, stop_reason, cancelled_calls = False, "", 0
     proof_wins = cfg.proof != "off"
     can_prove = proof_wins and bool(getattr(verifier, "can_prove", False))
     try:
@@ -126,18 +142,14 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         finished: list[TreeResult] = []
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            finished += [t.result() for t in done]  # a tree's own failure re-raises here: all are cancelled below
+            # a tree's own failure re-raises here (all are cancelled below); a tree a proof cancelled has none
+            finished += [t.result() for t in done if not (stop_reason and t.cancelled())]
             if not pending:
                 break
-            if cfg.proof == "stop" and any(r.proven for r in finished):
-                stop_reason = "proof"
-            elif cfg.early_stop and not can_prove and rule.settled(votes_of(finished), len(pending), task, question):
-                stop_reason = "consensus"
+            if not stop_reason and cfg.early_stop and not can_prove and rule.settled(
+                    votes_of(finished), len(pending), task, question):
+                stop_others(None, "consensus")
             if stop_reason:
-                early = True
-                cancelled_calls = sum(made[i].inflight for i, t in enumerate(tasks) if t in pending and i in made)
-                for t in pending:
-                    t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
                 break
     except BaseException:

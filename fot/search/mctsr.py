@@ -232,7 +232,9 @@ class MCTSrTree:
     def __init__(self, *, index: int, question: str, original_question: str, task: Task, llm: LLMClient,
                  verifier: Verifier, config: SearchConfig, budget: Budget, problem_id: str, hint: str = "",
                  temperature: float = 0.7, seed: int = 0, input_kind: str = "raw", input_note: str = "",
-                 on_rollout: Callable[[TreeResult], None] | None = None, reward_cache: RewardCache | None = None):
+                 on_rollout: Callable[[TreeResult], None] | None = None, reward_cache: RewardCache | None = None,
+                 on_proof: Callable[[int], None] | None = None):
+        self.on_proof = on_proof  # the forest: hears of this tree's first proof at once, to stop the others
         self.cfg = config
         self.on_rollout = on_rollout  # progress: hears of each finished rollout
         self.question, self.original_question, self.hint = question, original_question, hint
@@ -305,7 +307,9 @@ class MCTSrTree:
             hit = self.cache.get(node.answer)
             if hit is not None:
                 tree, src = hit
-                node.rewards, node.proven = list(src.rewards), src.proven
+                node.rewards = list(src.rewards)
+                if src.proven:
+                    self._mark_proven(node)
                 where = f"node {src.index}" + ("" if tree == self.result.index else f" of tree {tree}")
                 node.samples += [{"score": v, "text": f"cached: {where} has the same answer", "rollout": rollout,
                                   "cached": True} for v in src.rewards]
@@ -316,8 +320,8 @@ class MCTSrTree:
         scores = await self._counted(lambda: self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
                                                          seed=self._next_seed()))
         node.rewards.extend(scores.values)
-        if getattr(scores, "proven", False) and self.cfg.proof != "off":
-            node.proven = True
+        if getattr(scores, "proven", False):
+            self._mark_proven(node)
         self._spend("evaluate", scores.tokens)
         node.samples += [{"score": v, "text": t, "rollout": rollout}
                          for v, t in (scores.samples or [(v, "") for v in scores.values])]
@@ -328,6 +332,14 @@ class MCTSrTree:
             node.Q = node.q_own
         if new and self.cache is not None and not node.dummy:
             self.cache.put(self.result.index, node)
+
+    def _mark_proven(self, node: Node) -> None:
+        if self.cfg.proof == "off":
+            return
+        first = not self.proven()
+        node.proven = True
+        if first and self.on_proof is not None:
+            self.on_proof(self.result.index)
 
     def _new_node(self, text: str, dummy: bool = False, truncated: bool = False, rollout: int = 0) -> Node:
         answer = None if dummy else final_answer(self.task, text, truncated)
