@@ -185,10 +185,14 @@ def forest_metrics(entry: dict) -> dict:
     distinct = [len({(t.get("question"), t.get("hint")) for t in r["trees"]}) for r in rows]
     corrections = sum(t.get("corrections", 0) for r in rows for t in r["trees"])
     roles = role_share(trace)
+    unknown = sum(c.get("charged_unknown", 0) for c in trace)
+    traced = sum(c["prompt_tokens"] + c["completion_tokens"] + c.get("charged_unknown", 0) for c in trace)
     return {
         "problems": n, "correct": correct, "accuracy": correct / n if n else None,
         "oracle_pass_at_k": sum(1 for r in rows if r["oracle_correct"]) / n if n else None,
         "tokens_per_problem": tokens / n if n else None, "tokens_per_solved": tokens / correct if correct else None,
+        "unknown_share": unknown / traced if traced else None,  # cancelled calls, charged at their reservation
+        "reported_tokens_per_problem": (tokens - unknown) / n if n else None,
         "after_proof_share": share, "problems_with_a_proof": proven,
         "evaluation_share": roles.get("evaluate", 0.0), "role_share": roles,
         "distinct_inputs_mean": sum(distinct) / n if n else None, "distinct_inputs_min": min(distinct, default=0),
@@ -282,13 +286,13 @@ def cmd_report(ns: argparse.Namespace) -> None:
                     record["paired"][f"{key}-vs-{lab}-{method}@{pt['n']}"] = {
                         "baseline_accuracy": pt["accuracy"], "baseline_tokens": pt["tokens_per_problem"],
                         "diff": d.diff, "ci95": d.ci95}
-                break
     OUT.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(record))
     for m in slim["runs"].values():
         m.pop("outcomes"), m.pop("ids")
     (OUT / "record.json").write_text(json.dumps(slim, indent=1))
-    (OUT / "README.md").write_text(markdown(record))
+    findings = OUT / "findings.md"  # the reading of these numbers, written by hand after the run
+    (OUT / "README.md").write_text(markdown(record) + ("\n" + findings.read_text() if findings.exists() else ""))
     print((OUT / "README.md").read_text())
 
 
@@ -302,14 +306,16 @@ def markdown(rec: dict) -> str:
     lines = ["# Search, round three: before and after (fot.sim, a SIMULATED backend)", "",
              "Every number here is the simulator's (a test double of known skill), not a model's. Made by "
              "`benchmarks/search_round3.py` (its docstring: problems, commands); the record is `record.json`.", "",
-             "| run | accuracy | oracle pass@k | tokens / problem | tokens / solved | after a proof | evaluation share "
+             "| run | accuracy | oracle pass@k | tokens / problem (charged; reported) | tokens / solved | after a proof "
+             "| evaluation share "
              "| distinct inputs (mean, min) | UCT != best Q | corrections | most children | cancelled calls "
              "| inactive trees (rollouts saved) | cached rewards |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, m in rec["runs"].items():
         ng = "n/a" if m["selections"] is None else f"{m['uct_not_best_q']}/{m['selections']}"
         lines.append(f"| {key} | {_p(m['accuracy'])} | {_p(m['oracle_pass_at_k'])} | "
-                     f"{_p(m['tokens_per_problem'], False)} | {_p(m['tokens_per_solved'], False)} | "
+                     f"{_p(m['tokens_per_problem'], False)}; {_p(m['reported_tokens_per_problem'], False)} | "
+                     f"{_p(m['tokens_per_solved'], False)} | "
                      f"{_p(m['after_proof_share']) if m['problems_with_a_proof'] else 'no proof'} | "
                      f"{_p(m['evaluation_share'])} | {m['distinct_inputs_mean']:.2f}, {m['distinct_inputs_min']} | "
                      f"{ng} | {m['corrections']} | {m['max_children']} | {m['cancelled_calls']} | "
