@@ -43,12 +43,21 @@ class SearchConfig:
     rollouts: int = setting(8, "rollouts per tree (default 8; 1 on the embedded local model)", minimum=0)
 
     # MCTSr (Zhang et al. 2024)
-    c: float = setting(1.4, "UCT exploration constant (rewards are on a -100..100 scale, so UCT is close to greedy "
-                            "on Q)", flag="--uct-c")
+    c: float = setting(1.4, "UCT exploration constant, on the scale --uct-scale says", flag="--uct-c")
+    uct_scale: str = setting("range", "the exploration bonus's scale: range (c times the reward range, 200: UCB1 on Q "
+                                      "normalised to [0, 1]; default), raw (c on the -100..100 scale, as the official "
+                                      "code: UCT is then close to greedy on Q)")
     eps: float = setting(1e-5, "UCT: keeps the bonus of a node with no readable evaluation finite", flag="--uct-eps")
     max_children: int = setting(3, "children of a node before it counts as fully expanded", minimum=1)
-    reward_samples: int = setting(3, "self-evaluation samples per new node (default 3; 1 on the embedded local model)",
-                                  minimum=1)
+    max_children_rule: str = setting("cap", "cap (a node with max-children children is closed; default), official "
+                                             "(closed only once a child also beats it: a node whose refinements all "
+                                             "score worse gets children without limit)")
+    reward_samples: int = setting(1, "self-evaluation samples per new node (default 1, as the official MCTSr code; "
+                                     "the selected node gets one more per selection)", minimum=1)
+    reward_cache: str = setting("tree", "reuse the rewards of an answer already scored: tree (within each tree; "
+                                        "default, keeps replay exact), problem (across the forest's trees), off")
+    dummy_scoring: str = setting("lazy", "the dummy root ('I don't know') is scored: lazy (only once no real "
+                                         "candidate's Q is >= 0, when selection could pick it; default), always")
     full_score: float = setting(95.0, "self-evaluation scores >= this are suppressed ...")
     full_score_penalty: float = setting(50.0, "... by subtracting this")
     rescore_selected: bool = setting(True, "one more reward sample of the selected node, alongside its critique")
@@ -65,14 +74,25 @@ class SearchConfig:
     temperatures: tuple[float, ...] = setting((0.7, 1.0), "sampling temperatures, cycled over the trees, comma-separated")
     seed: int = setting(0, "seed of every sampled call (tree i, sample i: seed*1000 + i)")
     activation_threshold: float = setting(0.0, "sparse activation: trees whose best Q is below do not vote")
+    sparse_stop: int | None = setting(1, "sparse activation that saves compute: a tree whose best Q is still below "
+                                         "--activation-threshold after this many rollouts stops expanding (0: after "
+                                         "its first answer; none: every tree runs every rollout). Not applied where "
+                                         "the verifier can prove answers (Game of 24): there every unproven tree is "
+                                         "below it", minimum=0)
     majority: float = setting(0.5, "a decision by vote needs more than this share of the active trees")
     decision: str = setting("majority_first", "how the forest decides (fot/search/decision.py): a majority of all trees first "
                                               "(default), or the paper's order, sparse activation first")
     tie_break: str = setting("expert", "no decision by vote: ask an expert prompt (default) or take the rule's "
                                        "fallback, q (largest group, then best Q)")
-    logprob_threshold: float | None = setting(-1.5, "regenerate a step whose mean token log-prob is lower (none: off)")
+    logprob_threshold: float | None = setting(-1.0, "regenerate a step whose mean token log-prob is lower (default -1, "
+                                                    "the official FoT code's; the mean is over prompt and completion "
+                                                    "where the backend returns prompt log-probs, else over the "
+                                                    "completion; none: off)")
     max_corrections: int = setting(1, "regenerations per step (log-prob or rule check)")
     early_stop: bool = setting(False, "stop the other trees once their votes could no longer change the decision")
+    proof: str = setting("stop", "a proven answer (a complete verifier, e.g. the Game-of-24 rule check, passed it): "
+                                 "stop (it wins the vote, its tree stops and the forest cancels the other trees; "
+                                 "default), win (it wins the vote, nothing stops), off (it votes like any other)")
     verifier: str = setting("auto", "how candidates are scored in search (fot/search/verifiers.py): auto, self, rule, "
                                     "reward_model")
     expert_max_tokens: int = setting(256, "completion cap of the expert's comparison")
@@ -92,6 +112,9 @@ class SearchConfig:
             "temperatures": bool(self.temperatures), "majority": 0 <= self.majority < 1,
             "max_corrections": self.max_corrections >= 0, "tree_budget": self.tree_budget is None or self.tree_budget >= 1, "decision_reserve": 0 <= self.decision_reserve < 1,
             "tie_break": self.tie_break in ("expert", "q"),
+            "reward_cache": self.reward_cache in ("tree", "problem", "off"),
+            "uct_scale": self.uct_scale in ("range", "raw"), "max_children_rule": self.max_children_rule in ("cap", "official"),
+            "dummy_scoring": self.dummy_scoring in ("lazy", "always"), "proof": self.proof in ("stop", "win", "off"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -189,6 +189,8 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
     if s.eval_parse_rate is not None:
         t.add_row("self-evaluation scores read", f"{s.eval_parse_rate:.1%} of {s.eval_samples:,} samples "
                   "(unreadable ones are dropped, not scored)")
+    if s.token_share:
+        t.add_row("token share by role", ", ".join(f"{k} {v:.1%}" for k, v in s.token_share.items()))
     t.add_row("calls / errors", f"{s.calls:,} / {s.errors}")
     t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
     for e in endpoints if endpoints and len(endpoints) > 1 else []:  # this run's requests, by replica

@@ -20,7 +20,7 @@ from .errors import FotError
 from .tasks.problems import Problem
 
 # what a forest runs with when the command line does not say: the papers' cell, or the embedded model's
-DEFAULT_PRESET = {"trees": 4, "rollouts": 8, "reward_samples": 3, "eval_max_tokens": 192}
+DEFAULT_PRESET = {"trees": 4, "rollouts": 8, "reward_samples": 1, "eval_max_tokens": 192}
 # Measured on 150 problems (docs/local.md): on the 135M model, 8 plain samples by majority did at least as well
 # as the 2x1 forest at a third of its tokens (it cannot write a readable self-evaluation); a forest asked for
 # gets the measured 2x1 cell, which finishes in minutes, not hours, on 2 cores.

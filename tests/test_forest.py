@@ -123,7 +123,8 @@ async def test_expert_failure_falls_back_to_the_largest_group_then_its_best_q():
 async def test_game24_uses_its_rule_check_as_verifier_and_for_self_correction(make_sim):
     profile = SimProfile(p_first=0.3, p_fix=0.5, hardness_sd=0.0, tree_sd=0.0)
     sim = await make_sim(profile=profile)
-    cfg = SearchConfig(trees=2, rollouts=3, max_corrections=2, **FAST)
+    # proof="win": a first proof would stop the forest before the corrections this test looks for
+    cfg = SearchConfig(trees=2, rollouts=3, max_corrections=2, proof="win", **FAST)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         fr = await run_forest("4 9 10 13", Game24(), llm, cfg, Budget(), "g1")
         roles = [r.role for r in llm.ledger.rows]
@@ -161,7 +162,8 @@ async def test_engine_problem_budget_is_never_exceeded(make_sim):
 
 
 async def test_references_in_the_sim_problem_file_drive_a_gsm8k_shaped_problem(make_sim):
-    q = "Tom has 3 boxes of 12 eggs. He breaks 5. How many eggs are left?"
+    # (two independent premises: "He breaks 5." would lean on the sentence before it, and is never moved)
+    q = "Tom has 3 boxes of 12 eggs. Ann drops 5 eggs. How many eggs are left?"
     perfect = SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0)
     sim = await make_sim(problems={normalize_question(q): "31"}, profile=perfect)
     async with Engine(sim.base_url) as engine:
@@ -250,3 +252,66 @@ async def test_an_early_stopped_forest_keeps_the_cancelled_trees_tokens_and_mark
     answer, usage, how = replay(r, Arith(), 5, 3)
     assert answer == r["answer"] and usage["total"] == r["tokens"]["total"]  # the full cell replays exactly
     assert replay(r, Arith(), 3, 3)[2].startswith("inexact:early stop")
+
+
+def test_a_proven_answer_wins_the_vote_over_any_number_of_unproven_ones():
+    from fot.search.decision import vote
+
+    t, q = Game24(), "4 7 8 8"
+    votes = [Vote(0, "4 + 7 + 8 + 8", -100.0), Vote(1, "4 + 7 + 8 + 8", -100.0), Vote(2, "4 + 7 + 8 + 8", -100.0),
+             Vote(3, "(7 - 8 / 8) * 4", 100.0, proven=True)]
+    for name in ("majority_first", "activation_first"):
+        rule = decision_rule(name, 0.0, 0.5)
+        d = vote(rule, votes, t, q, "expert", proof_wins=True)
+        assert (d.answer, d.how) == ("(7 - 8 / 8) * 4", "proven")
+    # without proof_wins, the old rule stands: three agreeing wrong trees outvote the proof (the audited defect)
+    d = vote(decision_rule("majority_first", 0.0, 0.5), votes, t, q, "expert", proof_wins=False)
+    assert d.answer == "4 + 7 + 8 + 8"
+
+
+async def test_a_proof_stops_its_tree_and_the_forest_cancels_the_others_and_counts_their_calls():
+    from helpers import FakeBackend, ok
+
+    def reply(role, body):
+        # tree 0 (seeds < 10007) answers with a proof at once; every other tree's calls hang
+        tree = int(body.get("seed") or 0) // 10_007
+        if tree == 0:
+            return 200, ok(body, "(7 - 8 / 8) * 4 = 24. \\boxed{(7 - 8 / 8) * 4}", 12), 0.0
+        return 200, ok(body, "4 + 7 + 8 + 8 = 27. \\boxed{4 + 7 + 8 + 8}", 12), 3600.0
+
+    async with FakeBackend(reply) as fake, LLMClient(fake.base_url, "fake") as llm:
+        cfg = SearchConfig(trees=4, rollouts=4, inputs=("raw",), logprob_threshold=None)
+        fr = await run_forest("4 7 8 8", Game24(), llm, cfg, Budget(), "g")
+    assert (fr.answer, fr.decision.how, fr.stop_reason) == ("(7 - 8 / 8) * 4", "proven", "proof")
+    assert fr.trees[0].stopped == "proven" and fr.trees[0].rollouts_done == 0  # not one refinement of a proof
+    assert [t.stopped for t in fr.trees[1:]] == ["early_stop"] * 3
+    assert fr.cancelled_calls == 3  # each hanging tree had its first answer in flight
+
+
+async def test_proof_win_lets_every_tree_run_and_proof_off_is_the_old_vote(make_sim):
+    profile = SimProfile(p_first=1.0, hardness_sd=0.0, tree_sd=0.0)  # every first answer is a solution
+    sim = await make_sim(profile=profile)
+    q = "4 9 10 13"
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        win = await run_forest(q, Game24(), llm, SearchConfig(trees=3, rollouts=2, proof="win", **FAST), Budget(), "a")
+        stop = await run_forest(q, Game24(), llm, SearchConfig(trees=3, rollouts=2, **FAST), Budget(), "b")
+        off = await run_forest(q, Game24(), llm, SearchConfig(trees=3, rollouts=2, proof="off", **FAST), Budget(), "c")
+    assert win.decision.how == "proven" and not win.early_stopped
+    assert all(t.proven and t.rollouts_done == 2 and t.stopped == "done" for t in win.trees)
+    assert stop.decision.how == "proven" and all(t.stopped in ("proven", "early_stop") for t in stop.trees)
+    assert all(t.rollouts_done == 0 for t in stop.trees)
+    assert sum(t.tokens for t in stop.trees) < sum(t.tokens for t in win.trees)
+    assert off.decision.how != "proven" and not any(t.proven for t in off.trees)
+    assert all(Game24().grade(f.answer, None, q) for f in (win, stop, off))
+
+
+async def test_the_summary_reports_the_token_share_of_each_role(make_sim):
+    from fot.measure.meter import summarize
+
+    sim = await make_sim()
+    async with Engine(sim.base_url) as engine:
+        r = (await engine.solve("What is 12 + 30?", task="arith", trees=2, rollouts=2, **FAST)).to_dict()
+    assert sum(r["roles"].values()) == r["tokens"]["total"]  # every token is some role's
+    share = summarize([r]).token_share
+    assert set(share) == {"evaluation", "critique", "refinement", "decision", "other"}
+    assert abs(sum(share.values()) - 1) < 1e-9 and share["evaluation"] > 0 and share["critique"] > 0

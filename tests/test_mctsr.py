@@ -56,6 +56,19 @@ def test_fully_expanded_needs_max_children_and_a_better_child():
     assert fully_expanded(a, 2)  # at the limit, and a1 (40) beats a (10)
     a1.rewards = [5.0]
     assert not fully_expanded(a, 2)  # at the limit, but no child is better: still worth refining
+    assert fully_expanded(a, 2, cap=True)  # the cap (round three's default) closes it at the limit all the same
+
+
+def test_the_exploration_bonus_is_on_the_scale_of_q_when_scaled_by_the_range():
+    root, a, d, a1, a2 = _tree()
+    raw, scaled = uct(a1, 1.4, 1e-5) - a1.Q, uct(a1, 1.4, 1e-5, 200.0) - a1.Q
+    assert raw < 2 and scaled == pytest.approx(200 * raw) and scaled > 100
+
+
+async def test_max_children_is_enforced_even_when_every_refinement_scores_worse(make_sim):
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80),
+                                     rollouts=8)
+    assert max(len(n.children) for n in tree.nodes) <= 3
 
 
 def test_selection_exploits_the_best_q():
@@ -84,7 +97,13 @@ def test_backpropagation_averages_own_q_with_the_best_child_without_compounding(
     ("The steps hold.\nScore: 85", 85), ("Checked.\nscore = -40.", -40), ("**Score:** 70/100", 70),
     ("Score: 30\nOn reflection the last step is wrong.\nScore: -20", -20), ("[Score] 55", 55),
     ("no idea", None), ("13 - 8 = 5 and then 5 * 6 = 30, which", None), ("7/10", None),
-    ("Score: 120", None), ("I'd give it a score of 80 out of 100 because", None), ("Score: 7/10", None)])
+    ("Score: 120", None), ("I'd give it a score of 80 out of 100 because", None), ("Score: 7/10", None),
+    # the common forms instruction-tuned models write
+    ("Final score: 70", 70), ("**Final Score:** 70", 70), ("Score: 70 (out of 100)", 70), ("Score:\n70", 70),
+    ("**Score:**\n\n-40", -40), ("Overall score: 65 out of 100.", 65),
+    # ... and what is still not a score
+    ("I give it a score of 70.", None), ("Final answer: 70", None), ("Score:\nThe answer is 70", None),
+    ("Score:\n70 apples", None), ("Final score: 70 because it is close", None), ("Score:\n150", None)])
 def test_score_parsing_is_strict_about_the_final_score_line(text, score):
     assert parse_score(text) == score
 
@@ -102,7 +121,8 @@ def _tree_for(llm, cfg, budget, question="What is 6 * 7?", index=0):
 
 async def test_a_tree_snapshots_after_every_rollout(make_sim):
     sim = await make_sim()
-    cfg = SearchConfig(rollouts=5, logprob_threshold=None)
+    # the audited shape: both roots scored, every new node scored (round three's defaults skip both; next test)
+    cfg = SearchConfig(rollouts=5, logprob_threshold=None, reward_cache="off", dummy_scoring="always")
     budget = Budget(name="tree")
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         res = await _tree_for(llm, cfg, budget).run()
@@ -115,6 +135,47 @@ async def test_a_tree_snapshots_after_every_rollout(make_sim):
     roles = [r.role for r in llm.ledger.rows]
     assert roles.count("answer") == 1 and roles.count("refine") == 5 and roles.count("critique") == 5
     assert roles.count("evaluate") == 2 + 5 + 5
+
+
+async def test_rewards_are_cached_per_answer_and_the_dummy_is_scored_only_when_selection_needs_it(make_sim):
+    profile = SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0, eval_right=(60.0, 5.0))
+    sim = await make_sim(profile=profile)
+    cfg = SearchConfig(rollouts=4, logprob_threshold=None)  # defaults: 1 sample, cache per tree, lazy dummy
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, cfg, Budget(name="tree")).run()
+        evals = [r for r in llm.ledger.rows if r.role == "evaluate"]
+    # every answer is the same right one, scored about 60 (>= 0): the dummy is never needed, and each
+    # refinement reuses the first answer's rewards; only the selected nodes' extra samples are calls
+    assert res.eval_cached == 4 and len(evals) == 1 + 4 and all(r.n == 1 for r in evals)
+    dummy = next(n for n in res.node_records if n["role"] == "dummy")
+    assert dummy["n"] == 0 and dummy["q"] is None
+    refs = [n for n in res.node_records if n["role"] == "refine"]
+    assert all(n["rewards"] and n["rewards"][0].get("cached") for n in refs)  # later ones: its re-scorings
+    # an answer the verifier leans against (Q < 0) makes the restart point worth scoring
+    bad = SimProfile(p_first=0.0, p_fix=0.0, hardness_sd=0.0, tree_sd=0.0, eval_wrong=(-60.0, 5.0))
+    sim2 = await make_sim(profile=bad)
+    async with LLMClient(sim2.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, cfg, Budget(name="tree")).run()
+    dummy = next(n for n in res.node_records if n["role"] == "dummy")
+    assert dummy["n"] >= 1 and dummy["rewards"][0]["rollout"] == 1
+
+
+async def test_sparse_activation_stops_a_tree_whose_best_q_stays_below_the_threshold(make_sim):
+    bad = SimProfile(p_first=0.0, p_fix=0.0, hardness_sd=0.0, tree_sd=0.0, eval_wrong=(-60.0, 5.0))
+    sim = await make_sim(profile=bad)
+    async with LLMClient(sim.base_url, "fot-sim") as llm:
+        stopped = await _tree_for(llm, SearchConfig(rollouts=6, logprob_threshold=None), Budget(name="a")).run()
+        full = await _tree_for(llm, SearchConfig(rollouts=6, logprob_threshold=None, sparse_stop=None),
+                               Budget(name="b")).run()
+    assert (stopped.stopped, stopped.rollouts_done, stopped.rollouts_saved) == ("inactive", 1, 5)
+    assert (full.stopped, full.rollouts_done, full.rollouts_saved) == ("done", 6, 0)
+    assert stopped.tokens < full.tokens / 2
+    # a tree the verifier leans toward keeps going
+    good = SimProfile(p_first=1.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0, eval_right=(60.0, 5.0))
+    sim2 = await make_sim(profile=good)
+    async with LLMClient(sim2.base_url, "fot-sim") as llm:
+        res = await _tree_for(llm, SearchConfig(rollouts=3, logprob_threshold=None), Budget()).run()
+    assert res.stopped == "done" and res.rollouts_done == 3
 
 
 async def test_rollout_critical_path_runs_independent_calls_concurrently(make_sim):
@@ -167,6 +228,26 @@ async def test_low_logprob_steps_are_regenerated(make_sim):
     assert right / 20 > 0.5
 
 
+async def test_self_correction_fires_at_the_official_threshold_on_a_log_prob_backend(make_sim):
+    """Default threshold -1 (official): wrong first answers averaging -1.3 are regenerated; at -0.8 nothing fires."""
+    from fot.search.mctsr import confidence
+
+    fired = {}
+    for wrong in (-1.3, -0.8):
+        profile = SimProfile(p_first=0.2, logprob_right=-0.2, logprob_wrong=wrong, hardness_sd=0, tree_sd=0)
+        sim = await make_sim(profile=profile)
+        async with LLMClient(sim.base_url, "fot-sim") as llm:
+            results = await asyncio.gather(*(_tree_for(llm, SearchConfig(rollouts=0), Budget(), f"What is {i} + 5?",
+                                                       i).run() for i in range(12)))
+        fired[wrong] = sum(r.corrections for r in results)
+    assert fired[-1.3] > 0 and fired[-0.8] == 0
+
+    class Choice:  # a backend that returns prompt log-probs too: the mean is over both, as the official code's
+        logprobs = [-0.5, -0.5]
+        prompt_logprobs = [None, -2.0, -2.0, -2.0, -2.0]  # (the first prompt token has none)
+    assert confidence(Choice()) == pytest.approx(-9.0 / 6) and confidence(type("C", (), {"logprobs": None})()) is None
+
+
 # -- the search on a scripted backend (fot.sim with a script: rewards chosen by the test) -----------
 
 def _graded(user: str) -> str:
@@ -191,9 +272,11 @@ def _dummy(text: str) -> bool:
     return "know" in text or "understand" in text or "not sure" in text
 
 
-async def _scripted_tree(make_sim, score_of, rollouts=8, k=1):
+async def _scripted_tree(make_sim, score_of, rollouts=8, k=1, **kw):
     sim = await make_sim(script=_script(score_of))
-    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None)
+    # the script scores each text, and these tests are about selection on those rewards: a refinement that
+    # keeps its parent's answer must be scored, not take its parent's rewards from the cache
+    cfg = SearchConfig(rollouts=rollouts, reward_samples=k, logprob_threshold=None, reward_cache="off", **kw)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         tree = _tree_for(llm, cfg, Budget())
         res = await tree.run()
@@ -211,7 +294,9 @@ async def test_a_tree_exploits_the_branch_its_rewards_favour(make_sim):
 
 
 async def test_a_refinement_that_scores_worse_sends_the_search_back_to_the_better_parent(make_sim):
-    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80))
+    # the official scale: with the bonus scaled by the range the less-visited child is explored first
+    tree, res = await _scripted_tree(make_sim, lambda t: -60 if _dummy(t) else (20 if "Better." in t else 80),
+                                     uct_scale="raw")
     first = tree.nodes[1] if tree.nodes[0].dummy else tree.nodes[0]
     assert not first.dummy and len(first.children) >= 2  # the parent got a second child
     assert res.q == 80  # and its own, better answer is returned
@@ -231,7 +316,8 @@ async def test_the_dummy_root_is_expanded_when_every_real_answer_scores_lower(ma
 
 async def test_unreadable_self_evaluations_are_dropped_and_counted_not_scored_zero(make_sim):
     sim = await make_sim(profile=SimProfile(eval_unreadable=1.0))
-    cfg = SearchConfig(rollouts=3, reward_samples=2, logprob_threshold=None)
+    # sparse_stop off: an unscored tree is inactive and would stop, and this test counts every rollout's samples
+    cfg = SearchConfig(rollouts=3, reward_samples=2, logprob_threshold=None, sparse_stop=None)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
         res = await _tree_for(llm, cfg, Budget()).run()
     assert res.eval_asked == 2 * 2 + 3 * (1 + 2) and res.eval_parsed == 0

@@ -12,7 +12,7 @@ from fot.engine import Engine
 from fot.search.forest import run_forest
 from fot.measure.meter import replay
 from fot.search.policies import (DECISION_RULES, INPUT_KINDS, UNSET, InputContext, MajorityFirst, Scores, Vote,
-                          decision_rule)
+                          decision_rule, shuffle_premises)
 from fot.tasks.problems import Problem
 from fot.sim import SimProfile
 from fot.solve import main
@@ -164,9 +164,9 @@ async def test_agent_code_passes_its_own_verifier_and_decision_rule_and_the_mete
 
 def test_unset_keeps_a_setting_and_none_is_a_value():
     cfg = SearchConfig()
-    assert cfg.logprob_threshold == -1.5
+    assert cfg.logprob_threshold == -1.0
     assert cfg.with_(logprob_threshold=None).logprob_threshold is None
-    assert cfg.with_(logprob_threshold=UNSET, trees=UNSET).logprob_threshold == -1.5
+    assert cfg.with_(logprob_threshold=UNSET, trees=UNSET).logprob_threshold == -1.0
 
 
 @pytest.mark.parametrize("bad", [dict(decision="vote"), dict(verifier="oracle"), dict(inputs=("raw", "mirror"))])
@@ -210,7 +210,8 @@ async def test_the_second_example_tree_gets_the_second_nearest_example():
 async def test_a_four_tree_game24_forest_sees_four_different_inputs_and_the_result_records_them(make_sim):
     sim = await make_sim()
     async with Engine(sim.base_url) as engine:
-        r = await engine.solve("2 6 8 13", task="game24", trees=4, rollouts=0)
+        # proof="win": a proof would cancel the trees still preparing their input, and this test reads all four
+        r = await engine.solve("2 6 8 13", task="game24", trees=4, rollouts=0, proof="win")
     seen = {(t["question"], t["hint"]) for t in r.trees}
     assert len(seen) == 4 and [t["input"] for t in r.trees] == ["raw", "rephrase", "shuffle", "example"]
 
@@ -263,3 +264,55 @@ def test_the_public_face_exports_the_seams_agent_code_implements():
                  "InputKind", "TreeInput"):
         assert name in fot.__all__ and getattr(fot, name) is not None
     assert all(hasattr(fot, name) for name in fot.__all__)
+
+
+def test_kinds_and_temperatures_are_not_in_lockstep_and_raw_is_never_repeated():
+    from fot.search.inputs import assign
+
+    kinds = ("raw", "rephrase", "shuffle", "example")
+    got = [assign(kinds, (0.7, 1.0), i) for i in range(8)]
+    assert [k for k, _, _ in got].count("raw") == 1
+    assert len({(k, r) for k, r, _ in got}) == 8  # no (kind, rank) twice: each tree its own variant
+    for kind in ("rephrase", "shuffle", "example"):  # every kind that repeats runs at both temperatures
+        assert {t for k, _, t in got if k == kind} == {0.7, 1.0}
+
+
+def test_premise_shuffle_keeps_dependent_sentences_and_abbreviations_with_what_they_lean_on():
+    q = ("There are twice as many boys as girls at Dr. Wertz's school. Carla is downloading a 200 GB file. "
+         "Normally she can download 2 GB/minute. Then she restarts. Tom has 3.5 apples. How much time does it take?")
+    for seed in range(20):
+        s = shuffle_premises(q, random.Random(seed))
+        assert "Dr. Wertz's school." in s and "Carla is downloading a 200 GB file. Normally she can download 2 GB/minute. "\
+            "Then she restarts." in s and "3.5 apples" in s and s.endswith("How much time does it take?")
+    assert any(shuffle_premises(q, random.Random(seed)) != q for seed in range(20))  # and still reorders
+    dependent = "Josh buys a house. He repairs it. Then he sells it. How much did he make?"
+    assert shuffle_premises(dependent, random.Random(1)) == dependent  # one independent premise: nothing to move
+
+
+async def test_a_rephrasing_that_drops_a_number_is_refused_with_the_reason():
+    from fot.search.inputs import Rephrase
+
+    class Fake:
+        def __init__(self, text):
+            self.text = text
+
+        async def chat(self, *a, **k):
+            return type("C", (), {"text": self.text})()
+
+    q = "Ann has 12 apples and gives 5 away. How many are left?"
+    ctx = _ctx(q, Arith())
+    ctx.llm = Fake("Ann starts with a dozen apples and gives some away. How many remain?")
+    got = await Rephrase().prepare(ctx)
+    assert got.kind == "raw" and got.question == q and "12" in got.note and "5" in got.note
+    ctx.llm = Fake("After giving 5 of her 12 apples away, how many does Ann have?")
+    got = await Rephrase().prepare(ctx)
+    assert got.kind == "rephrase" and not got.note
+
+
+async def test_eight_trees_get_eight_distinct_inputs_where_the_kinds_can_supply_them(make_sim):
+    sim = await make_sim()
+    async with Engine(sim.base_url) as engine:
+        r = await engine.solve("4 7 8 8", task="game24", trees=8, rollouts=0, proof="win")
+    assert len({(t["question"], t["hint"]) for t in r.trees}) == 8
+    # (fot.sim's rephrasing ignores its seed, so the second rephrase tree repeated the first: replaced, and said so)
+    assert any("the same input as tree" in t["input_note"] for t in r.trees)

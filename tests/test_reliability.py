@@ -33,8 +33,10 @@ def _problems(tmp_path, n=6, name="p.jsonl"):
 def test_solve_survives_each_fault_kind(tmp_path, kind, rate):
     probs = _problems(tmp_path)
     out, trace = tmp_path / "out.jsonl", tmp_path / "trace.jsonl"
+    # --reward-samples 3 (the old default): short_n is a reply with fewer than n choices, and the one-sample
+    # default asks n > 1 of no call
     rc = main([str(probs), "--sim", "--sim-fault", f"{kind}={rate}", "--trees", "2", "--rollouts", "2",
-               "--timeout", "0.5", "--out", str(out), "--trace", str(trace), "--quiet"])
+               "--reward-samples", "3", "--timeout", "0.5", "--out", str(out), "--trace", str(trace), "--quiet"])
     assert rc == 0
     rows = read_rows(out)
     assert sorted(r["id"] for r in rows) == sorted(f"arith-{i:03d}" for i in range(1, 7))  # none lost

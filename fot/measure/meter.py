@@ -57,6 +57,9 @@ class Summary:
     decisions: dict
     eval_samples: int = 0  # self-evaluation samples asked for ...
     eval_parse_rate: float | None = None  # ... and the share whose score line could be read
+    # share of all tokens per role, over the problems that recorded it: evaluation, critique, refinement,
+    # decision (the expert), and the rest (first answers, input preparation)
+    token_share: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +79,10 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
     usd = sum(r.cost_usd for r in recs)
     asked = sum(r.evaluation.get("asked", 0) for r in recs)
     parsed = sum(r.evaluation.get("parsed", 0) for r in recs)
+    roles: dict[str, int] = {}
+    for r in recs:
+        for role, v in (r.roles or {}).items():
+            roles[role] = roles.get(role, 0) + int(v)
     decisions: dict[str, int] = {}
     for r in recs:
         decisions[r.decision] = decisions.get(r.decision, 0) + 1
@@ -87,7 +94,21 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
         calls=sum(r.calls for r in recs), errors=sum(1 for r in recs if r.error),
         wall_s_mean=statistics.fmean(r.wall_s for r in recs) if recs else 0.0, decisions=decisions,
-        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None)
+        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None, token_share=role_shares(roles))
+
+
+SHARE_OF = {"evaluation": ("evaluate", "reward_model"), "critique": ("critique",), "refinement": ("refine",),
+            "decision": ("expert",)}
+
+
+def role_shares(roles: dict[str, int]) -> dict[str, float]:
+    """{evaluation, critique, refinement, decision, other}: each one's share of the tokens in `roles`."""
+    total = sum(roles.values())
+    if not total:
+        return {}
+    out = {k: sum(roles.get(r, 0) for r in rs) / total for k, rs in SHARE_OF.items()}
+    out["other"] = 1 - sum(out.values())
+    return out
 
 
 # -- anytime and grid: smaller forests replayed from one run's snapshots ---------------------------
@@ -184,9 +205,10 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
         if s is None:
             votes.append(Vote(i, None, None))
             continue
-        votes.append(Vote(i, s["answer"], s["q"]))
+        votes.append(Vote(i, s["answer"], s["q"], bool(s.get("proven"))))
         usage += Usage.from_dict(s)
-    decision = vote(rule, votes, task, rec.question, rec.settings.get("tie_break") or "expert")
+    decision = vote(rule, votes, task, rec.question, rec.settings.get("tie_break") or "expert",
+                    proof_wins=rec.settings.get("proof", "off") != "off")  # runs before the setting: off
     how, answer = decision.how, decision.answer
     if decision.needs_expert:
         if full and rec.decision in ("expert", "fallback", "fallback_q"):

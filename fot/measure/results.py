@@ -52,6 +52,8 @@ class Result:
     evaluation: dict = field(default_factory=dict)  # self-evaluation samples asked for and read
     early_stopped: bool = False
     budget_bound: dict = field(default_factory=dict)  # {"problem": bool, "trees": [bool]}: which caps shaped the search
+    roles: dict = field(default_factory=dict)  # tokens per role (answer, critique, refine, evaluate, expert, ...)
+    stop: dict = field(default_factory=dict)  # forest: why the other trees were cancelled and the calls cut off
     # every tree's every node (forest methods): the trees file's line, not the results line, which stays small
     forest: list[dict] = field(default_factory=list, repr=False)
     # the errors behind a missing answer (trees' or samples'), for SolveError's cause: never written
@@ -98,6 +100,8 @@ class Record:
     evaluation: dict = field(default_factory=dict)
     early_stopped: bool = False
     budget_bound: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)
+    stop: dict = field(default_factory=dict)
     reference: str | None = None
     correct: bool | None = None
     oracle_correct: bool | None = None

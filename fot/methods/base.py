@@ -40,10 +40,11 @@ class MethodRun:
 
 
 # the settings a tree search's results depend on (recorded for a resume to compare): all of the search's
-TREE_SETTINGS = ("trees", "rollouts", "c", "eps", "max_children", "reward_samples", "full_score", "full_score_penalty",
+TREE_SETTINGS = ("trees", "rollouts", "c", "uct_scale", "eps", "max_children", "max_children_rule", "reward_samples", "reward_cache",
+                 "dummy_scoring", "full_score", "full_score_penalty",
                  "rescore_selected", "answer_max_tokens", "critique_max_tokens", "eval_max_tokens", "min_tokens",
-                 "inputs", "temperatures", "activation_threshold", "majority", "decision", "tie_break",
-                 "logprob_threshold", "max_corrections", "early_stop", "verifier", "expert_max_tokens",
+                 "inputs", "temperatures", "activation_threshold", "sparse_stop", "majority", "decision", "tie_break",
+                 "logprob_threshold", "max_corrections", "early_stop", "proof", "verifier", "expert_max_tokens",
                  "decision_reserve", "tree_budget", "max_consecutive_failures")
 # a sampling baseline's
 SAMPLE_SETTINGS = ("samples", "temperatures", "answer_max_tokens", "min_tokens")

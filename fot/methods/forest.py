@@ -33,7 +33,7 @@ class Forest(Method):
 
     def settings(self, cfg: "SearchConfig", budget: int | None, names: dict, samples: int) -> dict:
         return {"trees": cfg.trees, "rollouts": cfg.rollouts, "activation_threshold": cfg.activation_threshold,
-                "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "seed": cfg.seed,
+                "majority": cfg.majority, "tie_break": cfg.tie_break, "early_stop": cfg.early_stop, "proof": cfg.proof, "seed": cfg.seed,
                 "decision": names["decision"], "verifier": names["verifier"], "budget": budget,
                 "tree_budget": cfg.tree_budget,
                 "tree_allowance": "per_tree" if cfg.tree_budget is not None else ("share" if budget else "none")}
@@ -52,8 +52,18 @@ class Forest(Method):
         r.trees = [{"index": t.index, "input": t.input_kind, "input_note": t.input_note, "question": t.question,
                     "hint": t.hint, "temperature": t.temperature, "answer": t.answer, "q": t.q,
                     "rollouts": t.rollouts_done, "nodes": t.nodes, "depth": t.depth, "corrections": t.corrections,
-                    "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "stopped": t.stopped,
-                    "tokens": t.tokens, "error": t.error} for t in fr.trees]
+                    "eval_asked": t.eval_asked, "eval_parsed": t.eval_parsed, "eval_cached": t.eval_cached,
+                    "stopped": t.stopped, "rollouts_saved": t.rollouts_saved, "proven": t.proven, "roles": t.roles, "tokens": t.tokens, "error": t.error} for t in fr.trees]
+        roles: dict[str, int] = {}
+        for t in fr.trees:
+            for k, v in t.roles.items():
+                roles[k] = roles.get(k, 0) + v
+        if fr.expert_tokens:
+            roles["expert"] = roles.get("expert", 0) + fr.expert_tokens
+        r.roles = roles
+        r.stop = {"reason": fr.stop_reason, "cancelled_calls": fr.cancelled_calls,
+                  "inactive_trees": sum(t.stopped == "inactive" for t in fr.trees),
+                  "rollouts_saved": sum(t.rollouts_saved for t in fr.trees)}
         r.snapshots = [[asdict(s) for s in t.snapshots] for t in fr.trees]
         r.forest = [{"index": t.index, "input": t.input_kind, "question": t.question, "hint": t.hint,
                      "temperature": t.temperature, "answer": t.answer, "q": t.q, "best": t.best, "stopped": t.stopped,

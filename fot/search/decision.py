@@ -7,6 +7,10 @@ trees could no longer change the outcome (`settled`, for early stop). `vote` app
 tie-break that needs no call, and is the one path for the forest and the meter's replay alike: what
 is left to them is the expert (a live call in the forest, the recorded answer in a replay). To add a
 rule: a class with the `DecisionRule` methods and its line in `DECISION_RULES`.
+
+A proof outranks every rule: when `proof_wins` and some tree's answer was proven by a complete verifier
+(`Vote.proven`, the Game-of-24 rule check), `vote` returns it (how "proven") before any rule is asked, so
+no count of unproven votes can outvote it. Rules themselves never see the difference.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ class Vote:
     tree: int
     answer: str | None
     q: float | None  # None: no self-evaluation of the tree's answer could be read
+    proven: bool = False  # a complete verifier proved this answer right (see `vote`)
 
 
 @dataclass
 class Decision:
     answer: str | None
     text: str
-    how: str  # unanimous | majority | single | expert | fallback | q | none; "expert" with answer None = needs one
+    how: str  # unanimous | majority | single | expert | fallback | q | proven | none; "expert" with answer None = needs one
     active: list[int]  # trees whose votes counted
     groups: list[tuple[str, list[int]]]  # (answer, trees) among the counted votes, largest first
     sparse_fallback: bool = False  # no tree passed the activation threshold, so all trees with an answer voted
@@ -156,9 +161,24 @@ def decision_rule(name: str, threshold: float = 0.0, majority: float = 0.5) -> D
         raise UsageError(f"unknown decision rule '{name}'; known: {', '.join(DECISION_RULES)}") from None
 
 
-def vote(rule: DecisionRule, votes: list[Vote], task: "Task", question: str, tie_break: str) -> Decision:
+def proven_decision(votes: list[Vote], task: "Task", question: str) -> Decision | None:
+    """The decision a proof makes (the first proven tree's answer, how "proven"), or None without one."""
+    proven = [v for v in votes if v.proven and v.answer is not None]
+    if not proven:
+        return None
+    groups = group_answers([(v.tree, v.answer) for v in proven], task, question)
+    return Decision(proven[0].answer, "", "proven", [v.tree for v in proven], groups)
+
+
+def vote(rule: DecisionRule, votes: list[Vote], task: "Task", question: str, tie_break: str,
+         proof_wins: bool = False) -> Decision:
     """The rule's vote; when it cannot pick and `tie_break` is "q", the rule's own fallback (how "q").
-    A decision that still `needs_expert` waits for the expert; `fallback` is what stands if there is none."""
+    A decision that still `needs_expert` waits for the expert; `fallback` is what stands if there is none.
+    With `proof_wins`, a proven answer decides first (`proven_decision`)."""
+    if proof_wins:
+        d = proven_decision(votes, task, question)
+        if d is not None:
+            return d
     d = rule.decide(votes, task, question)
     if d.needs_expert and tie_break == "q":
         d = rule.fallback(d, votes)

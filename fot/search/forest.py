@@ -1,16 +1,22 @@
 """The forest (Bi et al. 2025): T MCTSr trees on one problem, run concurrently, then one decision.
 
-- Input diversity: tree i gets input kind `inputs[i % len]` (see `fot.search.inputs.INPUT_KINDS`: the raw
-  question, a rephrasing by the model, the question's givens reordered, or a worked example shown
-  first) and temperature `temperatures[i % len]`, with its own seed. A kind that cannot vary the
-  input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
+- Input diversity: tree i gets its input kind and temperature from `fot.search.inputs.assign` (each kind
+  once, then the kinds that can vary again, each at its next temperature, so kinds and temperatures are
+  not in lockstep; `INPUT_KINDS`: the raw question, a rephrasing by the model, the question's independent
+  givens reordered, or a worked example shown first) and its own seed. Inputs are prepared first, and a
+  repeat of an earlier tree's is replaced by an unused variant (`distinct_inputs`). A kind that cannot vary
+  the input says why (`TreeResult.input_note`); the result keeps the input each tree really saw.
 - Dynamic self-correction happens inside each tree (`MCTSrTree._generate`).
 - The decision is a `fot.search.decision.DecisionRule` (default `majority_first`; the paper's order is
   `activation_first`): sparse activation, a vote, and with no decision by vote an expert prompt
   that compares one representative of each answer; if that call fails or cannot be read, the
   rule's fallback (the largest group, then the best Q in it).
-- Optional early stop: once the rule says no remaining tree's vote could change the decision
-  (`DecisionRule.settled`, which respects activation), the rest are cancelled.
+- A proof decides (`SearchConfig.proof`, default "stop"): when a complete verifier proves a tree's answer
+  (the Game-of-24 rule check), that answer wins the vote outright, its tree stops, and the forest
+  cancels the other trees, counting the calls it cut off. "win" keeps the vote rule and lets every tree run.
+- Optional consensus early stop (the paper's CGDM early termination, `early_stop`): once the rule says no
+  remaining tree's vote could change the decision (`DecisionRule.settled`, which respects activation),
+  the rest are cancelled. Where a remaining tree could still bring a proof that would win, it never settles.
 
 Trees share nothing until the decision, so tree t's snapshots at rollout r are exactly what a
 forest of the first t trees with r rollouts would have seen; the result keeps them for the meter,
@@ -25,14 +31,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import prompts
-from .aio import gather_all
 from ..backend.budget import Budget, BudgetExhausted
 from ..config import SearchConfig
 from ..backend.ledger import CallTag
 from ..backend.llm import LLMClient, LLMError
-from .mctsr import MCTSrTree, Snapshot, TreeResult
+from .mctsr import MCTSrTree, RewardCache, Snapshot, TreeResult
 from .decision import Decision, DecisionRule, Vote, decision_rule, vote
-from .inputs import INPUT_KINDS, InputContext, TreeInput
+from .aio import gather_all
+from .inputs import INPUT_KINDS, InputContext, Shuffle, TreeInput, assign, nearest_examples
 from .verifiers import Verifier, make_verifier
 from ..tasks import Task
 
@@ -40,7 +46,7 @@ BEST = re.compile(r"best\s*(?:[:=]\s*)?(?:candidate\s*)?(\d+)", re.I)  # not `\s
 
 
 def votes_of(trees: list[TreeResult]) -> list[Vote]:
-    return [Vote(r.index, r.answer, r.q) for r in trees]
+    return [Vote(r.index, r.answer, r.q, r.proven) for r in trees]
 
 
 @dataclass
@@ -52,6 +58,8 @@ class ForestResult:
     expert_tokens: int = 0
     expert_usage: dict = field(default_factory=dict)  # prompt, completion, cached of the expert call
     early_stopped: bool = False
+    stop_reason: str = ""  # proof | consensus: why the other trees were cancelled
+    cancelled_calls: int = 0  # calls in flight when they were (their reservations are charged: `unknown`)
     errors: list[str] = field(default_factory=list)
     budget_bound: dict = field(default_factory=dict)  # did the problem's cap / each tree's cap clamp or refuse a call
 
@@ -74,49 +82,76 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     else:
         shares = [budget.child(name=f"{budget.name}/tree{i}") for i in range(T)]
     made: dict[int, MCTSrTree] = {}
+    shared_cache = RewardCache(task, question) if cfg.reward_cache == "problem" else None
     if verifier is None:
         verifier = make_verifier(cfg, task, question, llm, reward_llm)
     rule = decision or decision_rule(cfg.decision, cfg.activation_threshold, cfg.majority)
     examples = list(example_pool or task.exemplars)  # the user's own, else the task's
     answer_cap = cfg.answer_cap(task)
 
-    async def one(i: int) -> TreeResult:
-        kind = cfg.inputs[i % len(cfg.inputs)]
-        rank = sum(1 for j in range(i) if cfg.inputs[j % len(cfg.inputs)] == kind)
-        temperature = cfg.temperatures[i % len(cfg.temperatures)]
-        seed = cfg.seed * 1000 + i
-        ctx = InputContext(question, task, llm, shares[i], i, rank, problem_id, seed, examples, answer_cap)
+    def context(i: int, rank: int) -> InputContext:
+        return InputContext(question, task, llm, shares[i], i, rank, problem_id, cfg.seed * 1000 + i, examples,
+                            answer_cap)
+
+    async def prepare(i: int) -> tuple[TreeInput, float]:
+        kind, rank, temperature = assign(cfg.inputs, cfg.temperatures, i)
         try:
-            inp = await INPUT_KINDS[kind].prepare(ctx)
+            inp = await INPUT_KINDS[kind].prepare(context(i, rank))
         except BudgetExhausted:
             inp = TreeInput(question, kind="raw", note=f"{kind}: no budget left to prepare it")
+        return inp, temperature
+
+    async def one(i: int, inp: TreeInput, temperature: float) -> TreeResult:
+        seed = cfg.seed * 1000 + i
         tree = MCTSrTree(index=i, question=inp.question, original_question=question, task=task, llm=llm,
                          verifier=verifier, config=cfg, budget=shares[i], problem_id=problem_id, hint=inp.hint,
                          temperature=temperature, seed=seed, input_kind=inp.kind, input_note=inp.note,
-                         on_rollout=on_rollout)
+                         on_rollout=on_rollout, reward_cache=shared_cache, on_proof=on_proof)
+        if shares[i].spent_tokens:
+            tree.result.roles["input"] = shares[i].spent_tokens  # the rephrasing, charged to the tree
         made[i] = tree
         return await tree.run()
 
-    tasks = [asyncio.create_task(one(i)) for i in range(T)]
+    early, stop_reason, cancelled_calls = False, "", 0
+
+    def stop_others(i: int | None, reason: str) -> None:
+        """Cancel every tree but `i`, now: a call cancelled here was in flight; none starts after."""
+        nonlocal early, stop_reason, cancelled_calls
+        if stop_reason:
+            return
+        early, stop_reason = True, reason
+        for j, t in enumerate(tasks):
+            if j != i and not t.done():
+                cancelled_calls += made[j].inflight if j in made else 0
+                t.cancel()
+
+    def on_proof(i: int) -> None:  # called by tree i the moment a node of it is proven
+        if cfg.proof == "stop" and T > 1:
+            stop_others(i, "proof")
+
+    prepared = distinct_inputs(await gather_all(*(prepare(i) for i in range(T))), context, question, examples)
+
+    tasks = [asyncio.create_task(one(i, *prepared[i])) for i in range(T)]
     if on_tree is not None:  # progress for whoever shows it (fot.serve's stream): each tree as it finishes
         for t in tasks:
             t.add_done_callback(lambda t: None if t.cancelled() or t.exception() else on_tree(t.result()))
-    early = False
+    proof_wins = cfg.proof != "off"
+    can_prove = proof_wins and bool(getattr(verifier, "can_prove", False))
     try:
-        if cfg.early_stop and T > 1:
-            pending = set(tasks)
-            finished: list[TreeResult] = []
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                finished += [t.result() for t in done]
-                if pending and rule.settled(votes_of(finished), len(pending), task, question):
-                    early = True
-                    for t in pending:
-                        t.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-                    break
-        else:
-            await gather_all(*tasks)
+        pending = set(tasks)
+        finished: list[TreeResult] = []
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            # a tree's own failure re-raises here (all are cancelled below); a tree a proof cancelled has none
+            finished += [t.result() for t in done if not (stop_reason and t.cancelled())]
+            if not pending:
+                break
+            if not stop_reason and cfg.early_stop and not can_prove and rule.settled(
+                    votes_of(finished), len(pending), task, question):
+                stop_others(None, "consensus")
+            if stop_reason:
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
     except BaseException:
         for t in tasks:
             t.cancel()
@@ -125,9 +160,10 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
     trees = []
     for i, t in enumerate(tasks):
         if t.cancelled():  # early stop: keep what the tree did and spent (its last snapshot holds its tokens)
+            inp, temperature = prepared[i]
             r = made[i].result if i in made else TreeResult(
-                index=i, input_kind="raw", temperature=cfg.temperatures[i % len(cfg.temperatures)],
-                tokens=shares[i].spent_tokens, snapshots=[Snapshot(0, shares[i].spent_tokens, None, None,
+                index=i, input_kind=inp.kind, temperature=temperature, question=inp.question, hint=inp.hint,
+                input_note=inp.note, tokens=shares[i].spent_tokens, snapshots=[Snapshot(0, shares[i].spent_tokens, None, None,
                                                                    shares[i].spent.calls)])
             r.stopped = "early_stop"
         else:
@@ -137,7 +173,7 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
         trees.append(r)
     bound = {"problem": budget.bound > 0, "trees": [b.bound > 0 for b in shares]}
 
-    verdict = vote(rule, votes_of(trees), task, question, cfg.tie_break)
+    verdict = vote(rule, votes_of(trees), task, question, cfg.tie_break, proof_wins=proof_wins)
     expert_tokens = 0
     expert_usage = {"prompt": 0, "completion": 0, "cached": 0}
     errors = [f"tree {r.index}: {r.error}" for r in trees if r.error]
@@ -154,8 +190,34 @@ async def run_forest(question: str, task: Task, llm: LLMClient, cfg: SearchConfi
                 best = max(members, key=lambda i: trees[i].q if trees[i].q is not None else float("-inf"))
                 verdict.text = trees[best].text
     return ForestResult(answer=verdict.answer, text=verdict.text, decision=verdict, trees=trees,
-                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early, errors=errors,
-                        budget_bound=bound)
+                        expert_tokens=expert_tokens, expert_usage=expert_usage, early_stopped=early,
+                        stop_reason=stop_reason, cancelled_calls=cancelled_calls, errors=errors, budget_bound=bound)
+
+
+def distinct_inputs(prepared: list[tuple[TreeInput, float]], context: Callable[[int, int], InputContext],
+                    question: str, examples: list[tuple[str, str]]) -> list[tuple[TreeInput, float]]:
+    """Each tree's input, a repeat of an earlier tree's replaced by a variant no tree has yet (another
+    reordering, then another worked example), with the reason in its note; a repeat stays only when the
+    kinds have nothing left to give (say, a question with no premises to reorder and no examples)."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, (inp, _) in enumerate(prepared):  # first, every input as prepared: a spare never takes a later tree's
+        seen.setdefault((inp.question, inp.hint), i)
+    out = []
+    for i, (inp, temperature) in enumerate(prepared):
+        first = seen[(inp.question, inp.hint)]
+        if first != i:
+            spare = [TreeInput(v, kind="shuffle") for v in Shuffle.variants(context(i, 0))]
+            spare += [TreeInput(question, hint=f"A worked example of a similar problem:\nQ: {q}\nA: {sol}",
+                                kind="example") for q, sol in nearest_examples(question, examples)]
+            new = next((x for x in spare if (x.question, x.hint) not in seen), None)
+            if new is not None:
+                new.note = f"{inp.kind}: the same input as tree {first}, so {new.kind} instead"
+                inp = new
+                seen[(inp.question, inp.hint)] = i
+            else:
+                inp.note = (inp.note + "; " if inp.note else "") + f"the same input as tree {first}: no other variant"
+        out.append((inp, temperature))
+    return out
 
 
 async def _expert(question: str, llm: LLMClient, cfg: SearchConfig, budget: Budget, problem_id: str,

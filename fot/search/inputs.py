@@ -3,9 +3,12 @@ examples, shuffled premises).
 
     INPUT_KINDS     raw, rephrase, shuffle, example
 
-`SearchConfig.inputs` names them by key, cycled over the trees. To add one: a class with `name` and
-`prepare(ctx)` (the `InputKind` protocol), and its line in `INPUT_KINDS`. None of them ever sees a
-reference answer; a kind that cannot vary a question returns it raw, with a `note` saying why.
+`SearchConfig.inputs` names them by key; `assign` gives tree i its kind and temperature. To add one: a
+class with `name` and `prepare(ctx)` (the `InputKind` protocol), and its line in `INPUT_KINDS`. None of
+them ever sees a reference answer; a kind that cannot vary a question returns it raw, with a `note`
+saying why. A kind asked for twice gives its `rank`-th variant (the k-th distinct shuffle, the k-th
+nearest example, a rephrasing with another seed), so T trees get T distinct inputs where the kinds
+can supply them; the forest replaces a duplicate that remains (`fot.search.forest`).
 """
 
 from __future__ import annotations
@@ -61,8 +64,34 @@ class Raw:
         return TreeInput(ctx.question)
 
 
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers_of(text: str) -> set[str]:
+    return {n.replace(",", "") for n in NUMBER.findall(text)}
+
+
+def assign(inputs: tuple[str, ...], temperatures: tuple[float, ...], i: int) -> tuple[str, int, float]:
+    """Tree i's (kind, rank, temperature). The first len(inputs) trees take each kind once; later trees cycle
+    over the kinds that can vary (raw cannot: a second raw tree would repeat the first's prompt exactly).
+    The temperature turns with each kind's rank, so kinds and temperatures are not in lockstep: with
+    4 kinds and 2 temperatures, every kind runs at both."""
+    kind = assign_kind(inputs, i)
+    rank = sum(1 for j in range(i) if assign_kind(inputs, j) == kind)
+    return kind, rank, temperatures[(inputs.index(kind) + rank) % len(temperatures)]
+
+
+def assign_kind(inputs: tuple[str, ...], i: int) -> str:
+    k = len(inputs)
+    if i < k:
+        return inputs[i]
+    varying = [x for x in inputs if x != "raw"] or list(inputs)
+    return varying[(i - k) % len(varying)]
+
+
 class Rephrase:
-    """The model restates the question in its own words (one call, charged to the tree)."""
+    """The model restates the question in its own words (one call, charged to the tree). Accepted only if it
+    keeps every number of the question: a rephrasing that drops or changes one asks another question."""
 
     name = "rephrase"
 
@@ -75,20 +104,73 @@ class Rephrase:
         text = c.text.strip()
         if not text or text == ctx.question.strip() or len(text) > 4 * len(ctx.question) + 200:
             return TreeInput(ctx.question, kind="raw", note="rephrase unusable (empty, unchanged or too long)")
+        lost = sorted(numbers_of(ctx.question) - numbers_of(text), key=lambda n: (len(n), n))
+        if lost:
+            return TreeInput(ctx.question, kind="raw", note=f"rephrase dropped the number(s) {', '.join(lost[:5])}")
         return TreeInput(text, kind="rephrase")
 
 
+ABBREVIATIONS = ("Dr", "Mr", "Mrs", "Ms", "St", "Jr", "Sr", "Prof", "Mt", "vs", "etc", "e.g", "i.e", "No", "approx")
+# a sentence that starts so leans on the one before it (order, reference, contrast): it moves with it
+DEPENDENT = re.compile(
+    r"^(?:then|after|afterwards|later|next|finally|so|but|however|also|this|that|these|those|it|its|he|she|they|"
+    r"his|her|their|them|him|each|if|in addition|meanwhile|now|there|the rest|the remaining|the other|another|"
+    r"instead|besides|still|yet|because|otherwise|together|both|half|twice|only|since)\b"
+    r"|^(?:\w+[,]?\s+){0,2}(?:she|he|they|it|her|his|their|them|him|its)\b", re.I)
+
+
+def sentences_of(text: str) -> list[str]:
+    """Sentences, not split after an abbreviation ("Dr.") or inside a decimal ("3.5")."""
+    parts = re.split(r"(?<=[.!?])\s+", text.strip())
+    out: list[str] = []
+    for p in parts:
+        if out and (re.search(r"(?:^|\s)(?:" + "|".join(re.escape(a) for a in ABBREVIATIONS) + r")\.$", out[-1])
+                    or re.fullmatch(r"[A-Z]\.", out[-1].split()[-1] if out[-1].split() else "")):
+            out[-1] = f"{out[-1]} {p}"
+        else:
+            out.append(p)
+    return out
+
+
+def premise_blocks(question: str) -> tuple[list[str], str] | None:
+    """(independent premise blocks, the last sentence), a dependent sentence glued to the one before it;
+    None if there are fewer than two blocks to reorder."""
+    sents = sentences_of(question)
+    if len(sents) < 3:
+        return None
+    head, last = sents[:-1], sents[-1]
+    blocks: list[str] = []
+    for s in head:
+        if blocks and DEPENDENT.match(s):
+            blocks[-1] = f"{blocks[-1]} {s}"
+        else:
+            blocks.append(s)
+    return (blocks, last) if len(blocks) >= 2 else None
+
+
 def shuffle_premises(question: str, rng: random.Random) -> str:
-    """Shuffle every sentence but the last (the question itself); unchanged if there are fewer than two premises."""
-    sentences = re.split(r"(?<=[.!])\s+", question.strip())
-    if len(sentences) < 3:
+    """Reorder the independent premises (every sentence but the last, the question itself; a sentence that
+    leans on the one before, "Then ...", "She ...", moves with it); unchanged if there are fewer than two."""
+    split = premise_blocks(question)
+    if split is None:
         return question
-    head, last = sentences[:-1], sentences[-1]
+    blocks, last = split
+    original = " ".join(blocks + [last])
     for _ in range(5):
-        rng.shuffle(head)
-        if " ".join(head + [last]) != question.strip():
+        rng.shuffle(blocks)
+        if " ".join(blocks + [last]) != original:
             break
-    return " ".join(head + [last])
+    return " ".join(blocks + [last])
+
+
+def variants(make, question: str, seed: int, tries: int = 24) -> list[str]:
+    """The distinct reorderings `make(question, rng)` gives over `tries` seeds, in the order first found."""
+    out: list[str] = []
+    for j in range(tries):
+        v = make(question, random.Random(seed * 7919 + j))
+        if v and v.strip() != question.strip() and v not in out:
+            out.append(v)
+    return out
 
 
 class Shuffle:
@@ -98,13 +180,17 @@ class Shuffle:
     name = "shuffle"
 
     async def prepare(self, ctx: InputContext) -> TreeInput:
-        rng = random.Random(ctx.seed)
-        own = ctx.task.shuffle
-        variant = own(ctx.question, rng) if own is not None else shuffle_premises(ctx.question, rng)
-        if not variant or variant.strip() == ctx.question.strip():
-            why = "nothing to reorder" if own is not None else "fewer than two premises to reorder"
+        found = self.variants(ctx)
+        if not found:
+            why = "nothing to reorder" if ctx.task.shuffle is not None else "fewer than two independent premises"
             return TreeInput(ctx.question, kind="raw", note=f"shuffle: {why}")
-        return TreeInput(variant, kind="shuffle")
+        return TreeInput(found[ctx.rank % len(found)], kind="shuffle")
+
+    @staticmethod
+    def variants(ctx: InputContext) -> list[str]:
+        """Every distinct reordering, the same list for every tree of the problem (the k-th tree takes the k-th)."""
+        own = ctx.task.shuffle
+        return variants(own if own is not None else shuffle_premises, ctx.question, seed=0)
 
 
 def nearest_examples(question: str, pool: list[tuple[str, str]]) -> list[tuple[str, str]]:

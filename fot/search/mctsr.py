@@ -1,21 +1,26 @@
 """One MCTS-self-refine tree (Zhang et al. 2024), every constant from `SearchConfig`.
 
-    roots       the model's first answer and a dummy answer ("I don't know"), both scored
+    roots       the model's first answer and a dummy answer ("I don't know"); the dummy is scored once
+                selection could pick it (`dummy_scoring`)
     N(node)     how many reward samples the node has (the official code's count), so N >= 1 once scored
     Q_own       0.5 * (min(rewards) + mean(rewards)) of the node's own samples; None if none could be read
     Q(node)     Q_own for a leaf; 0.5 * (Q_own + max child Q) once it has children (backpropagation,
                 recomputed from the node's own samples after every rollout, so it never compounds)
     select      argmax UCT over nodes not fully expanded, where
-                UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps)); the two roots have no scored
-                parent (N_parent = 0), so they compete on Q alone, as in the official code
-                fully expanded = max_children children and at least one child whose Q_own beats the node's
+                UCT = Q + s * c * sqrt(ln(N_parent + 1) / (N + eps)), s = 200 (the reward range:
+                UCB1 on Q normalised to [0, 1]; `uct_scale`) or 1 (official); the two roots have no
+                scored parent: N_parent = 0 (official: they compete on Q alone), or with s = 200 the
+                roots' own visits summed, so a root gets a bonus too (else no root is ever re-chosen)
+                fully expanded = a proof, or max_children children (`max_children_rule="cap"`; the
+                official rule also wants a child whose Q_own beats the node's)
     expand      critique the selected answer, then rewrite it from the critique (self-refine);
                 the selected node gets one more reward sample alongside (official code)
     answer      the real node with the highest Q_own (its own evaluation, not its children's);
                 with no readable evaluation at all, the answer the tree reached most often
 
-Rewards are on a -100..100 scale and c = 1.4, so once nodes are scored UCT is close to greedy on Q:
-the tree keeps refining its best answer, and returns to a parent when a refinement scores worse.
+Rewards are on a -100..100 scale; with the official c = 1.4 on that scale the bonus is 0-1.25 points
+and UCT is greedy on Q (the audit: 27 of 640 selections differed). Scaled by the range, the bonus is
+on the scale of Q, so a node refined often yields to a less-visited one (docs/search.md, measured).
 docs/search.md compares every step with the paper and the official code.
 
 Within a rollout, independent work runs concurrently: the critique of the selected node and
@@ -33,7 +38,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from . import prompts
 from .aio import gather_all
@@ -44,6 +49,7 @@ from ..backend.llm import LLMClient, LLMError
 from .verifiers import Verifier
 from ..tasks import Task, final_answer
 
+T = TypeVar("T")
 UNSCORED_Q = -100.0  # what selection assumes of a node none of whose evaluations could be read
 
 
@@ -56,6 +62,7 @@ class Node:
     rewards: list[float] = field(default_factory=list)
     Q: float | None = None  # backed-up value (see the module docstring)
     dummy: bool = False
+    proven: bool = False  # a complete verifier proved it right (`Scores.proven`): terminal, never refined
     index: int = 0  # creation order: ties go to the older node
     rollout: int = 0  # the rollout that created it
     # for the node record (`record()`, fot.view): kept as the search runs, since the tree is thrown away after
@@ -82,7 +89,7 @@ class Node:
         parent = self.parent.index if self.parent is not None and self.parent.index >= 0 else None
         role = "dummy" if self.dummy else "root" if parent is None else "refine"
         return {"id": self.index, "parent": parent, "role": role, "rollout": self.rollout, "answer": self.answer,
-                "q": self.Q, "q_own": self.q_own, "n": self.visits, "tokens": self.tokens,
+                "q": self.Q, "q_own": self.q_own, "n": self.visits, "proven": self.proven, "tokens": self.tokens,
                 "eval_tokens": self.eval_tokens, "text": self.text, "critique": self.critique,
                 "rewards": self.samples}
 
@@ -97,6 +104,39 @@ class Snapshot:
     prompt: int = 0  # the split of `tokens`, for pricing
     completion: int = 0
     cached: int = 0
+    proven: bool = False  # the answer it holds was proven right (a complete verifier)
+
+
+class RewardCache:
+    """The rewards already drawn for each distinct answer (by the task's equivalence), so a node whose answer
+    was scored before costs no call: it takes that node's rewards, re-scorings of it included. One per tree by
+    default (`reward_cache="tree"`): a cache shared across trees would make a tree's spend depend on the
+    others' timing, and the meter could no longer replay smaller forests from the snapshots."""
+
+    def __init__(self, task: Task, question: str):
+        self.task, self.question = task, question
+        self.entries: list[tuple[int, Node]] = []  # (tree, node), first scored first
+
+    def get(self, answer: str) -> tuple[int, Node] | None:
+        for tree, node in self.entries:
+            if node.rewards and self.task.equivalent(node.answer, answer, self.question):
+                return tree, node
+        return None
+
+    def put(self, tree: int, node: Node) -> None:
+        if node.answer is not None and node.rewards and self.get(node.answer) is None:
+            self.entries.append((tree, node))
+
+
+def confidence(choice) -> float | None:
+    """The mean token log-prob self-correction compares with its threshold. The official FoT code averages
+    over prompt and completion; a backend that returns prompt log-probs (a `prompt_logprobs` list on the
+    choice) gets that mean. The OpenAI chat API returns completion log-probs only, so elsewhere (fot.sim,
+    llama.cpp, OpenAI) the completion's mean stands in (docs/search.md)."""
+    prompt = getattr(choice, "prompt_logprobs", None) or []
+    completion = choice.logprobs or []
+    both = [x for x in prompt if x is not None] + list(completion)
+    return sum(both) / len(both) if both else None
 
 
 def q_value(rewards: list[float]) -> float | None:
@@ -107,24 +147,41 @@ def _q(v: float | None) -> float:
     return UNSCORED_Q if v is None else v
 
 
-def uct(node: Node, c: float, eps: float) -> float:
+REWARD_RANGE = 200.0  # rewards are in [-100, 100]
+
+
+def uct(node: Node, c: float, eps: float, scale: float = 1.0) -> float:
     """UCT = Q + c * sqrt(ln(N_parent + 1) / (N + eps)). A node none of whose evaluations could be read
     counts as Q = -100 with N = 1 (the official code never has one: it re-asks until a score parses);
-    with N = 0 its bonus (about 470) would make it win every selection, the very bug N >= 1 prevents."""
-    parent_visits = node.parent.visits if node.parent is not None else 0
-    return _q(node.Q) + c * math.sqrt(math.log(parent_visits + 1) / ((node.visits or 1) + eps))
+    with N = 0 its bonus (368-521) would make it win every selection, the very bug N >= 1 prevents. `scale`
+    multiplies the bonus: REWARD_RANGE puts c on the scale of Q normalised to [0, 1] (`uct_scale="range"`)."""
+    parent = node.parent
+    if parent is None:
+        parent_visits = 0
+    elif parent.index < 0 and scale != 1.0:  # the hidden root: its visits are its children's, as in UCB1
+        parent_visits = sum(ch.visits for ch in parent.children)
+    else:
+        parent_visits = parent.visits
+    return _q(node.Q) + scale * c * math.sqrt(math.log(parent_visits + 1) / ((node.visits or 1) + eps))
 
 
-def fully_expanded(node: Node, max_children: int) -> bool:
+def fully_expanded(node: Node, max_children: int, cap: bool = False) -> bool:
+    """Closed to selection: a proof; with `cap`, `max_children` children; else (the official rule) that many
+    and one child whose own Q beats the node's, so a node whose refinements all score worse stays open."""
+    if node.proven:  # a proof cannot be improved on: refining it only spends
+        return True
+    if cap and len(node.children) >= max_children:
+        return True
     own = _q(node.q_own)
     return len(node.children) >= max_children and any(_q(ch.q_own) > own for ch in node.children)
 
 
-def select(nodes: list[Node], c: float, eps: float, max_children: int) -> Node | None:
-    candidates = [n for n in nodes if not fully_expanded(n, max_children)]
+def select(nodes: list[Node], c: float, eps: float, max_children: int, scale: float = 1.0,
+           cap: bool = False) -> Node | None:
+    candidates = [n for n in nodes if not fully_expanded(n, max_children, cap)]
     if not candidates:
         return None
-    return max(candidates, key=lambda n: (uct(n, c, eps), not n.dummy, -n.index))  # ties: a real answer, then the older
+    return max(candidates, key=lambda n: (uct(n, c, eps, scale), not n.dummy, -n.index))  # ties: a real answer, then the older
 
 
 def backpropagate(node: Node) -> None:
@@ -157,9 +214,13 @@ class TreeResult:
     corrections: int = 0
     eval_asked: int = 0  # reward samples asked for
     eval_parsed: int = 0  # ... of which a score could be read
+    eval_cached: int = 0  # new nodes whose answer was scored before: its rewards reused, no call
     nodes: int = 0
     depth: int = 0  # of the deepest node; a first answer is depth 0
-    stopped: str = "done"  # done | budget | errors | cancelled | early_stop
+    stopped: str = "done"  # done | proven | inactive | budget | errors | cancelled | early_stop
+    rollouts_saved: int = 0  # rollouts not run because the tree was inactive (sparse activation) or proven
+    proven: bool = False  # its answer was proven right (see `SearchConfig.proof`)
+    roles: dict = field(default_factory=dict)  # tokens spent per role: answer, critique, refine, evaluate
     error: str = ""
     tokens: int = 0
     failure: Exception | None = field(default=None, repr=False)  # the last error itself (status, retry info)
@@ -171,7 +232,9 @@ class MCTSrTree:
     def __init__(self, *, index: int, question: str, original_question: str, task: Task, llm: LLMClient,
                  verifier: Verifier, config: SearchConfig, budget: Budget, problem_id: str, hint: str = "",
                  temperature: float = 0.7, seed: int = 0, input_kind: str = "raw", input_note: str = "",
-                 on_rollout: Callable[[TreeResult], None] | None = None):
+                 on_rollout: Callable[[TreeResult], None] | None = None, reward_cache: RewardCache | None = None,
+                 on_proof: Callable[[int], None] | None = None):
+        self.on_proof = on_proof  # the forest: hears of this tree's first proof at once, to stop the others
         self.cfg = config
         self.on_rollout = on_rollout  # progress: hears of each finished rollout
         self.question, self.original_question, self.hint = question, original_question, hint
@@ -185,6 +248,22 @@ class MCTSrTree:
         self.nodes: list[Node] = []
         self.result = TreeResult(index=index, input_kind=input_kind, temperature=temperature, question=question,
                                  hint=hint, input_note=input_note)
+        self.inflight = 0  # calls sent and not yet answered: what cancelling this tree would cut off
+        self.cache = None if config.reward_cache == "off" else (
+            reward_cache if reward_cache is not None and config.reward_cache == "problem"
+            else RewardCache(task, original_question))
+        self.dummy_pending = False  # the dummy root is not scored yet (`dummy_scoring="lazy"`)
+
+    async def _counted(self, make: Callable[[], Awaitable[T]]) -> T:
+        """`make()`'s call, counted while in flight (made here, so a call cancelled before it starts is never made)."""
+        self.inflight += 1
+        try:
+            return await make()
+        finally:
+            self.inflight -= 1
+
+    def _spend(self, role: str, tokens: int) -> None:
+        self.result.roles[role] = self.result.roles.get(role, 0) + tokens
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -205,12 +284,13 @@ class MCTSrTree:
         msgs = messages
         spent = 0
         for attempt in range(cfg.max_corrections + 1):
-            c = await self.llm.chat(msgs, role=role, tag=self._tag(rollout), max_tokens=self.answer_max_tokens,
-                                    temperature=self.temperature, seed=self._next_seed(), logprobs=want_lp,
-                                    budget=self.budget)
+            c = await self._counted(lambda: self.llm.chat(
+                msgs, role=role, tag=self._tag(rollout), max_tokens=self.answer_max_tokens,
+                temperature=self.temperature, seed=self._next_seed(), logprobs=want_lp, budget=self.budget))
             text, choice = c.text, c.choices[0]
             spent += c.record.prompt_tokens + c.record.completion_tokens
-            lp = choice.mean_logprob
+            self._spend(role, c.record.prompt_tokens + c.record.completion_tokens)
+            lp = confidence(choice)
             low_confidence = want_lp and lp is not None and lp < cfg.logprob_threshold
             broken = self.task.rule_check(self.original_question, text) is False
             tried.append((not broken, lp if lp is not None else 0.0, -attempt, text, choice.finish_reason == "length"))
@@ -222,10 +302,27 @@ class MCTSrTree:
         _, _, _, text, truncated = max(tried)
         return text, truncated, spent
 
-    async def _score(self, node: Node, k: int, rollout: int) -> None:
-        scores = await self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
-                                           seed=self._next_seed())
+    async def _score(self, node: Node, k: int, rollout: int, new: bool = False) -> None:
+        if new and self.cache is not None and not node.dummy and node.answer is not None:
+            hit = self.cache.get(node.answer)
+            if hit is not None:
+                tree, src = hit
+                node.rewards = list(src.rewards)
+                if src.proven:
+                    self._mark_proven(node)
+                where = f"node {src.index}" + ("" if tree == self.result.index else f" of tree {tree}")
+                node.samples += [{"score": v, "text": f"cached: {where} has the same answer", "rollout": rollout,
+                                  "cached": True} for v in src.rewards]
+                self.result.eval_cached += 1
+                if not node.children:
+                    node.Q = node.q_own
+                return
+        scores = await self._counted(lambda: self.verifier.score(self.question, node.text, k, self._tag(rollout), self.budget,
+                                                         seed=self._next_seed()))
         node.rewards.extend(scores.values)
+        if getattr(scores, "proven", False):
+            self._mark_proven(node)
+        self._spend("evaluate", scores.tokens)
         node.samples += [{"score": v, "text": t, "rollout": rollout}
                          for v, t in (scores.samples or [(v, "") for v in scores.values])]
         node.eval_tokens += scores.tokens
@@ -233,6 +330,16 @@ class MCTSrTree:
         self.result.eval_parsed += len(scores.values)
         if not node.children:
             node.Q = node.q_own
+        if new and self.cache is not None and not node.dummy:
+            self.cache.put(self.result.index, node)
+
+    def _mark_proven(self, node: Node) -> None:
+        if self.cfg.proof == "off":
+            return
+        first = not self.proven()
+        node.proven = True
+        if first and self.on_proof is not None:
+            self.on_proof(self.result.index)
 
     def _new_node(self, text: str, dummy: bool = False, truncated: bool = False, rollout: int = 0) -> Node:
         answer = None if dummy else final_answer(self.task, text, truncated)
@@ -252,7 +359,7 @@ class MCTSrTree:
         real = [n for n in self.nodes if not n.dummy and n.answer is not None]
         scored = [n for n in real if n.q_own is not None]
         if scored:
-            return max(scored, key=lambda n: (n.q_own, -n.index))
+            return max(scored, key=lambda n: (n.proven, n.q_own, -n.index))
         groups: list[list[Node]] = []
         for n in real:
             for g in groups:
@@ -265,12 +372,27 @@ class MCTSrTree:
 
     def _snapshot(self, rollout: int) -> None:
         b = self.best()
-        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.q_own if b else None))
+        self.result.snapshots.append(self._snap(rollout, b.answer if b else None, b.q_own if b else None,
+                                                bool(b and b.proven)))
 
-    def _snap(self, rollout: int, answer: str | None, q: float | None) -> Snapshot:
+    def _snap(self, rollout: int, answer: str | None, q: float | None, proven: bool = False) -> Snapshot:
         sp = self.budget.spent
         return Snapshot(rollout=rollout, tokens=sp.total_tokens, answer=answer, q=q, calls=sp.calls,
-                        prompt=sp.prompt_tokens, completion=sp.completion_tokens, cached=sp.cached_tokens)
+                        prompt=sp.prompt_tokens, completion=sp.completion_tokens, cached=sp.cached_tokens,
+                        proven=proven)
+
+    def _inactive(self, done: int) -> bool:
+        """Sparse activation, per rollout (`sparse_stop`): after `done` rollouts, is this tree's best own Q still
+        below the activation threshold, so that its vote would not count? Such a tree stops expanding. Never
+        where the verifier can prove: an unproven answer is -100 there, and refining is how a proof is found."""
+        cfg = self.cfg
+        if cfg.sparse_stop is None or done < cfg.sparse_stop or getattr(self.verifier, "can_prove", False):
+            return False
+        b = self.best()
+        return b is None or b.q_own is None or b.q_own < cfg.activation_threshold
+
+    def proven(self) -> bool:
+        return any(n.proven for n in self.nodes)
 
     async def _init(self) -> None:
         k = self.cfg.reward_samples
@@ -281,28 +403,43 @@ class MCTSrTree:
                 prompts.answer(self.question, self.hint, self.task.instructions), "answer", 0)
             node = self.root.add(self._new_node(text, truncated=truncated))
             node.tokens = spent
-            await self._score(node, k, 0)
+            await self._score(node, k, 0, new=True)
 
-        await gather_all(first(), self._score(dummy, k, 0))
+        if self.cfg.dummy_scoring == "always":
+            await gather_all(first(), self._score(dummy, k, 0))
+        else:  # scored once selection could pick it (`_rollout`): a restart point costs nothing until needed
+            self.dummy_pending = True
+            await first()
+
+    def _candidates(self) -> list[Node]:
+        return [n for n in self.nodes if not (n.dummy and self.dummy_pending)]
 
     async def _rollout(self, r: int) -> None:
         cfg = self.cfg
-        node = select(self.nodes, cfg.c, cfg.eps, cfg.max_children)
+        cap = cfg.max_children_rule == "cap"
+        if self.dummy_pending and not any(_q(n.Q) >= 0 for n in self.nodes
+                                          if not n.dummy and not fully_expanded(n, cfg.max_children, cap)):
+            self.dummy_pending = False  # no real answer the verifier leans toward: the restart point may win
+            await self._score(next(n for n in self.nodes if n.dummy), cfg.reward_samples, r)
+        node = select(self._candidates(), cfg.c, cfg.eps, cfg.max_children,
+                      REWARD_RANGE if cfg.uct_scale == "range" else 1.0, cap)
         if node is None:
             return
-        feedback_call = self.llm.chat(prompts.critique(self.question, node.text), role="critique", tag=self._tag(r),
-                                      max_tokens=cfg.critique_max_tokens, temperature=self.temperature,
-                                      seed=self._next_seed(), budget=self.budget)
+        feedback_call = self._counted(lambda: self.llm.chat(
+            prompts.critique(self.question, node.text), role="critique", tag=self._tag(r),
+            max_tokens=cfg.critique_max_tokens, temperature=self.temperature, seed=self._next_seed(),
+            budget=self.budget))
         if cfg.rescore_selected:
             feedback, _ = await gather_all(feedback_call, self._score(node, 1, r))
         else:
             feedback = await feedback_call
+        self._spend("critique", feedback.record.prompt_tokens + feedback.record.completion_tokens)
         text, truncated, spent = await self._generate(prompts.refine(self.question, node.text, feedback.text,
                                                                      self.task.instructions), "refine", r)
         child = node.add(self._new_node(text, truncated=truncated, rollout=r))
         child.critique = feedback.text
         child.tokens = spent + feedback.record.prompt_tokens + feedback.record.completion_tokens
-        await self._score(child, cfg.reward_samples, r)
+        await self._score(child, cfg.reward_samples, r, new=True)
         backpropagate(node)
 
     async def run(self) -> TreeResult:
@@ -311,7 +448,14 @@ class MCTSrTree:
             await self._init()
             self._snapshot(0)
             failures = 0
+            stop_at_proof = self.cfg.proof == "stop"
             for r in range(1, self.cfg.rollouts + 1):
+                if stop_at_proof and self.proven():
+                    res.stopped, res.rollouts_saved = "proven", self.cfg.rollouts - r + 1
+                    break
+                if self._inactive(r - 1):
+                    res.stopped, res.rollouts_saved = "inactive", self.cfg.rollouts - r + 1
+                    break
                 try:
                     await self._rollout(r)
                     failures = 0
@@ -347,6 +491,7 @@ class MCTSrTree:
         b = self.best()
         res.answer, res.text, res.q = (b.answer, b.text, b.q_own) if b else (None, "", None)
         res.best = b.index if b else None
+        res.proven = bool(b and b.proven)
         res.node_records = [n.record() for n in self.nodes]
         res.tokens = self.budget.spent_tokens
         res.nodes = len(self.nodes)
@@ -355,6 +500,6 @@ class MCTSrTree:
             # the work after the last snapshot (a rollout cut short) still cost tokens
             last = res.snapshots[-1].rollout if res.snapshots else 0
             if res.snapshots:  # what the tree returns when stopped here includes that partial work
-                res.snapshots[-1] = self._snap(last, res.answer, res.q)
+                res.snapshots[-1] = self._snap(last, res.answer, res.q, res.proven)
             else:
                 self._snapshot(0)

@@ -29,10 +29,14 @@ if TYPE_CHECKING:
     from ..backend.llm import LLMClient
     from ..tasks import Task
 
-# the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100"; nothing else on the line
-SCORE_LINE = re.compile(
-    r"^[\s*#>_\[]*score[\s*\]_]*(?:[:=][\s*_]*)?([+-]?\d+(?:\.\d+)?)(?:[\s*_]*(?:/\s*100|out of 100))?[\s*_.]*$",
-    re.I)  # no two optional runs of the same characters side by side: they made a long line quadratic
+# the final score line: "Score: 85", "**Score:** -40", "[Score] 70", "Score = 85/100", "Final score: 70",
+# "**Final Score:** 70", "Overall score: 70 (out of 100)"; nothing else on the line
+_LABEL = r"^[\s*#>_\[]*(?:(?:final|overall|total)[\s*_]+)?score[\s*\]_]*"
+_OUT_OF = r"(?:[\s*_]*(?:/\s*100|\(?\s*out of 100\s*\)?))?"
+SCORE_LINE = re.compile(_LABEL + r"(?:[:=][\s*_]*)?([+-]?\d+(?:\.\d+)?)" + _OUT_OF + r"[\s*_.]*$", re.I)
+# no two optional runs of the same characters side by side: they made a long line quadratic
+SCORE_LABEL = re.compile(_LABEL + r"[:=]?[\s*_]*$", re.I)  # "Score:" alone: the number is on the next line
+SCORE_ALONE = re.compile(r"^[\s*_]*([+-]?\d+(?:\.\d+)?)" + _OUT_OF + r"[\s*_.]*$", re.I)
 MAX_SCORE_LINE = 200  # characters (stripped); a longer line is not a score line, and is not read
 
 
@@ -44,6 +48,9 @@ class Scores:
     # evaluator's text), and what the scoring cost. A verifier that leaves them empty still works.
     samples: list[tuple[float | None, str]] = field(default_factory=list)
     tokens: int = 0
+    # the candidate is proven right (a complete rule check passed): its tree may stop and its answer wins
+    # the vote (`SearchConfig.proof`). Only a verifier that checks, never one that guesses, sets it.
+    proven: bool = False
 
 
 class Verifier(Protocol):
@@ -55,12 +62,17 @@ class Verifier(Protocol):
 def parse_score(text: str) -> float | None:
     """The number on the last 'Score: N' line, if it is in [-100, 100]; None otherwise.
 
-    Strict on purpose: a weak model's stray number ("5 * 6 = 30, which", "7/10") is not a score."""
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
+    Strict on purpose: a weak model's stray number ("5 * 6 = 30, which", "7/10", "I give it 70") is not
+    a score. A label alone on its line ("Score:", "**Final Score:**") takes the number alone on the next."""
+    lines = [ln.strip() for ln in text.strip().splitlines()]
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
         if len(line) > MAX_SCORE_LINE:  # nothing else on the line: and the pattern is quadratic in a long one
             continue
         m = SCORE_LINE.match(line)
+        if m is None and SCORE_LABEL.match(line):
+            after = next((ln for ln in lines[i + 1:] if ln), "")
+            m = SCORE_ALONE.match(after) if len(after) <= MAX_SCORE_LINE else None
         if m:
             v = float(m.group(1))
             return v if -100 <= v <= 100 else None
@@ -92,17 +104,20 @@ class RewardModel(SelfEvaluation):
 
 
 class RuleVerifier:
-    """Scores by the task's rule check when it can judge; defers to `fallback` when it cannot."""
+    """Scores by the task's rule check when it can judge; defers to `fallback` when it cannot. A pass is a
+    proof (`Scores.proven`); `can_prove` says whether this question's candidates can be proven at all."""
 
     def __init__(self, task: Task, original_question: str, fallback: Verifier | None = None):
         self.task, self.question, self.fallback = task, original_question, fallback
+        self.can_prove = task.rule_check(original_question, "") is not None
 
     async def score(self, question: str, text: str, k: int, tag: CallTag, budget: Budget | None,
                     seed: int | None = None) -> Scores:
         verdict = self.task.rule_check(self.question, text)
         if verdict is not None:
             v = 100.0 if verdict else -100.0
-            return Scores([v], asked=1, samples=[(v, f"rule check: {'passes' if verdict else 'fails'}")])
+            return Scores([v], asked=1, samples=[(v, f"rule check: {'passes' if verdict else 'fails'}")],
+                          proven=verdict)
         if self.fallback is None:
             return Scores([], asked=0)
         return await self.fallback.score(question, text, k, tag, budget, seed=seed)
