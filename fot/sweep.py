@@ -275,8 +275,9 @@ def _place_labels(ax, points: list[tuple[float, float, str]], fig) -> None:
             b = tick.get_window_extent(renderer)
             taken.append((b.x0, b.y0, b.x1, b.y1))
 
-    def free(b) -> bool:
-        return all(b.x1 <= t[0] or b.x0 >= t[2] or b.y1 <= t[1] or b.y0 >= t[3] for t in taken) and \
+    def free(b, pad: float = 3.0) -> bool:
+        return all(b.x1 + pad <= t[0] or b.x0 - pad >= t[2] or b.y1 + pad <= t[1] or b.y0 - pad >= t[3]
+                   for t in taken) and \
             ax.get_window_extent(renderer).contains(b.x0, b.y0) and ax.get_window_extent(renderer).contains(b.x1, b.y1)
 
     for x, y, text in points:
@@ -312,6 +313,11 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
         err = [[c.accuracy - c.ci95[0] for c in row], [c.ci95[1] - c.accuracy for c in row]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{t} tree{'s' if t > 1 else ''}")
         labels += [(c.tokens_mean, c.accuracy, f"{c.trees}x{c.rollouts}") for c in row]
+    rough = [c for c in cells if c.accuracy is not None and not c.exact]
+    if rough:  # shown, so nothing seems missing, but hollow and grey: approximate, compared with nothing
+        ax.scatter([c.tokens_mean for c in rough], [c.accuracy for c in rough], s=30, facecolors="none",
+                   edgecolors="0.55", label="replayed approximately (~)")
+        labels += [(c.tokens_mean, c.accuracy, f"~{c.label}") for c in rough]
     for method, curve in (baselines or {}).items():
         pts = [c for c in curve if c.accuracy is not None and c.exact]
         ax.plot([c.tokens_mean for c in pts], [c.accuracy for c in pts], ":", marker="s", ms=4,
