@@ -125,7 +125,7 @@ def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("view")
     probs = write_problems(tmp, 6, seed=4, name="arith.jsonl")
     out = tmp / "o.jsonl"
-    assert solve_main([str(probs), "--sim", "--trees", "3", "--rollouts", "2", "--sim-profile", "p_first=0.2,p_fix=0.1",
+    assert solve_main([str(probs), "--sim", "--trees", "3", "--rollouts", "2", "--sim-profile", "p_first=0.1,p_fix=0.05",
                        "--out", str(out), "--quiet", "--seed", "2"]) == 0
     lines = read_rows(trees_path(out))
     lines[0]["trees"][0]["nodes"][1]["text"] = INJECTED
