@@ -4,6 +4,7 @@ half and reported on the other, --target says how it read its number, and the ch
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -137,3 +138,18 @@ def test_sweep_md_says_per_cell_run_replayed_exactly_or_approximately(tmp_path):
         cell = next((c for c in data["cells"] + data["baselines"]["sc"]
                      if f"{c['trees']}x{c['rollouts']}" == label or f"sc@{c['samples']}" == label), None)
         assert cell is not None and cell["inexact"] == 0
+
+
+def test_the_sweeps_frontier_counts_the_baselines(tmp_path):
+    """A solver that is always right: one sample (sc@1) is as accurate as any forest and far cheaper, so no
+    forest cell may be on the frontier (the sweep used to draw it over forest cells alone)."""
+    probs = write_problems(tmp_path, 6, seed=1, name="p.jsonl")
+    out = tmp_path / "s"
+    assert sweep_main([str(probs), "--sim", "--sim-profile", "p_first=1.0,hardness_sd=0,tree_sd=0,p_break=0",
+                       "--trees", "1,2", "--rollouts", "0,1", "--tie-break", "q", "--baselines", "sc",
+                       "--samples", "1,2", "--out", str(out)]) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert all(c["accuracy"] == 1.0 for c in data["cells"])
+    assert data["pareto"] == [] and data["frontier"] == ["sc@1"]
+    forest_rows = [line for line in (out / "sweep.md").read_text().splitlines() if re.match(r"\| \d \| \d \| ", line)]
+    assert len(forest_rows) == 4 and not any("(frontier)" in line for line in forest_rows)
