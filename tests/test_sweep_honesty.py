@@ -153,3 +153,16 @@ def test_the_sweeps_frontier_counts_the_baselines(tmp_path):
     assert data["pareto"] == [] and data["frontier"] == ["sc@1"]
     forest_rows = [line for line in (out / "sweep.md").read_text().splitlines() if re.match(r"\| \d \| \d \| ", line)]
     assert len(forest_rows) == 4 and not any("(frontier)" in line for line in forest_rows)
+
+
+def test_a_rule_that_reads_more_than_the_snapshots_is_replayed_approximately():
+    from fot.search.decision import decision_rule
+
+    class Confident(type(decision_rule("majority_first"))):
+        name, replayable = "confident", False
+
+    t = Arith()
+    rows = [_row(f"p{i}", [[_snap(0, 100, "2", 10)], [_snap(0, 100, "2", 50)], [_snap(0, 100, "2", 40)]], "2",
+                 "unanimous") for i in range(3)]
+    cells = {c.label: c for c in grid(rows, t, [2, 3], [0, 1], rule=Confident())}  # the run: 3 x 1
+    assert cells["3x1"].status == "run" and not cells["2x0"].exact and "confident" in cells["2x0"].inexact_reason

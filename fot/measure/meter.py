@@ -205,6 +205,9 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
     reason = inexact_reason(rec, t, r)
     rule = rule or rule_of(rec)
     full = t >= rec.tree_count and r >= rec.rollouts
+    if not full and not reason and not getattr(rule, "replayable", True):
+        # a rule that reads more than a snapshot holds (answer, Q, tokens) cannot be replayed from them
+        reason = f"the decision rule {getattr(rule, 'name', type(rule).__name__)!r} reads more than the snapshots hold"
     usage = Usage()
     votes = []
     for i in range(min(t, len(rec.snapshots))):
