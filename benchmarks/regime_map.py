@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aurocs", default="0.5,0.75,0.95")
     ap.add_argument("--tree-sds", default="0,0.7,1.5,3")
     ap.add_argument("--trees", default="1,2,4")
-    ap.add_argument("--rollouts", default="0,1,2,4,8")
+    ap.add_argument("--rollouts", default="0,1,2,4")
     ap.add_argument("--samples", default=",".join(str(n) for n in range(1, 97)),
                     help="sc sample counts (every count, so one sits just above each forest cell's tokens)")
     ap.add_argument("--parallel", type=int, default=8)

@@ -72,6 +72,8 @@ def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[C
     if not exact:
         return []
     pick_ids, report_ids = halves(exact[0].ids)
+    if not pick_ids or not report_ids:
+        return []  # fewer than 2 graded problems: nothing to choose on and report on
     on = lambda cs, keep: [c.restrict(keep) for c in cs if c.exact]  # noqa: E731
     cells_a, cells_b = on(cells, pick_ids), {c.label: c for c in on(cells, report_ids)}
     base_a = {m: on(curve, pick_ids) for m, curve in baselines.items()}
