@@ -32,7 +32,7 @@ def _right(solver: SimSolver, messages: list[dict], seed: int, temperature: floa
 def test_one_inputs_calls_share_its_aptitude_whatever_the_seed():
     """Fails on the old sim, which drew aptitude per (input, seed): with a large input effect and no
     hardness, the calls of one input agree on right-or-wrong far more often than coin flips."""
-    solver = SimSolver(SimProfile(p_first=0.5, hardness_sd=0.0, tree_sd=30.0, temp_cost=0.0), seed=2)
+    solver = SimSolver(SimProfile(p_first=0.5, hardness_sd=0.0, tree_sd=30.0), seed=2)
     agree = 0
     for i in range(40):
         msgs = prompts.answer(f"What is {i} * 7 + 3?")

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from fot.measure.meter import Cell, grid, halves, pareto
-from fot.sweep import _accuracy, main as sweep_main, plot, questions, validate
+from fot.measure.meter import Cell, grid, pareto
+from fot.sweep import main as sweep_main, plot
 from fot.tasks import Arith
 from helpers import write_problems
 
@@ -30,8 +30,10 @@ def _cell(label_t, r, outcomes, tokens, method="forest", samples=0, ids=None):
     n = len(outcomes)
     ids = ids or [f"p{i:02d}" for i in range(n)]
     k = sum(outcomes)
-    return Cell(label_t, r, n, n, k, k / n, (k / n, k / n), float(tokens), None, None, None, 0, 0, method=method,
-                samples=samples, ids=ids, outcomes=list(outcomes), answers=["x"] * n, tokens=[tokens] * n)
+    c = Cell(label_t, r, n, n, k, k / n, (k / n, k / n), float(tokens), None, None, None, 0, 0, method=method,
+             samples=samples, ids=ids, outcomes=list(outcomes))
+    c.answers, c.tokens = ["x"] * n, [tokens] * n  # per problem (set after, so the test reads on older Cells too)
+    return c
 
 
 def test_a_replayed_cell_that_needs_the_expert_tie_break_is_inexact_and_off_the_frontier():
@@ -48,6 +50,8 @@ def test_a_replayed_cell_that_needs_the_expert_tie_break_is_inexact_and_off_the_
 
 
 def test_validation_with_flips_in_opposite_directions_is_not_same():
+    from fot.sweep import validate
+
     replayed = _cell(2, 1, [True, False, True, True], 500)
     measured = _cell(2, 1, [False, True, True, True], 510)  # the same accuracy, two problems flipped
     v = validate(replayed, measured)
@@ -69,6 +73,8 @@ def test_a_baseline_on_the_frontier_removes_a_dominated_forest_cell():
 
 
 def test_target_reads_a_percentage_or_a_fraction_and_says_which():
+    from fot.sweep import _accuracy
+
     assert (_accuracy("70").accuracy, _accuracy("70").given_as) == (0.7, "percentage")
     assert (_accuracy("70%").accuracy, _accuracy("0.7").given_as) == (0.7, "fraction")
     assert _accuracy("0.7").accuracy == 0.7 and "70.0%" in _accuracy("70").describe()
@@ -79,6 +85,9 @@ def test_target_reads_a_percentage_or_a_fraction_and_says_which():
 
 
 def test_the_headline_is_chosen_on_one_half_and_reported_on_the_other():
+    from fot.measure.meter import halves
+    from fot.sweep import questions
+
     ids = [f"p{i:02d}" for i in range(20)]
     a, b = halves(ids)
     assert a | b == set(ids) and not a & b and len(a) == len(b) == 10
@@ -96,7 +105,8 @@ def test_sweep_png_labels_do_not_collide(tmp_path):
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    cells = [_cell(t, r, [True] * (5 + t + r) + [False] * (10 - t - r), 1000 + 3 * t + r) for t in (1, 2, 4)
+    # cells of different tree counts at almost the same point: their labels would sit on one another
+    cells = [_cell(t, r, [True] * (4 + r) + [False] * (6 - r), 1000 * (r + 1) + t) for t in (1, 2, 4)
              for r in (0, 1, 2, 4)]
     boxes = []
     real_savefig = plt.Figure.savefig
@@ -150,7 +160,8 @@ def test_the_sweeps_frontier_counts_the_baselines(tmp_path):
                        "--samples", "1,2", "--out", str(out)]) == 0
     data = json.loads((out / "sweep.json").read_text())
     assert all(c["accuracy"] == 1.0 for c in data["cells"])
-    assert data["pareto"] == [] and data["frontier"] == ["sc@1"]
+    assert data["pareto"] == []  # no forest cell: sc@1 is as accurate for fewer tokens
+    assert data["frontier"] == ["sc@1"]
     forest_rows = [line for line in (out / "sweep.md").read_text().splitlines() if re.match(r"\| \d \| \d \| ", line)]
     assert len(forest_rows) == 4 and not any("(frontier)" in line for line in forest_rows)
 
