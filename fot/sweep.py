@@ -4,14 +4,18 @@ Diversity against volume, and both against plain sampling, measured. One run of 
 (max trees x max rollouts) is made with `fot.solve` (resumable), and every smaller cell is replayed
 from its snapshots (see `fot.measure.meter.grid`); each baseline (`--baselines sc,bon`, see
 fot/search/baselines.py) is one run of the largest `--samples`, smaller counts replayed the same way.
-`sweep.md` then answers, problem by problem (paired intervals, `fot.measure.stats`): at equal or fewer
-tokens, does a wider forest beat one deeper tree, and does either beat sc or bon?
-`--independent` also runs every forest cell for real and compares it with its replay (paired).
+Every cell says whether it was run, replayed exactly or replayed approximately (a smaller forest
+that would have asked the expert, a budget that bound, an early stop); approximate cells are shown
+with ~ and compared with nothing. `sweep.md` then answers, problem by problem (paired intervals,
+`fot.measure.stats`), choosing on one half of the problems and reporting on the other: at equal or
+fewer tokens, does a wider forest beat one deeper tree, and does either beat sc or bon?
+`--independent` also runs every forest cell for real and compares it with its replay (flips counted
+both ways, paired interval).
 
 Writes DIR/sweep.json (every cell), DIR/sweep.md (a table to read) and DIR/sweep.png (accuracy
-against mean tokens per problem, one line per tree count, 95% intervals, Pareto frontier marked;
-skipped, with a note, without matplotlib). `python -m fot.view DIR` draws the same cells in a page.
-Every other fot.solve option (listed below) is passed through to each run.
+against mean tokens per problem, one line per tree count, 95% intervals, the frontier over every
+exact cell and baseline; skipped, with a note, without matplotlib). `python -m fot.view DIR` draws the
+same cells in a page. Every other fot.solve option (listed below) is passed through to each run.
 """
 
 from __future__ import annotations
