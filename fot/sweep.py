@@ -4,14 +4,18 @@ Diversity against volume, and both against plain sampling, measured. One run of 
 (max trees x max rollouts) is made with `fot.solve` (resumable), and every smaller cell is replayed
 from its snapshots (see `fot.measure.meter.grid`); each baseline (`--baselines sc,bon`, see
 fot/search/baselines.py) is one run of the largest `--samples`, smaller counts replayed the same way.
-`sweep.md` then answers, problem by problem (paired intervals, `fot.measure.stats`): at equal or fewer
-tokens, does a wider forest beat one deeper tree, and does either beat sc or bon?
-`--independent` also runs every forest cell for real and compares it with its replay (paired).
+Every cell says whether it was run, replayed exactly or replayed approximately (a smaller forest
+that would have asked the expert, a budget that bound, an early stop); approximate cells are shown
+with ~ and compared with nothing. `sweep.md` then answers, problem by problem (paired intervals,
+`fot.measure.stats`), choosing on one half of the problems and reporting on the other: at equal or
+fewer tokens, does a wider forest beat one deeper tree, and does either beat sc or bon?
+`--independent` also runs every forest cell for real and compares it with its replay (flips counted
+both ways, paired interval).
 
 Writes DIR/sweep.json (every cell), DIR/sweep.md (a table to read) and DIR/sweep.png (accuracy
-against mean tokens per problem, one line per tree count, 95% intervals, Pareto frontier marked;
-skipped, with a note, without matplotlib). `python -m fot.view DIR` draws the same cells in a page.
-Every other fot.solve option (listed below) is passed through to each run.
+against mean tokens per problem, one line per tree count, 95% intervals, the frontier over every
+exact cell and baseline; skipped, with a note, without matplotlib). `python -m fot.view DIR` draws the
+same cells in a page. Every other fot.solve option (listed below) is passed through to each run.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from dataclasses import dataclass
+
 import sys
 from pathlib import Path
 
@@ -26,7 +32,8 @@ from . import solve
 from .options import Parser
 from .upstream import price_of
 from .methods import SAMPLING_METHODS
-from .measure.meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, pareto, sample_curve
+from .measure.meter import GRID_NOTE, Cell, cheapest_reaching, compare, diversity_pairs, grid, halves, pareto, sample_curve
+from .measure.stats import paired_diff
 from .tasks import get_task
 
 
@@ -54,25 +61,66 @@ def at_most(cells: list[Cell], tokens: float) -> Cell | None:
     return max(ok, key=lambda c: c.tokens_mean) if ok else None
 
 
-def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[Cell]) -> list[dict]:
-    """The mission's question, problem by problem: each forest cell on the Pareto frontier (and the run's
-    own cell) against what spends equal or fewer tokens: one deeper tree, and each baseline."""
+HEADLINE_NOTE = ("Free of selection bias by split halves: the problems are split in two fixed halves by a hash of "
+                 "their id; the frontier, the subjects (forest cells on it, and the run's own cell) and each subject's "
+                 "rival at equal or fewer tokens are chosen on half A, and the accuracies, the paired difference and "
+                 "its Newcombe 95% interval are measured on half B only, which played no part in the choice. Only "
+                 "cells that are run or replayed exactly take part.")
+
+
+def questions(cells: list[Cell], baselines: dict[str, list[Cell]], front: list[Cell] | None = None) -> list[dict]:
+    """The mission's question, problem by problem: each forest cell on the frontier (over every exact cell,
+    baselines included) and the run's own cell, against what spends equal or fewer tokens (one deeper tree,
+    each baseline). Chosen on half A of the problems, reported on half B (HEADLINE_NOTE)."""
+    exact = [c for c in cells if c.exact]
+    if not exact:
+        return []
+    pick_ids, report_ids = halves(exact[0].ids)
+    if not pick_ids or not report_ids:
+        return []  # fewer than 2 graded problems: nothing to choose on and report on
+    on = lambda cs, keep: [c.restrict(keep) for c in cs if c.exact]  # noqa: E731
+    cells_a, cells_b = on(cells, pick_ids), {c.label: c for c in on(cells, report_ids)}
+    base_a = {m: on(curve, pick_ids) for m, curve in baselines.items()}
+    base_b = {c.label: c for curve in baselines.values() for c in on(curve, report_ids)}
+    front_a = pareto(cells_a + [c for curve in base_a.values() for c in curve])
     largest = max(cells, key=lambda c: (c.trees * max(c.rollouts, 1), c.trees))
-    subjects = {c.label: c for c in [*front, largest] if c.method == "forest" and c.exact}
-    deep = [c for c in cells if c.trees == 1 and c.exact]
+    subjects = {c.label: c for c in front_a if c.method == "forest"}
+    if largest.exact:
+        subjects.setdefault(largest.label, next(c for c in cells_a if c.label == largest.label))
+    deep = [c for c in cells_a if c.trees == 1]
     rows = []
     for a in sorted(subjects.values(), key=lambda c: c.tokens_mean):
         rivals = [] if a.trees == 1 else [("one deeper tree", at_most(deep, a.tokens_mean))]
-        rivals += [(m, at_most(curve, a.tokens_mean)) for m, curve in baselines.items()]
+        rivals += [(m, at_most(curve, a.tokens_mean)) for m, curve in base_a.items()]
         for kind, b in rivals:
             if b is None:
-                rows.append({"a": a.label, "b": None, "kind": kind, "verdict": "no cell spends this few tokens"})
+                rows.append({"a": a.label, "b": None, "kind": kind, "verdict": "no exact cell spends this few tokens"})
                 continue
-            d, ratio = compare(a, b)
-            rows.append({"a": a.label, "b": b.label, "kind": kind, "a_accuracy": a.accuracy, "b_accuracy": b.accuracy,
-                         "diff": d.diff, "ci95": d.ci95, "b_tokens_over_a": ratio, "n": d.n,
-                         "verdict": d.verdict(a.label, b.label)})
+            ab, bb = cells_b[a.label], (base_b if b.method != "forest" else cells_b)[b.label]
+            d, ratio = compare(ab, bb)
+            rows.append({"a": a.label, "b": b.label, "kind": kind, "a_accuracy": ab.accuracy, "b_accuracy": bb.accuracy,
+                         "diff": d.diff, "ci95": d.ci95, "b_tokens_over_a": ratio, "n": d.n, "chosen_on": len(pick_ids),
+                         "a_only": d.a_only, "b_only": d.b_only, "verdict": d.verdict(a.label, b.label)})
     return rows
+
+
+def validate(replayed: Cell, measured: Cell) -> dict:
+    """A replayed cell against the same cell run on its own: flips both ways (never netted), answers that
+    differ, the paired interval, and tokens."""
+    d = paired_diff(replayed.outcomes, measured.outcomes) if replayed.ids == measured.ids else None
+    if d is None:
+        raise ValueError(f"{replayed.label}: the independent run graded other problems")
+    answers_differ = sum(1 for a, b in zip(replayed.answers, measured.answers) if a != b)
+    if d.a_only == d.b_only == 0:
+        verdict = "same grades" + ("" if answers_differ == 0 else f" ({answers_differ} answers differ, all graded alike)")
+    else:
+        verdict = (f"differs: {d.a_only} right only in the replay, {d.b_only} right only when run; "
+                   + ("not resolved at this n" if not d.resolved else d.verdict("replay higher", "measured higher")))
+    return {"trees": replayed.trees, "rollouts": replayed.rollouts, "status": replayed.status,
+            "predicted": replayed.accuracy, "measured": measured.accuracy, "diff": d.diff, "ci95": d.ci95,
+            "replay_only": d.a_only, "measured_only": d.b_only, "answers_differ": answers_differ,
+            "inside": not d.resolved, "verdict": verdict,
+            "measured_tokens": measured.tokens_mean, "predicted_tokens": replayed.tokens_mean}
 
 
 # fot.solve settings the sweep sets itself for each run
@@ -84,14 +132,33 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _accuracy(s: str) -> float:
+@dataclass(frozen=True)
+class Target:
+    """--target as read: the accuracy and how the text was taken (a percentage or a fraction)."""
+
+    accuracy: float
+    given_as: str  # "percentage" | "fraction"
+    text: str
+
+    def describe(self) -> str:
+        return f"--target {self.text} read as {self.accuracy:.1%} (a {self.given_as})"
+
+
+def _accuracy(s: str) -> Target:
+    """'70', '70%' and '0.7' are all 70%: a number above 1 or ending in % is a percentage, else a fraction."""
+    text = s.strip()
+    pct = text.endswith("%")
     try:
-        v = float(s)
+        v = float(text.removesuffix("%"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--target must be a number, got {s[:40]!r}") from None
-    if not 0 <= v <= 1:  # (nan and inf included)
-        raise argparse.ArgumentTypeError(f"--target is an accuracy from 0 to 1, got {s}")
-    return v
+        raise argparse.ArgumentTypeError(f"--target must be an accuracy such as 70%, 70 or 0.7, got {s[:40]!r}") from None
+    if pct or v > 1:
+        if not 0 <= v <= 100:  # (nan and inf included)
+            raise argparse.ArgumentTypeError(f"--target as a percentage is from 0 to 100, got {s}")
+        return Target(v / 100, "percentage", text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"--target is an accuracy: a percentage (0-100) or a fraction (0-1), got {s}")
+    return Target(v, "fraction", text)
 
 
 def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
@@ -105,7 +172,8 @@ def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
     ap.add_argument("--samples", type=_int_list, default=[1, 2, 4, 8, 16],
                     help="sample counts for the baselines (one run of the largest, the rest replayed)")
     ap.add_argument("--independent", action="store_true", help="also run every cell on its own and compare")
-    ap.add_argument("--target", type=_accuracy, default=None, help="report the cheapest cell reaching this accuracy")
+    ap.add_argument("--target", type=_accuracy, default=None,
+                    help="report the cheapest exact cell reaching this accuracy: 70%%, 70 or 0.7 (says which it read)")
     return ap, solve.add_options(ap, skip=SWEEP_OWNS, title="passed through to fot.solve: ")
 
 
@@ -117,83 +185,131 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, target_cell, target, meta: dict,
-                   validation: list[dict] | None, baselines: dict[str, list[Cell]] | None = None,
+def _num(c: Cell, text: str) -> str:
+    """A number of an approximate cell is shown with ~: what a replay gives, not what a run of it would."""
+    return text if c.exact else f"~{text}"
+
+
+def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, target_cell, target: "Target | None",
+                   meta: dict, validation: list[dict] | None, baselines: dict[str, list[Cell]] | None = None,
                    asked: list[dict] | None = None) -> None:
     lines = [f"# Sweep: {meta['problems_file']}", "",
              f"Backend: {meta['backend']}. Task: {meta['task']}. {meta['n']} problems. One run of "
              f"{meta['run_trees']} trees x {meta['run_rollouts']} rollouts; command: `{meta['command']}`.", "",
              GRID_NOTE, "",
-             "| trees | rollouts | accuracy | 95% CI | tokens/problem | tokens/solved | $/solved | expert: recorded / fallback |",
-             "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | :---: |"]
-    on_front = {(c.trees, c.rollouts) for c in front}
+             "| trees | rollouts | cell | accuracy | 95% CI | tokens/problem | tokens/solved | $/solved | "
+             "expert: recorded / needed |",
+             "| ---: | ---: | --- | ---: | :---: | ---: | ---: | ---: | :---: |"]
+    on_front = {c.label for c in front}
     for c in cells:
-        if not c.exact:
-            lines.append(f"| {c.trees} | {c.rollouts} | not replayable ({c.inexact} of {c.problems} problems): "
-                         f"{c.inexact_reason} | | | | | |")
-            continue
+        status = c.status if c.exact else f"replayed approximately ({c.inexact} of {c.problems}: {c.inexact_reason})"
         ci = "n/a" if c.ci95 is None else f"{c.ci95[0]:.1%} - {c.ci95[1]:.1%}"
-        mark = " **(Pareto)**" if (c.trees, c.rollouts) in on_front else ""
-        lines.append(f"| {c.trees} | {c.rollouts} | {_pct(c.accuracy)}{mark} | {ci} | {c.tokens_mean:,.0f} | "
-                     f"{'n/a' if c.tokens_per_solved is None else f'{c.tokens_per_solved:,.0f}'} | "
-                     f"{'n/a' if c.usd_per_solved is None else f'{c.usd_per_solved:.4f}'} | "
+        mark = " **(frontier)**" if c.label in on_front else ""
+        lines.append(f"| {c.trees} | {c.rollouts} | {status} | {_num(c, _pct(c.accuracy))}{mark} | {_num(c, ci)} | "
+                     f"{_num(c, f'{c.tokens_mean:,.0f}')} | "
+                     f"{'n/a' if c.tokens_per_solved is None else _num(c, f'{c.tokens_per_solved:,.0f}')} | "
+                     f"{'n/a' if c.usd_per_solved is None else _num(c, f'{c.usd_per_solved:.4f}')} | "
                      f"{c.expert_recorded} / {c.expert_fallback} |")
-    lines += ["", "## Diversity against volume (same trees x rollouts)", ""]
+    lines += ["", "The frontier is over every exact cell measured, forest cells and baselines alike: "
+              + (", ".join(f"{c.label} ({_pct(c.accuracy)} at {c.tokens_mean:,.0f})" for c in front) or "empty") + "."]
+    lines += ["", "## Diversity against volume (same trees x rollouts, exact cells)", ""]
     if pairs:
         lines += ["| wide (t x r) | accuracy | tokens | narrow (t x r) | accuracy | tokens |", "| --- | ---: | ---: | --- | ---: | ---: |"]
         for wide, narrow in pairs:
             lines.append(f"| {wide.trees} x {wide.rollouts} | {_pct(wide.accuracy)} | {wide.tokens_mean:,.0f} | "
                          f"{narrow.trees} x {narrow.rollouts} | {_pct(narrow.accuracy)} | {narrow.tokens_mean:,.0f} |")
     else:
-        lines.append("No two cells share trees x rollouts.")
+        lines.append("No two exact cells share trees x rollouts.")
     if target is not None:
-        lines += ["", f"Cheapest cell reaching {target:.0%}: " + (
-            f"{target_cell.trees} x {target_cell.rollouts} at {target_cell.tokens_mean:,.0f} tokens/problem"
-            if target_cell else "none")]
+        lines += ["", f"{target.describe()}. Cheapest exact cell reaching it: " + (
+            f"{target_cell.label} at {target_cell.tokens_mean:,.0f} tokens/problem" if target_cell else "none")]
     for method, curve in (baselines or {}).items():
         lines += ["", f"## Baseline: {method} (one run of {max(c.samples for c in curve)} samples, fewer replayed)", "",
-                  "| samples | accuracy | 95% CI | tokens/problem | tokens/solved |", "| ---: | ---: | :---: | ---: | ---: |"]
+                  "| samples | cell | accuracy | 95% CI | tokens/problem | tokens/solved |",
+                  "| ---: | --- | ---: | :---: | ---: | ---: |"]
         for c in curve:
-            lines.append(f"| {c.samples} | {_pct(c.accuracy)} | {c.ci95[0]:.1%} - {c.ci95[1]:.1%} | {c.tokens_mean:,.0f} | "
-                         f"{'n/a' if c.tokens_per_solved is None else f'{c.tokens_per_solved:,.0f}'} |")
-    if asked:
-        lines += ["", "## Is the forest worth its tokens? (same problems, paired)", "",
-                  "Each forest cell on the Pareto frontier (and the run's own cell) against the largest rival that "
-                  "spends equal or fewer tokens. Difference = A minus B in accuracy, with Newcombe's paired 95% "
-                  "interval; 'not resolved at this n' when it straddles 0.", "",
-                  "| A | B (equal or fewer tokens) | A acc. | B acc. | A - B | 95% CI | B tokens / A tokens | verdict |",
-                  "| --- | --- | ---: | ---: | ---: | :---: | ---: | --- |"]
+            status = c.status if c.exact else f"replayed approximately ({c.inexact} of {c.problems}: {c.inexact_reason})"
+            mark = " **(frontier)**" if c.label in on_front else ""
+            lines.append(f"| {c.samples} | {status} | {_num(c, _pct(c.accuracy))}{mark} | "
+                         f"{_num(c, f'{c.ci95[0]:.1%} - {c.ci95[1]:.1%}')} | {_num(c, f'{c.tokens_mean:,.0f}')} | "
+                         f"{'n/a' if c.tokens_per_solved is None else _num(c, f'{c.tokens_per_solved:,.0f}')} |")
+    if asked is not None:
+        lines += ["", "## Is the forest worth its tokens? (same problems, paired, chosen on one half, reported on the other)",
+                  "", HEADLINE_NOTE, "",
+                  "| A | B (equal or fewer tokens on half A) | n (half B) | A acc. | B acc. | A - B | 95% CI | "
+                  "B tokens / A tokens | verdict |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | :---: | ---: | --- |"]
         for q in asked:
             if q["b"] is None:
-                lines.append(f"| {q['a']} | {q['kind']} | | | | | | {q['verdict']} |")
+                lines.append(f"| {q['a']} | {q['kind']} | | | | | | | {q['verdict']} |")
                 continue
-            lines.append(f"| {q['a']} | {q['b']} ({q['kind']}) | {_pct(q['a_accuracy'])} | {_pct(q['b_accuracy'])} | "
-                         f"{q['diff']:+.1%} | {q['ci95'][0]:+.1%} to {q['ci95'][1]:+.1%} | {q['b_tokens_over_a']:.2f} | "
-                         f"{q['verdict']} |")
+            lines.append(f"| {q['a']} | {q['b']} ({q['kind']}) | {q['n']} | {_pct(q['a_accuracy'])} | "
+                         f"{_pct(q['b_accuracy'])} | {q['diff']:+.1%} | {q['ci95'][0]:+.1%} to {q['ci95'][1]:+.1%} | "
+                         f"{q['b_tokens_over_a']:.2f} | {q['verdict']} |")
+        if not asked:
+            lines.append("| (no exact forest cell to ask about) | | | | | | | | |")
     if validation is not None:
         lines += ["", "## Validation: each cell run on its own", "",
-                  "Replayed against measured, on the same problems: the paired difference (replayed minus measured) "
-                  "and the tokens the ledger recorded for the independent run.", "",
-                  "| trees | rollouts | replayed | measured | replayed - measured | 95% CI | replayed tokens | "
-                  "measured tokens | verdict |", "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | --- |"]
+                  "Replayed against measured, on the same problems: the problems right only in the replay and right "
+                  "only when run (flips are counted both ways, never netted), answers that differ, the paired "
+                  "difference (replayed minus measured) with its Newcombe 95% interval, and tokens.", "",
+                  "| trees | rollouts | cell | replayed | measured | right only replayed / only run | answers differ | "
+                  "replayed - measured | 95% CI | replayed tokens | measured tokens | verdict |",
+                  "| ---: | ---: | --- | ---: | ---: | :---: | ---: | ---: | :---: | ---: | ---: | --- |"]
         for v in validation:
-            lines.append(f"| {v['trees']} | {v['rollouts']} | {_pct(v['predicted'])} | {_pct(v['measured'])} | "
-                         f"{v['diff']:+.1%} | {v['ci95'][0]:+.1%} to {v['ci95'][1]:+.1%} | {v['predicted_tokens']:,.0f} | "
-                         f"{v['measured_tokens']:,.0f} | {v['verdict']} |")
+            lines.append(f"| {v['trees']} | {v['rollouts']} | {v['status']} | {_pct(v['predicted'])} | "
+                         f"{_pct(v['measured'])} | {v['replay_only']} / {v['measured_only']} | {v['answers_differ']} | "
+                         f"{v['diff']:+.1%} | {v['ci95'][0]:+.1%} to {v['ci95'][1]:+.1%} | "
+                         f"{v['predicted_tokens']:,.0f} | {v['measured_tokens']:,.0f} | {v['verdict']} |")
     path.write_text("\n".join(lines) + "\n")
+
+
+LABEL_OFFSETS = ((4, -11), (4, 4), (-30, 4), (-30, -11), (4, 13), (-30, 13), (4, -20), (-30, -20))
+
+
+def _place_labels(ax, points: list[tuple[float, float, str]], fig) -> None:
+    """Annotate each point where its label overlaps no label placed before and no marker (a few offsets
+    tried in turn; a label with no free place is left out rather than drawn over another)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    taken = []
+    for x, y in ((x, y) for x, y, _ in points):
+        px, py = ax.transData.transform((x, y))
+        taken.append((px - 4, py - 4, px + 4, py + 4))
+    for tick in ax.get_xticklabels() + ax.get_yticklabels():
+        if tick.get_text():
+            b = tick.get_window_extent(renderer)
+            taken.append((b.x0, b.y0, b.x1, b.y1))
+
+    def free(b, pad: float = 3.0) -> bool:
+        return all(b.x1 + pad <= t[0] or b.x0 - pad >= t[2] or b.y1 + pad <= t[1] or b.y0 - pad >= t[3]
+                   for t in taken) and \
+            ax.get_window_extent(renderer).contains(b.x0, b.y0) and ax.get_window_extent(renderer).contains(b.x1, b.y1)
+
+    for x, y, text in points:
+        for dx, dy in LABEL_OFFSETS:
+            ann = ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points")
+            b = ann.get_window_extent(renderer)
+            if free(b):
+                taken.append((b.x0, b.y0, b.x1, b.y1))
+                break
+            ann.remove()
 
 
 def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
          baselines: dict[str, list[Cell]] | None = None) -> bool:
-    """Draw sweep.png; False (nothing drawn) without matplotlib, which is optional: the table still prints."""
+    """Draw sweep.png (exact cells only; labels that do not collide); False (nothing drawn) without
+    matplotlib, which is optional: the table still prints."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    labels = []
     for t in sorted({c.trees for c in cells}):
         row = sorted((c for c in cells if c.trees == t and c.accuracy is not None and c.exact), key=lambda c: c.tokens_mean)
         if not row:
@@ -202,24 +318,34 @@ def plot(path: Path, cells: list[Cell], front: list[Cell], title: str,
         y = [c.accuracy for c in row]
         err = [[c.accuracy - c.ci95[0] for c in row], [c.ci95[1] - c.accuracy for c in row]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{t} tree{'s' if t > 1 else ''}")
-        for c in row:
-            ax.annotate(f"r={c.rollouts}", (c.tokens_mean, c.accuracy), fontsize=7, xytext=(3, -9),
-                        textcoords="offset points")
-    if front:
-        ax.plot([c.tokens_mean for c in front], [c.accuracy for c in front], "k--", lw=1, label="Pareto frontier")
-        ax.scatter([c.tokens_mean for c in front], [c.accuracy for c in front], s=120, facecolors="none",
-                   edgecolors="k", zorder=5)
+        labels += [(c.tokens_mean, c.accuracy, f"{c.trees}x{c.rollouts}") for c in row]
+    rough = [c for c in cells if c.accuracy is not None and not c.exact]
+    if rough:  # shown, so nothing seems missing, but hollow and grey: approximate, compared with nothing
+        ax.scatter([c.tokens_mean for c in rough], [c.accuracy for c in rough], s=30, facecolors="none",
+                   edgecolors="0.55", label="replayed approximately (~)")
+        labels += [(c.tokens_mean, c.accuracy, f"~{c.label}") for c in rough]
     for method, curve in (baselines or {}).items():
-        pts = [c for c in curve if c.accuracy is not None]
+        pts = [c for c in curve if c.accuracy is not None and c.exact]
         ax.plot([c.tokens_mean for c in pts], [c.accuracy for c in pts], ":", marker="s", ms=4,
                 label=f"{method} (samples {pts[0].samples}-{pts[-1].samples})" if pts else method)
+        labels += [(c.tokens_mean, c.accuracy, c.label) for c in pts]
+    if front:
+        ax.plot([c.tokens_mean for c in front], [c.accuracy for c in front], "k--", lw=1,
+                label="frontier (every exact cell)")
+        ax.scatter([c.tokens_mean for c in front], [c.accuracy for c in front], s=120, facecolors="none",
+                   edgecolors="k", zorder=5)
     ax.set_xscale("log")
+    # major ticks only, plainly written: log minor tick labels over a narrow range collide
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("mean tokens per problem (log scale)")
     ax.set_ylabel("accuracy of the returned answer")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    _place_labels(ax, labels, fig)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
@@ -278,12 +404,12 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
     task = get_task(rows[0]["task"])
     price = price_of(base.backend)
     cells = grid(rows, task, args.trees, args.rollouts, price)
-    front = pareto([c for c in cells if c.exact])
     pairs = diversity_pairs([c for c in cells if c.exact])
-    target_cell = cheapest_reaching(cells, args.target) if args.target is not None else None
     summary = json.loads(run_path.with_suffix(".summary.json").read_text())
     meta = {"problems_file": args.problems, "backend": summary.get("backend"), "task": task.name, "n": len(rows),
             "run_trees": T, "run_rollouts": R, "command": command, "simulated": summary.get("simulated")}
+    if args.target is not None:
+        print(f"fot.sweep: {args.target.describe()}", file=sys.stderr)
 
     baselines: dict[str, list[Cell]] = {}
     for method in args.baselines:
@@ -292,7 +418,10 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
         if rc != 0:
             return rc
         baselines[method] = sample_curve(_load(path), task, args.samples, price)
-    asked = questions(cells, baselines, front)
+    measured = cells + [c for curve in baselines.values() for c in curve]
+    front = pareto(measured)  # over everything measured: forest cells and every baseline
+    target_cell = cheapest_reaching(measured, args.target.accuracy) if args.target is not None else None
+    asked = questions(cells, baselines)
 
     validation = None
     if args.independent:
@@ -305,19 +434,16 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
             if rc != 0:
                 return rc
             own = grid(_load(cell_path), task, [c.trees], [c.rollouts], price)[0]
-            d, _ = compare(c, own)
-            validation.append({"trees": c.trees, "rollouts": c.rollouts, "predicted": c.accuracy,
-                               "measured": own.accuracy, "diff": d.diff, "ci95": d.ci95,
-                               "inside": not d.resolved, "verdict": "same" if d.diff == 0 else d.verdict(
-                                   "replay higher", "measured higher"),
-                               "measured_tokens": own.tokens_mean, "predicted_tokens": c.tokens_mean})
+            validation.append(validate(c, own))
 
     (out / "sweep.json").write_text(json.dumps({
         "meta": meta, "note": GRID_NOTE, "cells": [c.to_dict() for c in cells],
         "baselines": {m: [c.to_dict() for c in curve] for m, curve in baselines.items()}, "questions": asked,
-        "pareto": [(c.trees, c.rollouts) for c in front],
+        "pareto": [(c.trees, c.rollouts) for c in front if c.method == "forest"],  # (fot.view reads this)
+        "frontier": [c.label for c in front], "headline_note": HEADLINE_NOTE,
+        "target": None if args.target is None else dataclasses.asdict(args.target),
         "diversity_pairs": [[(w.trees, w.rollouts), (n.trees, n.rollouts)] for w, n in pairs],
-        "cheapest_reaching_target": None if target_cell is None else (target_cell.trees, target_cell.rollouts),
+        "cheapest_reaching_target": None if target_cell is None else target_cell.label,
         "validation": validation}, indent=1, allow_nan=False) + "\n")
     write_markdown(out / "sweep.md", cells, front, pairs, target_cell, args.target, meta, validation, baselines, asked)
     backend = str(meta["backend"])
@@ -329,6 +455,9 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
               f"python -m fot.view {out} draws the chart without it", file=sys.stderr)
     if validation is not None and not all(v["inside"] for v in validation):
         print("fot.sweep: some independently run cells differ from their replay beyond chance (paired)", file=sys.stderr)
+    if validation is not None and any(v["replay_only"] or v["measured_only"] for v in validation):
+        flipped = [f"{v['trees']}x{v['rollouts']}" for v in validation if v["replay_only"] or v["measured_only"]]
+        print(f"fot.sweep: graded differently from their replay on some problems: {', '.join(flipped)}", file=sys.stderr)
     return 0
 
 

@@ -62,8 +62,8 @@ def test_replay_uses_the_recorded_expert_only_for_the_full_cell():
                trees=2, rollouts=1)
     ans, usage, how = replay(row, t, 2, 1)
     assert (ans, how, usage["total"]) == ("2", "expert_recorded", 450)
-    ans, usage, how = replay(row, t, 2, 0)  # smaller cell: the documented fallback, highest summed Q
-    assert (ans, how, usage["total"]) == ("3", "expert_fallback", 200)
+    ans, usage, how = replay(row, t, 2, 0)  # smaller cell: the fallback stands in, and says it is not exact
+    assert (ans, usage["total"]) == ("3", 200) and how.startswith("inexact:") and "expert" in how
 
 
 def test_grid_cells_equal_a_direct_replay_of_the_snapshots():
@@ -134,7 +134,8 @@ def test_sweep_writes_json_markdown_and_a_png_and_independent_cells_agree(tmp_pa
     assert len(data["cells"]) == 6 and data["meta"]["simulated"] is True
     # with the tie-break by the rule's fallback the decision is the same everywhere: the replay is exact
     for v in data["validation"]:
-        assert v["inside"] and v["measured"] == v["predicted"] and v["diff"] == 0 and v["verdict"] == "same"
+        assert v["inside"] and v["measured"] == v["predicted"] and v["diff"] == 0 and v["verdict"] == "same grades"
+        assert v["replay_only"] == v["measured_only"] == 0 and v["status"] in ("run", "replayed exactly")
         assert v["measured_tokens"] == pytest.approx(v["predicted_tokens"])
     assert [c["samples"] for c in data["baselines"]["sc"]] == [1, 2, 4]
     # the question table: the 2-tree cells against one deeper tree and both baselines, paired
@@ -142,7 +143,8 @@ def test_sweep_writes_json_markdown_and_a_png_and_independent_cells_agree(tmp_pa
     assert {"sc", "bon"} <= kinds
     for q in data["questions"]:
         if q["b"] is not None:
-            assert q["n"] == 16 and q["ci95"][0] <= q["diff"] <= q["ci95"][1] and q["b_tokens_over_a"] <= 1.0001
+            # chosen on half A, measured on the other half only
+            assert q["n"] == 8 and q["chosen_on"] == 8 and q["ci95"][0] <= q["diff"] <= q["ci95"][1]
     md = (out / "sweep.md").read_text()
     assert "Is the forest worth its tokens?" in md and "## Baseline: sc" in md
     assert all(c["usd_mean"] > 0 for c in data["cells"])
@@ -163,7 +165,7 @@ def test_a_binding_budget_share_marks_smaller_forests_inexact_and_a_tree_budget_
     # (since rewards are cheaper, in some problems the problem's own cap binds first: marked all the same)
     assert cells[(1, 3)]["inexact"] > 0 and ("share" in cells[(1, 3)]["inexact_reason"]
                                              or "problem budget" in cells[(1, 3)]["inexact_reason"])
-    assert "not replayable" in (tmp_path / "share" / "sweep.md").read_text()
+    assert "replayed approximately" in (tmp_path / "share" / "sweep.md").read_text()
     assert cells[(3, 3)]["inexact"] == 0  # the run itself
 
     assert run(tmp_path / "tree", "--tree-budget", "1000", "--independent") == 0

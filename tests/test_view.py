@@ -309,7 +309,7 @@ def test_non_finite_prices_and_budgets_are_refused_by_name(tmp_path, capsys):
     assert not out.exists()
     from fot.sweep import main as sweep_main
 
-    for flag, value in [("--price-in", "inf"), ("--price-cached", "nan"), ("--target", "inf"), ("--target", "2")]:
+    for flag, value in [("--price-in", "inf"), ("--price-cached", "nan"), ("--target", "inf"), ("--target", "200")]:
         with pytest.raises(SystemExit) as e:
             sweep_main([str(probs), "--sim", "--out", str(tmp_path / "sweep"), flag, value])
         assert e.value.code == 2 and f"argument {flag}: " in capsys.readouterr().err

@@ -7,6 +7,7 @@ reach; it is always reported separately and labelled as such, never as accuracy.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -114,10 +115,13 @@ def role_shares(roles: dict[str, int]) -> dict[str, float]:
 # -- anytime and grid: smaller forests replayed from one run's snapshots ---------------------------
 
 GRID_NOTE = ("Cells smaller than the run replay its snapshots: the first t trees at rollout r, decided by the same "
-             "decision-rule object as the run. Where that vote needs the expert, the full cell uses the recorded expert "
-             "call; smaller cells use the rule's fallback (the largest group, then the best Q in it) at no token cost, "
-             "counted in the 'expert fallback' column. A run with --tie-break q decides every cell by that fallback, so "
-             "its replay is exact.")
+             "decision-rule object as the run. A cell is 'run' (the run itself), 'replayed exactly' (what a run of it "
+             "would have returned and spent, problem by problem) or 'replayed approximately': where its vote needs the "
+             "expert, a run of it would have asked the expert (a call and a choice the run never made), so the replay "
+             "can only stand in the rule's fallback at no token cost; a budget bound or an early stop also makes a "
+             "replay approximate. Approximate cells are shown with ~ and left out of the frontier, the target and "
+             "the forest-against-rival table. A run with --tie-break q decides every cell by that fallback, so its "
+             "replay is exact.")
 
 
 @dataclass
@@ -140,11 +144,35 @@ class Cell:
     ids: list[str] = field(default_factory=list)  # the graded problems, sorted ...
     outcomes: list[bool] = field(default_factory=list)  # ... and whether each was right (for paired comparisons)
     inexact: int = 0  # problems whose replay of this cell is not what a run of it would have done ...
-    inexact_reason: str = ""  # ... and the most common reason; such a cell is marked, not reported as a number
+    inexact_reason: str = ""  # ... and the most common reason; such a cell is marked and kept out of comparisons
+    run: bool = False  # this cell is the run itself, not a replay
+    answers: list = field(default_factory=list)  # per graded problem (ids order): the answer returned ...
+    tokens: list[int] = field(default_factory=list)  # ... and the tokens spent on it
 
     @property
     def exact(self) -> bool:
         return self.inexact == 0
+
+    @property
+    def status(self) -> str:
+        """run | replayed exactly | replayed approximately: what sweep.md says of the cell."""
+        if self.run and self.exact:
+            return "run"
+        return "replayed exactly" if self.exact else "replayed approximately"
+
+    def restrict(self, keep: "set[str]") -> "Cell":
+        """The same cell on a subset of its graded problems (for choosing on one half, reporting on the other)."""
+        idx = [i for i, k in enumerate(self.ids) if k in keep]
+        outcomes = [self.outcomes[i] for i in idx]
+        tokens = [self.tokens[i] for i in idx] if self.tokens else []
+        n_right = sum(outcomes)
+        return dataclasses.replace(
+            self, problems=len(idx), graded=len(idx), correct=n_right,
+            accuracy=n_right / len(idx) if idx else None, ci95=wilson_ci(n_right, len(idx)) if idx else None,
+            tokens_mean=statistics.fmean(tokens) if tokens else 0.0,
+            tokens_per_solved=sum(tokens) / n_right if n_right else None, usd_mean=None, usd_per_solved=None,
+            ids=[self.ids[i] for i in idx], outcomes=outcomes, tokens=tokens,
+            answers=[self.answers[i] for i in idx] if self.answers else [])
 
     @property
     def label(self) -> str:
@@ -198,6 +226,9 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
     reason = inexact_reason(rec, t, r)
     rule = rule or rule_of(rec)
     full = t >= rec.tree_count and r >= rec.rollouts
+    if not full and not reason and not getattr(rule, "replayable", True):
+        # a rule that reads more than a snapshot holds (answer, Q, tokens) cannot be replayed from them
+        reason = f"the decision rule {getattr(rule, 'name', type(rule).__name__)!r} reads more than the snapshots hold"
     usage = Usage()
     votes = []
     for i in range(min(t, len(rec.snapshots))):
@@ -214,21 +245,25 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
         if full and rec.decision in ("expert", "fallback", "fallback_q"):
             answer, how = rec.answer, "expert_recorded"
             usage += rec.expert_usage
-        else:
+        else:  # a run of this cell would have paid for an expert call and taken its pick: not known here
             answer, how = rule.fallback(decision, votes).answer, "expert_fallback"
+            reason = reason or EXPERT_NOT_RECORDED
     return answer, usage.to_dict(), (f"inexact:{reason}" if reason else how)
+
+
+EXPERT_NOT_RECORDED = "the expert tie-break: a run of this cell would have asked the expert, which the run never did"
 
 
 def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | None, dict, str]],
             price: Price | None = None, **label) -> Cell:
     """One cell: `pick(row)` gives (answer, usage, how) per problem; graded problems are kept in id order
     so two cells over the same rows can be compared problem by problem."""
-    correct, tokens, usd, ids, reasons = [], [], [], [], []
+    correct, tokens, usd, ids, reasons, answers, graded_tokens = [], [], [], [], [], [], []
     recorded = fallback = 0
     for row in sorted((Record.from_row(r) for r in rows), key=lambda r: r.id):
         answer, usage, how = pick(row)
         recorded += how == "expert_recorded"
-        fallback += how == "expert_fallback"
+        fallback += how in ("expert_fallback", f"inexact:{EXPERT_NOT_RECORDED}")
         if how.startswith("inexact:"):
             reasons.append(how.removeprefix("inexact:"))
         tokens.append(usage["total"])
@@ -237,6 +272,8 @@ def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | Non
         if row.reference is not None or not task.needs_reference:
             ids.append(row.id)
             correct.append(bool(task.grade(answer, row.reference, row.question)))
+            answers.append(answer)
+            graded_tokens.append(usage["total"])
     n_right, graded = sum(correct), len(correct)
     return Cell(
         trees=label.get("trees", 0), rollouts=label.get("rollouts", 0), problems=len(rows), graded=graded,
@@ -248,15 +285,18 @@ def measure(rows: list[dict], task: Task, pick: Callable[[dict], tuple[str | Non
         usd_per_solved=sum(usd) / n_right if (usd and n_right) else None,
         expert_recorded=recorded, expert_fallback=fallback, method=label.get("method", "forest"),
         samples=label.get("samples", 0), ids=ids, outcomes=correct, inexact=len(reasons),
-        inexact_reason=max(set(reasons), key=reasons.count) if reasons else "")
+        inexact_reason=max(sorted(set(reasons)), key=reasons.count) if reasons else "", run=label.get("run", False),
+        answers=answers, tokens=graded_tokens)
 
 
 def grid(rows: list[dict], task: Task, trees: list[int], rollouts: list[int], price: Price | None = None,
          rule: "DecisionRule | None" = None) -> list[Cell]:
     """Accuracy and tokens of every (t, r) cell, replayed from one run's results (by `rule` if given,
     else the rule each row names)."""
-    return [measure(rows, task, lambda row: replay(row, task, t, r, rule), price, trees=t, rollouts=r)
-            for t in trees for r in rollouts]
+    full = (max((Record.from_row(r).tree_count for r in rows), default=0), max(
+        (Record.from_row(r).rollouts for r in rows), default=0))
+    return [measure(rows, task, lambda row: replay(row, task, t, r, rule), price, trees=t, rollouts=r,
+                    run=(t, r) == full) for t in trees for r in rollouts]
 
 
 def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str]:
@@ -267,14 +307,18 @@ def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str
     first = rec.samples[:n]
     usage = sum((Usage.from_dict(s) for s in first), Usage())
     answer, how, _ = decide_samples(rec.method if rec.method != "forest" else "sc", first, task, rec.question)
+    if n < len(rec.samples) and any(s.get("error_kind") == "budget" for s in rec.samples):
+        # the run's samples competed for one problem budget: fewer samples would each have had more room
+        how = "inexact:the problem budget bound: a run of fewer samples would have had more room"
     return answer, usage.to_dict(), how
 
 
 def sample_curve(rows: list[dict], task: Task, ns: list[int], price: Price | None = None) -> list[Cell]:
     """Accuracy and tokens of a sampling baseline at every n, replayed from one run of the largest."""
     method = rows[0].get("method", "sc") if rows else "sc"
-    return [measure(rows, task, lambda row: replay_samples(row, task, n), price, method=method, samples=n)
-            for n in ns]
+    largest = max((len(Record.from_row(r).samples) for r in rows), default=0)
+    return [measure(rows, task, lambda row: replay_samples(row, task, n), price, method=method, samples=n,
+                    run=n >= largest) for n in ns]
 
 
 def compare(a: Cell, b: Cell):
@@ -287,8 +331,9 @@ def compare(a: Cell, b: Cell):
 
 
 def pareto(cells: list[Cell]) -> list[Cell]:
-    """Cells no other cell beats on both counts (at least as accurate for no more tokens)."""
-    scored = [c for c in cells if c.accuracy is not None]
+    """Exact cells (forest cells and baselines alike) that no other exact cell beats on both counts: at least
+    as accurate for no more tokens. Approximate cells are left out: they neither join nor remove anyone."""
+    scored = [c for c in cells if c.accuracy is not None and c.exact]
     front = []
     for c in sorted(scored, key=lambda c: (c.tokens_mean, -c.accuracy)):
         if not front or c.accuracy > front[-1].accuracy:
@@ -297,8 +342,18 @@ def pareto(cells: list[Cell]) -> list[Cell]:
 
 
 def cheapest_reaching(cells: list[Cell], target: float) -> Cell | None:
-    ok = [c for c in cells if c.accuracy is not None and c.accuracy >= target]
+    ok = [c for c in cells if c.accuracy is not None and c.exact and c.accuracy >= target]
     return min(ok, key=lambda c: c.tokens_mean) if ok else None
+
+
+def halves(ids: list[str], salt: str = "fot.sweep") -> tuple[set[str], set[str]]:
+    """Split problems in two fixed halves by a hash of their id (not their order, not their outcome): choose on
+    the first, report on the second, so a cell picked for looking good is not then tested on the same luck."""
+    import hashlib
+
+    ranked = sorted(ids, key=lambda k: hashlib.blake2b(f"{salt}:{k}".encode(), digest_size=8).digest())
+    cut = len(ranked) // 2
+    return set(ranked[:cut]), set(ranked[cut:])
 
 
 def diversity_pairs(cells: list[Cell]) -> list[tuple[Cell, Cell]]:
