@@ -214,7 +214,10 @@ async def test_a_tree_stops_cleanly_on_its_budget_and_keeps_its_best_answer(make
 
 
 async def test_low_logprob_steps_are_regenerated(make_sim):
-    profile = SimProfile(p_first=0.3, logprob_right=-0.1, logprob_wrong=-3.0, hardness_sd=0, tree_sd=0)
+    # every regeneration a fresh draw (temp_spread small, no cost): what is measured is the correction, not the
+    # simulated temperature's repetition of a tree's greedy answer
+    profile = SimProfile(p_first=0.3, logprob_right=-0.1, logprob_wrong=-3.0, hardness_sd=0, tree_sd=0,
+                         temp_spread=0.01, temp_cost=0)
     sim = await make_sim(profile=profile)
     cfg = SearchConfig(rollouts=0, logprob_threshold=-1.5, max_corrections=3)
     async with LLMClient(sim.base_url, "fot-sim") as llm:
