@@ -57,6 +57,9 @@ class SearchConfig:
     critique_max_tokens: int = setting(384, "completion cap of a critique")
     eval_max_tokens: int = setting(192, "completion cap of one self-evaluation, analysis and score line (default "
                                         "192; 96 on the embedded local model)")
+    keep_logprobs: int = setting(0, "samples ask for token log-probs with this many top alternatives per token and "
+                                    "record each token's log-prob and confidence (the confidence rule, deepconf and "
+                                    "the meter's signals read them); 0: not asked", minimum=0, maximum=20)
     min_tokens: int = setting(16, "a call that cannot get this many completion tokens is not made")
 
     # Forest (Bi et al. 2025)

@@ -71,12 +71,27 @@ class Choice:
     text: str
     finish_reason: str | None = None
     logprobs: list[float] | None = None  # per completion token, when asked for and given
+    top_logprobs: list[list[float]] | None = None  # per token, the log-probs of the top alternatives (top_logprobs)
 
     @property
     def mean_logprob(self) -> float | None:
         if not self.logprobs:
             return None
         return sum(self.logprobs) / len(self.logprobs)
+
+    @property
+    def confidences(self) -> list[float] | None:
+        """DeepConf's token confidence (Fu et al. 2025): minus the mean log-prob of the top-k alternatives
+        at each token; high where the model was sure. Falls back to minus the sampled token's log-prob
+        where the server sent no alternatives."""
+        if not self.logprobs:
+            return None
+        tops = self.top_logprobs or []
+        out = []
+        for i, lp in enumerate(self.logprobs):
+            top = tops[i] if i < len(tops) else None
+            out.append(-sum(top) / len(top) if top else -lp)
+        return out
 
 
 @dataclass
@@ -484,11 +499,8 @@ class LLMClient:
             text = msg.get("content") if isinstance(msg, dict) else None
             if not isinstance(text, str):
                 raise MalformedResponse("a choice has no text content")
-            lps = None
-            lp = c.get("logprobs")
-            if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
-                lps = [float(t["logprob"]) for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
-            choices.append(Choice(text=text, finish_reason=c.get("finish_reason"), logprobs=lps or None))
+            lps, tops = _logprobs(c.get("logprobs"))
+            choices.append(Choice(text=text, finish_reason=c.get("finish_reason"), logprobs=lps, top_logprobs=tops))
         usage = resp.get("usage")
         if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int) \
                 or not isinstance(usage.get("completion_tokens"), int):
@@ -522,6 +534,18 @@ class LLMClient:
                 completion = completion + round(completion / counted[0] * sum(counted[1:]))
                 estimated = True
         return choices, prompt, completion, cached, estimated
+
+
+def _logprobs(lp: Any) -> tuple[list[float] | None, list[list[float]] | None]:
+    """(each token's log-prob, each token's top alternatives' log-probs) from an OpenAI `logprobs` object;
+    a server's -inf (a token it would never pick) is kept finite so the record stays JSON."""
+    if not (isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]):
+        return None, None
+    rows = [t for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
+    lps = [max(float(t["logprob"]), -1e4) for t in rows]
+    tops = [[max(float(a["logprob"]), -1e4) for a in (t.get("top_logprobs") or []) if isinstance(a, dict)
+             and "logprob" in a] for t in rows]
+    return lps or None, tops if any(tops) else None
 
 
 def _short(exc: BaseException | str, secret: str = "") -> str:

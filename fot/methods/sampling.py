@@ -27,7 +27,7 @@ class Sampling(Method):
 
     def settings(self, cfg: "SearchConfig", budget: int | None, names: dict, samples: int) -> dict:
         return {"samples": self.samples(samples), "seed": cfg.seed, "verifier": names["verifier"],
-                "temperature": cfg.temperatures[0]}
+                "temperature": cfg.temperatures[0], "keep_logprobs": cfg.keep_logprobs}
 
     async def run(self, run: MethodRun, result: "Result") -> "Result":
         from ..search.baselines import run_sampling

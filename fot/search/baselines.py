@@ -41,6 +41,8 @@ class Sample:
     cached: int = 0
     error: str = ""
     error_kind: str = ""  # fot.errors.ERROR_KINDS
+    logprobs: list[float] | None = None  # with keep_logprobs: each answer token's log-prob ...
+    confidence: list[float] | None = None  # ... and its confidence (fot.backend.llm.Choice.confidences)
     failure: Exception | None = field(default=None, repr=False, compare=False)  # the error itself, not recorded
 
 
@@ -52,6 +54,20 @@ class SamplingResult:
     samples: list[Sample] = field(default_factory=list)
     eval_asked: int = 0
     eval_parsed: int = 0
+
+
+def logprob_request(cfg: SearchConfig, at_least: int = 0) -> dict:
+    """The chat() arguments that ask for token log-probs when `keep_logprobs` (or a caller) wants them."""
+    k = max(cfg.keep_logprobs, at_least)
+    return {"logprobs": True, "extra": {"top_logprobs": k}} if k else {}
+
+
+def kept_logprobs(choice) -> tuple[list[float] | None, list[float] | None]:
+    """A choice's token log-probs and confidences, rounded for the record (4 decimals: far below any
+    threshold a rule would set)."""
+    if not choice.logprobs:
+        return None, None
+    return [round(x, 4) for x in choice.logprobs], [round(x, 4) for x in choice.confidences or []]
 
 
 def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task,
@@ -91,8 +107,9 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
         try:
             c = await llm.chat(prompts.answer(question, "", task.instructions), role="answer",
                                tag=CallTag(problem_id, i, 0), max_tokens=cap, temperature=temperature,
-                               seed=cfg.seed * 1000 + i, budget=own)
+                               seed=cfg.seed * 1000 + i, budget=own, **logprob_request(cfg))
             s.text = c.text
+            s.logprobs, s.confidence = kept_logprobs(c.choices[0])
             s.answer = final_answer(task, c.text, c.choices[0].finish_reason == "length")
             if method == "bon" and s.answer is not None:
                 scores = await verifier.score(question, c.text, cfg.reward_samples, CallTag(problem_id, i, 0), own,
