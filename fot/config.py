@@ -78,6 +78,11 @@ class SearchConfig:
     early_stop: bool = setting(False, "stop the other trees once their votes could no longer change the decision")
     verifier: str = setting("auto", "how candidates are scored in search (fot/search/verifiers.py): auto, self, rule, "
                                     "reward_model")
+    constrain: str = setting("json_schema", "how the 'constrained' verifier forces a readable score: json_schema "
+                                            "(response_format: OpenAI, vLLM, SGLang, llama.cpp, Ollama) or grammar "
+                                            "(llama.cpp's GBNF)", choices=("json_schema", "grammar"))
+    prm_aggregate: str = setting("min", "how the 'prm' verifier folds its step scores: min, last, prod, mean",
+                                 choices=("min", "last", "prod", "mean"))
     expert_max_tokens: int = setting(256, "completion cap of the expert's comparison")
     decision_reserve: float = setting(0.05, "share of a problem budget kept for the expert decision")
     tree_budget: int | None = setting(None, "tokens per tree (hard cap), the same at any forest size, so smaller "

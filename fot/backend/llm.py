@@ -71,7 +71,7 @@ class Choice:
     text: str
     finish_reason: str | None = None
     logprobs: list[float] | None = None  # per completion token, when asked for and given
-    top_logprobs: list[list[float]] | None = None  # per token, the log-probs of the top alternatives (top_logprobs)
+    top_logprobs: list[list[tuple[str, float]]] | None = None  # per token, its top alternatives (top_logprobs)
 
     @property
     def mean_logprob(self) -> float | None:
@@ -90,7 +90,7 @@ class Choice:
         out = []
         for i, lp in enumerate(self.logprobs):
             top = tops[i] if i < len(tops) else None
-            out.append(-sum(top) / len(top) if top else -lp)
+            out.append(-sum(a for _, a in top) / len(top) if top else -lp)
         return out
 
 
@@ -536,15 +536,15 @@ class LLMClient:
         return choices, prompt, completion, cached, estimated
 
 
-def _logprobs(lp: Any) -> tuple[list[float] | None, list[list[float]] | None]:
+def _logprobs(lp: Any) -> tuple[list[float] | None, list[list[tuple[str, float]]] | None]:
     """(each token's log-prob, each token's top alternatives' log-probs) from an OpenAI `logprobs` object;
     a server's -inf (a token it would never pick) is kept finite so the record stays JSON."""
     if not (isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]):
         return None, None
     rows = [t for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
     lps = [max(float(t["logprob"]), -1e4) for t in rows]
-    tops = [[max(float(a["logprob"]), -1e4) for a in (t.get("top_logprobs") or []) if isinstance(a, dict)
-             and "logprob" in a] for t in rows]
+    tops = [[(str(a.get("token", "")), max(float(a["logprob"]), -1e4)) for a in (t.get("top_logprobs") or [])
+             if isinstance(a, dict) and "logprob" in a] for t in rows]
     return lps or None, tops if any(tops) else None
 
 

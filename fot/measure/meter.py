@@ -244,7 +244,8 @@ def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str
     rec = Record.from_row(row)
     first = rec.samples[:n]
     usage = sum((Usage.from_dict(s) for s in first), Usage())
-    answer, how, _ = decide_samples(rec.method if rec.method != "forest" else "sc", first, task, rec.question)
+    answer, how, _ = decide_samples(rec.method if rec.method != "forest" else "sc", first, task, rec.question,
+                                    rec.settings.get("decision"))
     return answer, usage.to_dict(), how
 
 

@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from .base import SAMPLE_SETTINGS, Method, MethodRun
+from ..search.decision import SAMPLE_RULES
 from .forest import distinct
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ class Sampling(Method):
 
     def settings(self, cfg: "SearchConfig", budget: int | None, names: dict, samples: int) -> dict:
         return {"samples": self.samples(samples), "seed": cfg.seed, "verifier": names["verifier"],
-                "temperature": cfg.temperatures[0], "keep_logprobs": cfg.keep_logprobs}
+                "temperature": cfg.temperatures[0], "keep_logprobs": cfg.keep_logprobs,
+                "decision": cfg.decision if cfg.decision in SAMPLE_RULES else None}
 
     async def run(self, run: MethodRun, result: "Result") -> "Result":
         from ..search.baselines import run_sampling

@@ -25,7 +25,8 @@ from ..errors import UsageError, error_kind
 from ..backend.ledger import CallTag
 from ..backend.llm import LLMClient, LLMError
 from .mctsr import q_value
-from .decision import group_answers
+from .confidence import trace_confidence
+from .decision import SAMPLE_RULES, Vote, decision_rule, group_answers
 from .verifiers import Verifier, make_verifier
 from ..tasks import Task, final_answer
 
@@ -71,13 +72,18 @@ def kept_logprobs(choice) -> tuple[list[float] | None, list[float] | None]:
 
 
 def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task,
-                   question: str) -> tuple[str | None, str, int | None]:
+                   question: str, rule: str | None = None) -> tuple[str | None, str, int | None]:
     """(answer, how, index of the sample whose text stands for it) from the given samples, in index
-    order; the same function decides a run and its replays."""
+    order; the same function decides a run and its replays. `rule`: one of decision.SAMPLE_RULES
+    (votes weighted by score or by confidence) instead of the method's own (majority, best Q)."""
     rows = [vars(s) if isinstance(s, Sample) else s for s in samples]
     answered = [r for r in rows if r.get("answer") is not None]
     if not answered:
         return None, "none", None
+    if rule in SAMPLE_RULES:
+        votes = [Vote(r["index"], r["answer"], r.get("q"), trace_confidence(r.get("confidence"))) for r in answered]
+        d = decision_rule(rule).decide(votes, task, question)
+        return d.answer, d.how, d.groups[0][1][0] if d.groups else None
     if method == "bon":
         best = max(answered, key=lambda r: (r["q"] if r.get("q") is not None else float("-inf"), -r["index"]))
         return best["answer"], "best_q" if best.get("q") is not None else "best_q_unscored", best["index"]
@@ -125,7 +131,7 @@ async def run_sampling(question: str, task: Task, llm: LLMClient, cfg: SearchCon
         return s
 
     out.samples = await gather_all(*(one(i) for i in range(n)))
-    out.answer, out.how, chosen = decide_samples(method, out.samples, task, question)
+    out.answer, out.how, chosen = decide_samples(method, out.samples, task, question, cfg.decision)
     if chosen is not None:
         out.text = out.samples[chosen].text
     return out
