@@ -60,6 +60,11 @@ class SearchConfig:
     keep_logprobs: int = setting(0, "samples ask for token log-probs with this many top alternatives per token and "
                                     "record each token's log-prob and confidence (the confidence rule, deepconf and "
                                     "the meter's signals read them); 0: not asked", minimum=0, maximum=20)
+    esc_window: int = setting(2, "esc: samples per window; sampling stops at the first window whose answers all agree",
+                              minimum=1)
+    deepconf_warmup: int = setting(4, "deepconf: traces run to the end to set the confidence threshold", minimum=1)
+    deepconf_keep: float = setting(90.0, "deepconf: the share (percent) of warm-up traces the threshold keeps: 90 is "
+                                         "DeepConf-high, 10 DeepConf-low", above=0, maximum=100)
     min_tokens: int = setting(16, "a call that cannot get this many completion tokens is not made")
 
     # Forest (Bi et al. 2025)

@@ -37,6 +37,10 @@ class Sampling(Method):
         sr = await run_sampling(run.question, run.task, run.llm, run.cfg, run.budget, run.problem_id,
                                 method=self.name, samples=self.samples(run.samples), verifier=run.verifier,
                                 reward_llm=run.reward_llm)
+        return self.fill(result, sr, run)
+
+    def fill(self, result: "Result", sr, run: MethodRun) -> "Result":
+        """The result of a problem from its samples (every sampling method's the same way)."""
         r = result
         r.answer, r.text, r.decision = sr.answer, sr.text, sr.how
         r.samples = [{f.name: getattr(s, f.name) for f in fields(s) if f.name != "failure"} for s in sr.samples]
