@@ -82,7 +82,7 @@ async def test_the_search_never_sees_the_reference(make_sim):
 
 
 async def test_expert_decides_when_trees_disagree(make_sim):
-    profile = SimProfile(p_first=0.3, p_fix=0.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0, p_expert=1.0,
+    profile = SimProfile(p_first=0.3, p_fix=0.0, p_break=0.0, hardness_sd=0.0, tree_sd=0.0, expert_auroc=1.0,
                          distractor_weights=(0.34, 0.33, 0.33))
     sim = await make_sim(profile=profile)
     cfg = SearchConfig(trees=3, rollouts=0, activation_threshold=-101, **FAST)

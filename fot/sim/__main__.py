@@ -39,7 +39,15 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--p-first", type=float, default=d.p_first)
     ap.add_argument("--p-fix", type=float, default=d.p_fix)
     ap.add_argument("--p-break", type=float, default=d.p_break)
-    ap.add_argument("--p-expert", type=float, default=d.p_expert)
+    ap.add_argument("--expert-auroc", type=float, default=d.expert_auroc,
+                    help="the expert's skill (AUROC of its judgement of one candidate); default: the self-evaluation's")
+    ap.add_argument("--eval-auroc", type=float, default=d.eval_auroc,
+                    help="the self-evaluation scores' AUROC against correctness (moves the wrong mean)")
+    ap.add_argument("--temp-spread", type=float, default=d.temp_spread)
+    ap.add_argument("--temp-cost", type=float, default=d.temp_cost)
+    ap.add_argument("--logprob-right", type=float, default=d.logprob_right)
+    ap.add_argument("--logprob-wrong", type=float, default=d.logprob_wrong)
+    ap.add_argument("--logprob-reply-sd", type=float, default=d.logprob_reply_sd)
     ap.add_argument("--hardness-sd", type=float, default=d.hardness_sd)
     ap.add_argument("--tree-sd", type=float, default=d.tree_sd)
     ap.add_argument("--eval-right", type=_pair, default=d.eval_right, metavar="MEAN,SD")
@@ -68,10 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         except ProblemFileError as e:
             print(f"fot.sim: {e}", file=sys.stderr)
             return 2
-    profile = SimProfile(p_first=args.p_first, p_fix=args.p_fix, p_break=args.p_break, p_expert=args.p_expert,
-                         hardness_sd=args.hardness_sd, tree_sd=args.tree_sd, eval_right=args.eval_right,
-                         eval_wrong=args.eval_wrong, answer_tokens=args.answer_tokens)
     try:
+        profile = SimProfile(p_first=args.p_first, p_fix=args.p_fix, p_break=args.p_break,
+                             expert_auroc=args.expert_auroc, eval_auroc=args.eval_auroc, temp_spread=args.temp_spread,
+                             temp_cost=args.temp_cost, logprob_right=args.logprob_right,
+                             logprob_wrong=args.logprob_wrong, logprob_reply_sd=args.logprob_reply_sd,
+                             hardness_sd=args.hardness_sd, tree_sd=args.tree_sd, eval_right=args.eval_right,
+                             eval_wrong=args.eval_wrong, answer_tokens=args.answer_tokens)
         config = SimConfig(model=args.model, seed=args.seed, profile=profile, problems=problems, ttft_s=args.ttft,
                            decode_tps=args.decode_tps, capacity=args.capacity, faults=dict(args.fault),
                            retry_after_s=args.retry_after, hang_s=args.hang, ignore_n=args.ignore_n,

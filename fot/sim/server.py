@@ -193,6 +193,9 @@ class SimBackend:
             seed = body.get("seed")
             max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
             want_logprobs = bool(body.get("logprobs"))
+            top_logprobs = int(body.get("top_logprobs") or 0) if want_logprobs else 0
+            if not 0 <= top_logprobs <= 20:
+                raise ValueError("top_logprobs must be from 0 to 20")
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
             return self._error(400, f"bad request: {e}", "invalid_request_error")
         if body.get("model") not in (c.model, None):
@@ -235,10 +238,11 @@ class SimBackend:
             choice = {"index": i, "message": {"role": "assistant", "content": out.text}, "finish_reason": finish}
             if want_logprobs:
                 rng = random.Random(stable_hash(c.seed, "lp", body_key, occurrence, i))
-                lps = solver.logprobs(out, len(toks), rng)
+                lps = solver.logprobs(out, len(toks), rng, top=top_logprobs, tokens=toks)
                 choice["logprobs"] = {"content": [
-                    {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []}
-                    for t, lp in zip(toks, lps)]}
+                    {"token": t, "logprob": lp, "bytes": list(t.encode()),
+                     "top_logprobs": [{"token": a, "logprob": alp, "bytes": list(a.encode())} for a, alp in alts]}
+                    for t, (lp, alts) in zip(toks, lps)]}
             else:
                 choice["logprobs"] = None
             choices.append(choice)

@@ -6,18 +6,30 @@ solver of known quality. Nothing it produces may be presented as a model's resul
 
 It reads the role of each request from the section headers of `fot.search.prompts`, finds the problem
 (from `--problems` references, or by computing a plain integer-arithmetic expression), and
-draws its answer from the profile:
+draws its answer from the profile (docs/sim.md says what each knob means and why its default):
 
-- a first answer is right with probability sigmoid(logit(p_first) - hardness + aptitude), where
-  `hardness` is drawn once per problem (errors correlate across everything on that problem) and
-  `aptitude` once per tree input (question variant + seed), so errors within a tree correlate
-  but trees with different inputs are independent given the problem;
-- a refine turns a wrong draft right with probability sigmoid(logit(p_fix) - hardness +
-  aptitude) and a right draft wrong with probability p_break;
+- a problem has a `hardness`, drawn once per problem, shared by everything asked about it;
+- an *input* (the question as a tree is asked it: raw, rephrased, shuffled, with a worked example)
+  has an `aptitude`, drawn once per (problem, input text) with s.d. `tree_sd`: a function of the
+  problem and the input, never of the request's seed, so every call of one tree shares it, trees
+  asked the same text share it, and trees asked different texts are independent given the problem.
+  `tree_sd` is the size of the effect input diversity can have;
+- a first answer at temperature T repeats the input's greedy answer (right with probability
+  sigmoid(logit(p_first) - hardness + aptitude)) with probability exp(-T / temp_spread), and is
+  otherwise a fresh draw that pays `temp_cost * T` logits: heat buys diversity with per-sample accuracy;
+- a refine turns a wrong draft right with probability sigmoid(logit(p_fix) - hardness + aptitude -
+  temp_cost * T) and a right draft wrong with probability p_break;
 - self-evaluation scores are normal draws whose mean depends on whether the graded answer is
-  right (a verifier of known quality), clipped to [-100, 100], written as a line of analysis then
-  'Score: N' (with probability `eval_unreadable`, a reply with no score line);
-- an expert comparison picks a right candidate, when there is one, with probability p_expert;
+  right; `eval_auroc` sets their AUROC against correctness directly (the verifier's informativeness).
+  They are clipped to [-100, 100], written as a line of analysis then 'Score: N' (with probability
+  `eval_unreadable`, a reply with no score line); a grading prompt that asks for Yes or No gets
+  "Yes"/"No", with log-probs that carry the same score;
+- the expert judges each candidate it is shown with a noisy score of AUROC `expert_auroc` (by
+  default the self-evaluation's: the same model judging) and names the best: it can only pick among
+  what it is shown, and with many wrong candidates a right one is harder to pick;
+- token log-probs (OpenAI `logprobs`, with `top_logprobs` when asked) centre on `logprob_right` or
+  `logprob_wrong` per reply (plus a per-reply spread `logprob_reply_sd`): right answers are more
+  confident by the gap you set;
 - wrong answers come from a few per-problem distractors with skewed weights, so wrong trees
   sometimes agree, as real ones do.
 """
@@ -33,10 +45,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 from fractions import Fraction
+from statistics import NormalDist
 
 WORD = re.compile(r"\w+|[^\w\s]")
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+REPHRASED = re.compile(r"^In other words(?: \(version \d+\))?: ")
+YES_NO = re.compile(r"\byes\b.*\bno\b|\bno\b.*\byes\b", re.I | re.S)
 
 
 def sim_tokens(text: str) -> list[str]:
@@ -46,20 +61,53 @@ def sim_tokens(text: str) -> list[str]:
 
 @dataclass
 class SimProfile:
-    p_first: float = 0.5  # first answer right, for a problem of median hardness and a median tree
+    """What the simulated model can do; docs/sim.md gives each default's reason."""
+
+    p_first: float = 0.5  # greedy first answer right, for a problem of median hardness and a median input
     hardness_sd: float = 1.0  # logit s.d. of per-problem hardness
-    tree_sd: float = 0.7  # logit s.d. of per-input aptitude
-    p_fix: float = 0.3  # refine fixes a wrong draft (median problem and tree)
+    tree_sd: float = 0.7  # logit s.d. of per-input aptitude: how far another input text moves a tree
+    p_fix: float = 0.3  # refine fixes a wrong draft (median problem and input)
     p_break: float = 0.08  # refine breaks a right draft
+    temp_spread: float = 0.5  # a sample at temperature T repeats the greedy answer with probability exp(-T / this)
+    temp_cost: float = 0.25  # logits a fresh (non-greedy) sample loses per unit of temperature
     eval_right: tuple[float, float] = (55.0, 25.0)  # mean, s.d. of self-evaluation of a right answer
-    eval_wrong: tuple[float, float] = (5.0, 35.0)
+    eval_wrong: tuple[float, float] = (5.0, 35.0)  # (AUROC of these two: 0.877)
+    eval_auroc: float | None = None  # if set, the wrong mean is moved so the scores have this AUROC
     eval_unreadable: float = 0.0  # share of self-evaluations with no score line
-    p_expert: float = 0.75
+    expert_auroc: float | None = None  # the expert's skill; None: the self-evaluation's AUROC
     distractor_weights: tuple[float, ...] = (0.5, 0.3, 0.2)
     answer_tokens: int = 90
     critique_tokens: int = 60
     logprob_right: float = -0.25  # mean token log-prob of a right answer
-    logprob_wrong: float = -0.9
+    logprob_wrong: float = -0.9  # ... of a wrong one: the gap is how much more confident right answers are
+    logprob_reply_sd: float = 0.0  # s.d. of a reply's mean log-prob around those (0: the gap alone decides)
+    logprob_token_sd: float = 0.3  # s.d. of one token's log-prob around its reply's
+
+    def __post_init__(self) -> None:
+        if self.eval_auroc is not None and not 0.5 <= self.eval_auroc < 1:
+            raise ValueError(f"eval_auroc must be in [0.5, 1), got {self.eval_auroc}")
+        if self.expert_auroc is not None and not 0.5 <= self.expert_auroc <= 1:
+            raise ValueError(f"expert_auroc must be in [0.5, 1], got {self.expert_auroc}")
+        if self.temp_spread <= 0:
+            raise ValueError(f"temp_spread must be > 0, got {self.temp_spread}")
+
+    @property
+    def eval_wrong_mean(self) -> float:
+        """The wrong answers' mean score: given, or set by `eval_auroc` (binormal: AUROC = Phi(d / sqrt(sr^2 + sw^2)))."""
+        if self.eval_auroc is None:
+            return self.eval_wrong[0]
+        spread = math.hypot(self.eval_right[1], self.eval_wrong[1])
+        return self.eval_right[0] - NormalDist().inv_cdf(self.eval_auroc) * spread
+
+    @property
+    def verifier_auroc(self) -> float:
+        """The self-evaluation scores' AUROC against correctness (before clipping and rounding)."""
+        spread = math.hypot(self.eval_right[1], self.eval_wrong[1])
+        return NormalDist().cdf((self.eval_right[0] - self.eval_wrong_mean) / spread)
+
+    @property
+    def expert_skill(self) -> float:
+        return self.verifier_auroc if self.expert_auroc is None else self.expert_auroc
 
 
 def _logit(p: float) -> float:
@@ -78,6 +126,12 @@ def stable_hash(*parts: object) -> int:
 
 def normalize_question(q: str) -> str:
     return " ".join(q.lower().split())
+
+
+def problem_key(q: str) -> str:
+    """One problem whatever order its premises are in: a shuffled input is the same problem (same
+    hardness, same distractors), only another input."""
+    return ". ".join(sorted(s.strip() for s in normalize_question(q).split(".") if s.strip()))
 
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
@@ -175,6 +229,8 @@ class Request:
 class Output:
     text: str
     right: bool | None  # whether the answer it states is right (None for roles with no answer)
+    # each token's (log-prob, top alternatives [(token, log-prob)]) when the role sets them (a Yes/No grade)
+    token_logprobs: list[tuple[float, list[tuple[str, float]]]] | None = None
 
 
 @dataclass
@@ -203,7 +259,20 @@ class SimSolver:
     def question_of(user: str) -> str:
         m = re.search(r"Question: (.*?)(?:\n\n|$)", user, re.S)
         q = m.group(1) if m else user
-        return q.removeprefix("In other words: ")
+        return REPHRASED.sub("", q, count=1)
+
+    @staticmethod
+    def input_of(user: str, role: str) -> str:
+        """The tree's input text: the question as it is asked (a rephrasing keeps its version mark), and for
+        a first answer the context shown with it (a worked example). A refine does not see the example, so
+        an example tree's refines share the raw question's aptitude."""
+        m = re.search(r"Question: (.*?)(?:\n\n|$)", user, re.S)
+        q = m.group(1) if m else user
+        if role == "answer" and m:
+            rest = user[m.end():]
+            hint = rest.split("Solve the question", 1)[0] if "Solve the question" in rest else ""
+            return q + "\n" + hint.strip()
+        return q
 
     def truth(self, question: str) -> str:
         key = normalize_question(question)
@@ -219,7 +288,7 @@ class SimSolver:
         computed = arithmetic_truth(question)
         if computed is not None:
             return computed
-        return str(stable_hash("truth", key) % 1000)  # unknown problem: a fixed made-up truth
+        return str(stable_hash("truth", problem_key(question)) % 1000)  # unknown problem: a fixed made-up truth
 
     @staticmethod
     def _final(ref: str) -> str:
@@ -229,7 +298,7 @@ class SimSolver:
     # -- drawing -------------------------------------------------------------------------------
 
     def _problem_draws(self, truth: str, question: str) -> tuple[float, list[str]]:
-        rng = random.Random(stable_hash(self.seed, "problem", normalize_question(question)))
+        rng = random.Random(stable_hash(self.seed, "problem", problem_key(question)))
         hardness = rng.gauss(0.0, self.profile.hardness_sd)
         k = len(self.profile.distractor_weights)
         nums = game24_numbers(question)
@@ -250,9 +319,17 @@ class SimSolver:
             distractors = [f"{truth} (variant {i + 1})" for i in range(k)]
         return hardness, distractors
 
-    def _aptitude(self, question_variant: str, seed: int | None) -> float:
-        rng = random.Random(stable_hash(self.seed, "tree", question_variant, seed))
+    def aptitude(self, user: str) -> float:
+        """The aptitude of the input this request belongs to: fixed per (problem, input text), whatever the
+        request's seed or temperature, so it is the same for every call of one tree."""
+        rng = random.Random(stable_hash(self.seed, "tree", normalize_question(self.input_of(user, self.role_of(user)))))
         return rng.gauss(0.0, self.profile.tree_sd)
+
+    def _judge(self, right: bool, auroc: float, rng: random.Random) -> float:
+        """A unit-variance judgement whose AUROC against `right` is `auroc` (binormal, equal variances)."""
+        if auroc >= 1:  # a perfect judge: every right candidate above every wrong one
+            return (1.0 if right else 0.0) + rng.random() * 1e-6
+        return rng.gauss(math.sqrt(2) * NormalDist().inv_cdf(auroc) if right else 0.0, 1.0)
 
     def _filler(self, rng: random.Random, n_tokens: int) -> str:
         words = ["we", "compute", "the", "value", "carefully", "then", "check", "each", "step", "so"]
@@ -268,64 +345,96 @@ class SimSolver:
         variant = self.question_of(user)
         truth = self.truth(variant)
         hardness, distractors = self._problem_draws(truth, variant)
-        aptitude = self._aptitude(variant, req.seed)
+        aptitude = self.aptitude(user)
         sample_key = (self.seed, role, user, req.seed, choice) if (req.seed is not None or req.temperature == 0) else (
             self.seed, role, user, req.occurrence, choice)
         rng = random.Random(stable_hash(*sample_key))
         p = self.profile
+        heat = max(0.0, req.temperature)
 
         nums = game24_numbers(variant)
 
         def is_right(ans: str | None) -> bool:
             return game24_right(ans, nums) if nums is not None else same_answer(ans, truth)
 
-        def wrong() -> str:
-            return rng.choices(distractors, weights=p.distractor_weights[: len(distractors)])[0]
+        def wrong(r: random.Random = rng) -> str:
+            return r.choices(distractors, weights=p.distractor_weights[: len(distractors)])[0]
 
         def solution(ans: str) -> str:
             n = max(5, int(rng.gauss(p.answer_tokens, p.answer_tokens * 0.25)))
             return f"Let me solve this step by step. {self._filler(rng, n)}. So the answer is \\boxed{{{ans}}}."
 
         if role == "answer":
-            right = rng.random() < _sigmoid(_logit(p.p_first) - hardness + aptitude)
-            return Output(solution(truth if right else wrong()), right)
+            logit = _logit(p.p_first) - hardness + aptitude
+            if rng.random() < math.exp(-heat / p.temp_spread):  # the input's greedy answer
+                # one uniform per problem, the input's aptitude moving the threshold: inputs of equal aptitude
+                # give the same greedy answer, and tree_sd alone sets how often inputs disagree
+                greedy = random.Random(stable_hash(self.seed, "greedy", problem_key(variant)))
+                right = greedy.random() < _sigmoid(logit)
+                ans = truth if right else wrong(greedy)
+            else:
+                right = rng.random() < _sigmoid(logit - p.temp_cost * heat)
+                ans = truth if right else wrong()
+            return Output(solution(ans), right)
         if role == "refine":
             draft = user.split("Draft answer:\n", 1)[1].split("\n\nCritique:\n", 1)[0]
             was_right = is_right(extract_answer(draft))
             if was_right:
                 right = rng.random() >= p.p_break
             else:
-                right = rng.random() < _sigmoid(_logit(p.p_fix) - hardness + aptitude)
+                right = rng.random() < _sigmoid(_logit(p.p_fix) - hardness + aptitude - p.temp_cost * heat)
             return Output(solution(truth if right else wrong()), right)
         if role == "critique":
             n = max(5, int(rng.gauss(p.critique_tokens, p.critique_tokens * 0.25)))
             return Output(f"The draft has these issues: {self._filler(rng, n)}.", None)
         if role == "evaluate":
-            graded = user.split("Answer to grade:\n", 1)[1]
+            graded, _, ask = user.split("Answer to grade:\n", 1)[1].partition("\n\n")
             right = is_right(extract_answer(graded))
-            mean, sd = p.eval_right if right else p.eval_wrong
-            score = int(round(min(100.0, max(-100.0, rng.gauss(mean, sd)))))
+            (mean, sd) = p.eval_right if right else (p.eval_wrong_mean, p.eval_wrong[1])
+            latent = rng.gauss(mean, sd)
+            if YES_NO.search(ask) and "Score:" not in ask:  # a Yes/No grade: P(yes) carries the score
+                p_yes = _sigmoid((latent - (p.eval_right[0] + p.eval_wrong_mean) / 2) / 15.0)
+                say = "Yes" if rng.random() < p_yes else "No"
+                lp_yes, lp_no = math.log(max(p_yes, 1e-12)), math.log(max(1 - p_yes, 1e-12))
+                own = lp_yes if say == "Yes" else lp_no
+                return Output(say, None, [(own, [("Yes", lp_yes), ("No", lp_no)])])
+            score = int(round(min(100.0, max(-100.0, latent))))
             analysis = f"Checking each step: the answer {'seems sound' if score > 0 else 'has problems'}."
             if rng.random() < p.eval_unreadable:  # a weak model that forgets the score line
                 return Output(f"{analysis} I would give it {score} or so, and 7/10 for style.", None)
             return Output(f"{analysis}\nScore: {score}", None)
         if role == "expert":
             cands = re.findall(r"Candidate (\d+):\n(.*?)(?=\n\nCandidate \d+:|\n\nThe candidates disagree|$)", user, re.S)
-            right_ids = [int(k) for k, text in cands if is_right(extract_answer(text))]
-            all_ids = [int(k) for k, _ in cands] or [1]
-            if right_ids and rng.random() < p.p_expert:
-                pick = rng.choice(right_ids)
-            else:
-                others = [k for k in all_ids if k not in right_ids] or all_ids
-                pick = rng.choice(others)
-            return Output(f"Comparing the reasoning of each candidate. Best: {pick}", pick in right_ids)
-        # rephrase
-        return Output(f"In other words: {variant}", None)
+            if not cands:
+                return Output("Comparing the reasoning of each candidate. Best: 1", None)
+            judged = [(self._judge(is_right(extract_answer(text)), p.expert_skill, rng), int(k), is_right(
+                extract_answer(text))) for k, text in cands]
+            _, pick, right = max(judged)
+            return Output(f"Comparing the reasoning of each candidate. Best: {pick}", right)
+        # rephrase: each rephrasing is its own text (a version mark), so two rephrased trees are two inputs
+        return Output(f"In other words (version {rng.randrange(1000)}): {variant}", None)
 
-    def logprobs(self, out: Output, n_tokens: int, rng: random.Random) -> list[float]:
+    def logprobs(self, out: Output, n_tokens: int, rng: random.Random,
+                 top: int = 0, tokens: list[str] | None = None) -> list[tuple[float, list[tuple[str, float]]]]:
+        """Each token's log-prob and, when `top` > 0, its `top` most likely tokens (itself first): a reply's
+        tokens centre on a per-reply confidence, higher for a right answer by the profile's gap."""
+        if out.token_logprobs is not None:
+            return [(lp, alts[:top]) for lp, alts in out.token_logprobs][:n_tokens]
         p = self.profile
         mean = -0.5 if out.right is None else (p.logprob_right if out.right else p.logprob_wrong)
-        return [min(0.0, rng.gauss(mean, 0.3)) for _ in range(n_tokens)]
+        centre = rng.gauss(mean, p.logprob_reply_sd) if p.logprob_reply_sd > 0 else mean
+        rows = []
+        for i in range(n_tokens):
+            lp = min(0.0, rng.gauss(centre, p.logprob_token_sd))
+            alts: list[tuple[str, float]] = []
+            if top > 0:
+                own = tokens[i] if tokens and i < len(tokens) else "tok"
+                rest = max(1e-12, -math.expm1(lp))  # the probability left for the other tokens
+                weights = [0.6 ** j for j in range(1, top)]
+                alts = [(own, lp)] + [(f"{own}~{j}", math.log(rest * w / sum(weights)) if weights else lp)
+                                      for j, w in enumerate(weights, 1)]
+            rows.append((lp, alts))
+        return rows
 
 
 @dataclass
