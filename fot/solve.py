@@ -189,6 +189,8 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
     if s.eval_parse_rate is not None:
         t.add_row("self-evaluation scores read", f"{s.eval_parse_rate:.1%} of {s.eval_samples:,} samples "
                   "(unreadable ones are dropped, not scored)")
+    for sig in s.signals:  # fot.measure.signals: does the score (or the confidence) tell right from wrong?
+        t.add_row(f"signal {sig.name}", sig.line().split(": ", 1)[1])
     t.add_row("calls / errors", f"{s.calls:,} / {s.errors}")
     t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
     for e in endpoints if endpoints and len(endpoints) > 1 else []:  # this run's requests, by replica

@@ -290,6 +290,9 @@ class Endpoints:
                                           f"{_error_message(raw)}", status=resp.status, headers=resp.headers, endpoint=ep)
                     self._failed(ep, failure, time.monotonic() - t0)
                     raise failure
+                if resp.content_type == "application/json":  # a server that does not stream: one whole reply
+                    yield json.loads(await resp.read())
+                    return
                 async for line in resp.content:
                     line = line.strip()
                     if not line.startswith(b"data:"):

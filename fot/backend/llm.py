@@ -327,7 +327,7 @@ class LLMClient:
             body["temperature"] = temperature
         if seed is not None:
             body["seed"] = seed
-        text, lps, tops, finish, usage = [], [], [], None, None
+        text, lps, tops, finish, usage, whole_cut = [], [], [], None, None, False
         choice = Choice("")
         t0 = time.monotonic()
         ep = await self.endpoints.acquire(None, None)
@@ -335,14 +335,25 @@ class LLMClient:
             async for event in self.endpoints.stream(ep, "/chat/completions", body):
                 if isinstance(event.get("usage"), dict):
                     usage = event["usage"]
-                for c in event.get("choices") or []:
-                    delta = c.get("delta") or {}
+                whole = False
+                for c in (event.get("choices") or [])[:1]:
+                    whole = isinstance(c.get("message"), dict)  # not streamed: the whole reply at once
+                    delta = c.get("message") if whole else (c.get("delta") or {})
                     text.append(delta.get("content") or "")
                     got, top = _logprobs(c.get("logprobs"))
                     lps += got or []
                     tops += top or [[] for _ in got or []]
                     finish = c.get("finish_reason") or finish
                 choice = Choice("".join(text), finish, lps or None, tops if any(tops) else None)
+                if whole:
+                    # the server decoded it all and charges it all; the trace is cut where a stream would have
+                    # been, for the vote, and its tokens are the server's (no saving is claimed)
+                    conf = choice.confidences or []
+                    at = next((k for k in range(1, len(conf) + 1) if stop_if(conf[:k])), None)
+                    if at is not None:
+                        choice = Choice("", "stopped", lps[:at], tops[:at] if any(tops) else None)
+                        finish, whole_cut = "stopped", True
+                    break
                 if lps and finish is None and stop_if(choice.confidences or []):
                     finish = "stopped"
                     break
@@ -359,7 +370,7 @@ class LLMClient:
         finally:
             self.endpoints.release(ep)
         key = _prompt_key(messages)
-        if finish != "stopped" and isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        if (finish != "stopped" or whole_cut) and isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
             prompt = usage["prompt_tokens"]
             completion = usage.get("completion_tokens") or len(lps)
             details = usage.get("prompt_tokens_details")

@@ -14,6 +14,7 @@ from typing import Callable
 from ..errors import UsageError
 from ..backend.budget import Price
 from .results import Record
+from .signals import measure_signals
 from .usage import Usage
 from ..search.decision import DECISION_RULES, DecisionRule, Vote, decision_rule, vote
 from .stats import wilson_ci
@@ -57,9 +58,10 @@ class Summary:
     decisions: dict
     eval_samples: int = 0  # self-evaluation samples asked for ...
     eval_parse_rate: float | None = None  # ... and the share whose score line could be read
+    signals: list = field(default_factory=list)  # fot.measure.signals: each signal's parse rate, AUROC, cost
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "signals": [s.to_dict() for s in self.signals]}
 
 
 def summarize(rows: list[dict], price: Price | None = None) -> Summary:
@@ -87,7 +89,7 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
         calls=sum(r.calls for r in recs), errors=sum(1 for r in recs if r.error),
         wall_s_mean=statistics.fmean(r.wall_s for r in recs) if recs else 0.0, decisions=decisions,
-        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None)
+        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None, signals=measure_signals(rows))
 
 
 # -- anytime and grid: smaller forests replayed from one run's snapshots ---------------------------

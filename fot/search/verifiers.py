@@ -155,8 +155,8 @@ def make_verifier(cfg, task: "Task", question: str, llm: LLMClient, reward_llm: 
 
 # -- signals any model can give (issue 25): a forced score, a one-token verdict, a reward model's steps -----
 
-YESNO_PROMPT = ("Question: {question}\n\nProposed answer:\n{candidate}\n\n"
-                "Is the proposed answer correct? Reply with Yes or No only.")
+YESNO_PROMPT = ("Question: {question}\n\nAnswer to grade:\n{candidate}\n\n"
+                "Is this answer correct? Reply with Yes or No only.")
 YES, NO = ("yes", "true", "correct"), ("no", "false", "incorrect", "wrong")
 
 
