@@ -201,12 +201,12 @@ class YesNo:
                       tokens=c.record.prompt_tokens + c.record.completion_tokens)
 
 
-SCORE_SCHEMA = {"type": "object", "properties": {
-    "analysis": {"type": "string", "maxLength": 240},
-    "score": {"type": "integer", "minimum": -100, "maximum": 100}}, "required": ["analysis", "score"]}
-SCORE_GRAMMAR = ('root ::= analysis "\\nScore: " score\n'
-                 'analysis ::= [^\\n]{1,240}\n'
-                 'score ::= "-"? ([0-9] | [1-9] [0-9] | "100")')
+# the score alone, a few tokens: an analysis before it (bounded, so it cannot eat the token cap) made
+# llama.cpp's grammar sampler take minutes a call on 2 cores, and a 135M model filled it with noise
+SCORE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": -100, "maximum": 100}},
+                "required": ["score"], "additionalProperties": False}
+SCORE_GRAMMAR = 'root ::= "Score: " ("-"? ([0-9] | [1-9] [0-9]) | "100")'
+CONSTRAINED_MAX_TOKENS = 24
 CONSTRAIN_FORMATS = ("json_schema", "grammar")
 
 
@@ -226,7 +226,9 @@ def read_constrained(text: str) -> float | None:
     try:
         obj = json.loads(text)
     except ValueError:
-        return parse_score(text)
+        m = re.match(r'\s*\{\s*"score"\s*:\s*(-?\d+)\s*(?:[,}]|$)', text)  # cut off after the number
+        v = int(m.group(1)) if m else None
+        return float(v) if v is not None and -100 <= v <= 100 else parse_score(text)
     v = obj.get("score") if isinstance(obj, dict) else None
     if isinstance(v, (int, float)) and not isinstance(v, bool) and -100 <= v <= 100:
         return float(v)
@@ -254,18 +256,18 @@ class Constrained(SelfEvaluation):
                     seed: int | None = None) -> Scores:
         from ..backend.llm import LLMError
 
-        kw = dict(role=self.role, tag=tag, n=k, max_tokens=self.max_tokens, temperature=self.temperature,
-                  seed=seed, budget=budget)
+        kw = dict(role=self.role, tag=tag, n=k, temperature=self.temperature, seed=seed, budget=budget)
         c = None
         if self.supported:
             try:
-                c = await self.llm.chat(prompts.evaluate(question, text), extra=constraint_body(self.fmt), **kw)
+                c = await self.llm.chat(prompts.evaluate(question, text), extra=constraint_body(self.fmt),
+                                        max_tokens=CONSTRAINED_MAX_TOKENS, **kw)
             except LLMError as e:
                 if e.kind != "client":
                     raise
                 self.supported = False  # refused: the plain prompt from now on, counted
         if c is None:
-            c = await self.llm.chat(prompts.evaluate(question, text), **kw)
+            c = await self.llm.chat(prompts.evaluate(question, text), max_tokens=self.max_tokens, **kw)
             self.unconstrained += len(c.texts)
         read = [(None if s is None else self.suppress(s), t) for s, t in ((read_constrained(t), t) for t in c.texts)]
         return Scores([s for s, _ in read if s is not None], asked=len(c.texts), samples=read,
