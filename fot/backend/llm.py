@@ -390,6 +390,49 @@ class LLMClient:
         choice.finish_reason = finish
         return Completion(choices=[choice], record=row)
 
+    async def pool(self, messages: Sequence[dict], *, role: str = "reward_model", tag: CallTag | None = None,
+                   budget: Budget | None = None, path: str = "/pooling") -> tuple[Any, int]:
+        """One call to a reward model's pooling endpoint (vLLM `/pooling`; fot.sim's): (its JSON reply, the
+        tokens it cost). Prompt tokens only, reserved before and settled to the reply's `usage` (our
+        estimate, marked, without one); a row in the ledger like any call. One attempt: a failure raises
+        LLMError."""
+        tag = tag or CallTag()
+        budget = budget if budget is not None else self.budget
+        row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout, model=self.model, n=1,
+                         requests=1, attempts=1, max_tokens=0)
+        est, reserve = self._prompt_reservation(messages)
+        res = await budget.reserve(reserve, 1, min_tokens=1) if budget is not None else None
+        t0 = time.monotonic()
+        ep = await self.endpoints.acquire(None, None)
+        try:
+            reply = await self.endpoints.post(ep, path, {"model": self.model, "messages": list(messages)})
+        except BaseException as exc:
+            kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
+            row.outcome, row.error = kind, _short(exc, self._secret)
+            if res is not None:
+                if may_have_been_charged(exc, kind):
+                    row.charged_unknown = reserve + 1
+                    budget.charge_unknown(res)
+                else:
+                    budget.release(res)
+            self.ledger.add(row)
+            if isinstance(exc, Exception):
+                raise LLMError(kind, row.error, row) from exc
+            raise
+        finally:
+            self.endpoints.release(ep)
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        row.estimated = not isinstance(prompt, int)
+        row.prompt_tokens = prompt if isinstance(prompt, int) else est
+        if res is not None:
+            budget.settle(res, row.prompt_tokens, 0)
+        row.latency_s = time.monotonic() - t0
+        if self.price is not None:
+            row.cost_usd = self.price.cost(row.prompt_tokens, 0, 0)
+        self.ledger.add(row)
+        return reply, row.prompt_tokens
+
     async def _separate(self, messages, count, seed_offset, max_tokens, seed, params, budget, row,
                         per: int | None = 1) -> list[Choice]:
         """`count` more choices in concurrent requests of at most `per` each (None: one request)."""
