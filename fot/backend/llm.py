@@ -82,15 +82,16 @@ class Choice:
     @property
     def confidences(self) -> list[float] | None:
         """DeepConf's token confidence (Fu et al. 2025): minus the mean log-prob of the top-k alternatives
-        at each token; high where the model was sure. Falls back to minus the sampled token's log-prob
-        where the server sent no alternatives."""
+        at each token; high where the model was sure (its alternatives far below the pick). Where the
+        server sent no alternatives it is the sampled token's own log-prob (also higher when surer, on
+        another scale: do not mix the two in one threshold)."""
         if not self.logprobs:
             return None
         tops = self.top_logprobs or []
         out = []
         for i, lp in enumerate(self.logprobs):
             top = tops[i] if i < len(tops) else None
-            out.append(-sum(a for _, a in top) / len(top) if top else -lp)
+            out.append(-sum(a for _, a in top) / len(top) if top else lp)
         return out
 
 
