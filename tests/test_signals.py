@@ -18,7 +18,7 @@ from fot.search.confidence import group_confidences, stop_index, trace_confidenc
 from fot.search.decision import Vote, decision_rule
 from fot.search.baselines import decide_samples
 from fot.search.early import decide_deepconf, decide_esc
-from fot.search.verifiers import Constrained, ProcessReward, YesNo, read_constrained, yes_no_score
+from fot.search.verifiers import Constrained, read_constrained, yes_no_score
 from fot.backend.ledger import CallTag
 from fot.tasks import Arith
 from fot.tasks.problems import Problem

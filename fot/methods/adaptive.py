@@ -61,12 +61,15 @@ def verdict(samples: list[dict], task: "Task", question: str) -> str:
 
 class AdaptiveForest(Method):
     name = "adaptive"
-    tree_search = False  # it grows trees only when its verifier earns them; its samples replay like sc's
+    tree_search = True  # it grows trees when its verifier earns them (else its samples replay like sc's)
     summary = "the forest, or plain sampling once its first answers show the verifier says nothing"
     preset_sizes = ("samples",)
 
     def samples(self, asked: int) -> int:
         return asked
+
+    def trees(self, cfg: "SearchConfig") -> int:
+        return cfg.trees
 
     def minimum_budget(self, question: str, task: "Task", cfg: "SearchConfig") -> int:
         return first_call(question, task, cfg)
@@ -123,7 +126,7 @@ class AdaptiveForest(Method):
         from ..measure.results import Record
 
         rec = Record.from_row(row)
-        n = size if isinstance(size, int) else size[0]
+        n = size if isinstance(size, int) else len(rec.samples)  # a forest-sized replay: the run itself
         if rec.trees:
             full = rec.tokens.to_dict() if hasattr(rec.tokens, "to_dict") else dict(row.get("tokens", {}))
             return rec.answer, full, rec.decision if n >= len(rec.samples) else "inexact:the forest ran"
