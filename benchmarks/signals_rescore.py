@@ -46,7 +46,9 @@ async def main() -> None:
     out = Path(a.out)
     done = {json.loads(line)["id"] for line in out.open()} if out.exists() else set()
     cfg = SearchConfig(verifier=a.verifier, eval_max_tokens=a.eval_max_tokens, reward_samples=1, constrain=a.constrain)
-    llm = LLMClient(a.base_url, a.model, concurrency=a.concurrency, context_window=4096)
+    # a long timeout: on a loaded machine a retried call is charged its whole reservation (unknown), which
+    # would make the verifier look dearer than it is
+    llm = LLMClient(a.base_url, a.model, concurrency=a.concurrency, context_window=4096, timeout=900)
     rows = []
     for line in open(a.run):
         try:

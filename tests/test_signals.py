@@ -291,3 +291,13 @@ async def test_the_adaptive_forest_stops_paying_for_a_verifier_that_says_nothing
         rows = await _run(engine, problems, method="adaptive", trees=2, rollouts=2, samples=6)
     assert any(r["trees"] for r in rows)  # an informative verifier keeps the forest
     assert all(r["evaluation"]["verdict"] in ("informative", "probe unanimous") for r in rows)
+
+
+async def test_the_adaptive_forest_learns_over_the_run_that_a_verifier_is_not_worth_paying(make_sim):
+    problems = _problems(40, seed=31)
+    sim = await make_sim(profile=SimProfile(eval_unreadable=0.6))  # some problems' probes read, most not
+    async with Engine(sim.base_url) as engine:
+        rows = await _run(engine, problems, method="adaptive", trees=4, rollouts=1, samples=6, parallel=2)
+    later = [r for r in rows if r["evaluation"].get("verdict", "").startswith("uninformative over the run")]
+    assert later, [r["evaluation"].get("verdict") for r in rows]
+    assert all(r["evaluation"].get("asked", 0) == 0 and not r["trees"] for r in later)  # the verifier no longer paid

@@ -11,6 +11,12 @@ reference:
 - agreement: where the answers disagree, scores that do not rank the answers that agree with the
   consensus (the most common answer) above the others (AUROC <= 0.5 against that label).
 
+The evidence is also pooled over the run's problems (per client and verifier): each probe sample is
+labelled by whether it agrees with the answer its problem finally returned (the consensus, not the
+reference), and once the pooled parse rate is under half (8 samples asked at least) or the pooled
+scores do not favour the agreeing samples (AUROC <= 0.5 over 16 labelled samples of both kinds),
+later problems skip the probe's scoring altogether: the verifier is no longer paid for.
+
 Any of these and the verifier is uninformative: the rest of the allowance is spent as plain sampling
 (up to --samples samples in all, or until --budget runs out) and decided by majority, and the
 result says so (`evaluation.verdict`, decision `sampling`). Otherwise the forest runs as usual, the
@@ -34,10 +40,55 @@ if TYPE_CHECKING:
 
 MIN_PARSE = 0.5
 MIN_SPREAD = 1.0
+POOL_ASKED, POOL_LABELLED = 8, 16
 
 
-def verdict(samples: list[dict], task: "Task", question: str) -> str:
-    """"" if the verifier looks informative on these scored samples, else why not (one line)."""
+class Evidence:
+    """What a run's probes said so far about one verifier (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.asked = self.read = 0
+        self.qs: list[float] = []
+        self.agree: list[bool] = []
+
+    def add(self, probe: list[dict], asked: int, parsed: int, final: str | None, task: "Task",
+            question: str) -> None:
+        self.asked, self.read = self.asked + asked, self.read + parsed
+        for s in probe:
+            if s.get("answer") is not None and s.get("q") is not None:
+                if final is not None:
+                    self.qs.append(s["q"])
+                    self.agree.append(task.equivalent(s["answer"], final, question))
+
+    def verdict(self) -> str:
+        from ..measure.signals import auroc
+
+        if self.asked >= POOL_ASKED and self.read < MIN_PARSE * self.asked:
+            return f"uninformative over the run: {self.read} of {self.asked} scores readable"
+        if len(self.qs) >= POOL_LABELLED:
+            a = auroc(self.qs, self.agree)
+            if a is not None and a <= 0.5:
+                return (f"uninformative over the run: scores do not favour the answers that agree with each "
+                        f"problem's returned one (AUROC {a:.2f} over {len(self.qs)})")
+        return ""
+
+
+_EVIDENCE: dict[tuple[int, str], Evidence] = {}  # (id of the client, verifier): one run's, while its client lives
+
+
+def evidence(llm, verifier: str) -> Evidence:
+    key = (id(llm), verifier)
+    if key not in _EVIDENCE:
+        if len(_EVIDENCE) > 64:
+            _EVIDENCE.clear()
+        _EVIDENCE[key] = Evidence()
+    return _EVIDENCE[key]
+
+
+def verdict(samples: list[dict], task: "Task", question: str, asked: int | None = None,
+            parsed: int | None = None) -> str:
+    """"" if the verifier looks informative on these scored samples, else why not (one line). `asked` /
+    `parsed`: the self-evaluation samples behind them (several per candidate), when known."""
     from ..measure.signals import auroc
     from ..search.decision import group_answers
 
@@ -45,8 +96,11 @@ def verdict(samples: list[dict], task: "Task", question: str) -> str:
     if not answered:
         return ""
     read = [s for s in answered if s.get("q") is not None]
-    if len(read) < MIN_PARSE * len(answered):
-        return f"uninformative: {len(read)} of {len(answered)} scores readable"
+    asked, parsed = (len(answered), len(read)) if asked is None or parsed is None else (asked, parsed)
+    if parsed < MIN_PARSE * asked:
+        return f"uninformative: {parsed} of {asked} scores readable"
+    if not read:
+        return ""
     qs = [s["q"] for s in read]
     if len(qs) >= 2 and max(qs) - min(qs) < MIN_SPREAD:
         return f"uninformative: every score within {MIN_SPREAD:g} point (spread {statistics.pstdev(qs):.2f})"
@@ -87,17 +141,22 @@ class AdaptiveForest(Method):
         from ..search.verifiers import make_verifier
 
         cfg, n = run.cfg, max(run.samples, run.cfg.trees)
-        verifier = run.verifier or make_verifier(cfg, run.task, run.question, run.llm, run.reward_llm)
+        pooled = evidence(run.llm, cfg.verifier if run.verifier is None else type(run.verifier).__name__)
+        known = pooled.verdict()
         sr = SamplingResult(None, "", "none")
-        sr.samples = await gather_all(*(draw_sample(run.question, run.task, run.llm, cfg, run.budget, run.problem_id,
-                                                    i, sr, verifier=verifier) for i in range(cfg.trees)))
-        probe = [_row(s) for s in sr.samples]
-        why = verdict(probe, run.task, run.question)
+        probe: list[dict] = []
+        if not known:
+            verifier = run.verifier or make_verifier(cfg, run.task, run.question, run.llm, run.reward_llm)
+            sr.samples = await gather_all(*(draw_sample(run.question, run.task, run.llm, cfg, run.budget,
+                                                        run.problem_id, i, sr, verifier=verifier)
+                                            for i in range(cfg.trees)))
+            probe = [_row(s) for s in sr.samples]
+        why = known or verdict(probe, run.task, run.question, sr.eval_asked, sr.eval_parsed)
         answers = [s["answer"] for s in probe if s.get("answer") is not None]
         unanimous = answers and len(distinct(answers, run.task, run.question)) == 1
         if why or unanimous:
             if why:
-                for i in range(cfg.trees, n):  # the rest as sampling, while the budget lasts
+                for i in range(len(sr.samples), n):  # the rest as sampling, while the budget lasts
                     s = await draw_sample(run.question, run.task, run.llm, cfg, run.budget, run.problem_id, i, sr)
                     sr.samples.append(s)
                     if isinstance(s.failure, BudgetExhausted):
@@ -105,18 +164,20 @@ class AdaptiveForest(Method):
                         break
             sr.answer, sr.how, chosen = decide_samples("sc", sr.samples, run.task, run.question)
             sr.text = sr.samples[chosen].text if chosen is not None else ""
+            pooled.add(probe, sr.eval_asked, sr.eval_parsed, sr.answer, run.task, run.question)
             from .sc import SelfConsistency
 
             r = SelfConsistency().fill(result, sr, run)
             r.decision = "sampling" if why else "probe_unanimous"
-            r.evaluation = {**r.evaluation, "verdict": why or "probe unanimous", "probe": cfg.trees}
+            r.evaluation = {**r.evaluation, "verdict": why or "probe unanimous", "probe": len(probe)}
             return r
         r = await Forest().run(run, result)
+        pooled.add(probe, sr.eval_asked, sr.eval_parsed, r.answer, run.task, run.question)
         r.samples = probe
         r.answers_seen = distinct([*r.answers_seen, *answers], run.task, r.question)
         r.evaluation = {"asked": r.evaluation.get("asked", 0) + sr.eval_asked,
                         "parsed": r.evaluation.get("parsed", 0) + sr.eval_parsed, "verdict": "informative",
-                        "probe": cfg.trees}
+                        "probe": len(probe)}
         return r
 
     def replay(self, row: dict, task: "Task", size: tuple[int, int] | int) -> tuple[str | None, dict, str]:
@@ -130,5 +191,5 @@ class AdaptiveForest(Method):
         if rec.trees:
             full = rec.tokens.to_dict() if hasattr(rec.tokens, "to_dict") else dict(row.get("tokens", {}))
             return rec.answer, full, rec.decision if n >= len(rec.samples) else "inexact:the forest ran"
-        answer, usage, how = replay_samples({**row, "method": "sc"}, task, max(n, rec.evaluation.get("probe", 0)))
+        answer, usage, how = replay_samples({**row, "method": "sc"}, task, max(n, rec.evaluation.get("probe") or 0))
         return answer, usage, how
