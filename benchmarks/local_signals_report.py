@@ -51,29 +51,33 @@ def usage(samples: list[dict]) -> dict:
     return sum((Usage.from_dict(s) for s in samples), Usage()).to_dict()
 
 
+def sc_cells(sc: list[dict]) -> list[tuple[str, Cell]]:
+    return [(f"sc@{n}", measure(sc, TASK, lambda r, n=n: replay_samples(r, TASK, n), method="sc", samples=n))
+            for n in range(1, 9)]
+
+
 def cells_for(sc: list[dict], scored: dict[str, list[dict]]) -> list[tuple[str, Cell]]:
     out = []
     sc_samples = {r["id"]: r["samples"] for r in sc}
-    for n in range(1, 9):
-        out.append((f"sc@{n}", measure(sc, TASK, lambda r, n=n: replay_samples(r, TASK, n), method="sc", samples=n)))
-    for n in (4, 8):
+    for n in (4, 8) if not scored else ():
         def conf(r, n=n):
             first = r.samples[:n]
             a, how, _ = decide_samples("sc", first, TASK, r.question, "confidence")
             return a, usage(first), how
         out.append((f"confidence@{n}", measure(sc, TASK, conf, method="confidence", samples=n)))
-    for keep in (90.0, 10.0):
+    for keep in (90.0, 10.0) if not scored else ():
         def dc(r, keep=keep):
             d = decide_deepconf(r.samples, TASK, r.question, 8, 4, keep)
             return d.answer, d.usage, d.how
         out.append((f"deepconf@8 (warm-up 4, keep {keep:g}%)", measure(sc, TASK, dc, method="deepconf", samples=8)))
-    for w in (2, 4):
+    for w in (2, 4) if not scored else ():
         def esc(r, w=w):
             d = decide_esc(r.samples, TASK, r.question, 8, w)
             return d.answer, d.usage, d.how
         out.append((f"esc@8 (window {w})", measure(sc, TASK, esc, method="esc", samples=8)))
     for name, rows in scored.items():
-        for n in (2, 4, 8):
+        most = min(len(r["samples"]) for r in rows) if rows else 0
+        for n in (k for k in (2, 4, 8) if k <= most):
             out.append((f"bon@{n} ({name})", measure(rows, TASK, lambda r, n=n: replay_samples(r, TASK, n),
                                                      method="bon", samples=n)))
 
@@ -136,38 +140,55 @@ def signal_table(sc: list[dict], scored: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-def main() -> None:
-    sc_all = load(DIR / "sc8.jsonl")
-    scored_all = {p.stem.removeprefix("bon8-"): load(p) for p in sorted(DIR.glob("bon8-*.jsonl"))}
-    ids = {r["id"] for r in sc_all}
-    for rows in scored_all.values():
-        ids &= {r["id"] for r in rows}
-    sc = sorted((r for r in sc_all if r["id"] in ids), key=lambda r: r["id"])
-    scored = {k: sorted((r for r in v if r["id"] in ids), key=lambda r: r["id"]) for k, v in scored_all.items()}
-    cells = cells_for(sc, scored)
-    scs = [c for label, c in cells if label.startswith("sc@")]
-    lines = ["# Signals any model can give, on the embedded SmolLM2-135M (issue 25)", "",
-             f"{len(ids)} of the 150 problems of `benchmarks/results/local-baselines/arith150.jsonl` (those every "
-             "record below has), seed 0; every cell decided from the recorded samples by the methods' own "
-             "functions. Accuracy of the returned answer (95% Wilson interval); each paired, problem by problem, "
-             "against sc at the largest sample count with no more tokens (Newcombe 95% interval). Commands: "
-             "README.md here.", "",
-             "| cell | accuracy | 95% CI | tokens / problem | against | difference | 95% CI | verdict |",
-             "| --- | ---: | :---: | ---: | --- | ---: | :---: | --- |"]
-    data = []
+def table(cells: list[tuple[str, Cell]], scs: list[Cell], data: list[dict]) -> list[str]:
+    lines = ["| cell | accuracy | 95% CI | tokens / problem | against | difference | 95% CI | verdict | minus sc@8 "
+             "(95% CI) |", "| --- | ---: | :---: | ---: | --- | ---: | :---: | --- | :---: |"]
+    top = scs[-1]  # sc@8: the target to beat at no more than its tokens
     for label, c in cells:
         ref = max((s for s in scs if s.tokens_mean <= c.tokens_mean + 1e-9), key=lambda s: s.tokens_mean, default=None)
-        row = {"cell": label, "accuracy": c.accuracy, "ci95": c.ci95, "tokens": c.tokens_mean, "n": c.graded}
+        row = {"cell": label, "accuracy": c.accuracy, "ci95": c.ci95, "tokens": c.tokens_mean, "n": c.graded,
+               "ids": c.ids, "outcomes": c.outcomes}
         if ref is not None and ref is not c:
             d, _ = compare(c, ref)
             row.update(against=ref.label, diff=d.diff, diff_ci95=d.ci95, resolved=d.resolved)
-            vs = f"{ref.label} | {d.diff:+.1%} | {d.ci95[0]:+.1%} to {d.ci95[1]:+.1%} | {d.verdict(label, ref.label)}"
+            vs = f"{ref.label} | {d.diff:+.1%} | {d.ci95[0]:+.1%} to {d.ci95[1]:+.1%} | {d.verdict(label, ref.label)} |"
         else:
-            vs = "- | | |"
-        notes = {}
-        data.append({**row, **notes})
-        lines.append(f"| {label} | {c.accuracy:.1%} | {c.ci95[0]:.1%} - {c.ci95[1]:.1%} | {c.tokens_mean:,.0f} | {vs} |")
-    sig = signal_table(sc, scored)
+            vs = "- | | | |"
+        if c is not top:
+            d8, _ = compare(c, top)
+            row.update(minus_sc8=d8.diff, minus_sc8_ci95=d8.ci95)
+            vs += f" {d8.diff:+.1%} ({d8.ci95[0]:+.1%} to {d8.ci95[1]:+.1%}) |"
+        else:
+            vs += " |"
+        data.append(row)
+        lines.append(f"| {label} | {c.accuracy:.1%} | {c.ci95[0]:.1%} - {c.ci95[1]:.1%} | {c.tokens_mean:,.0f} | {vs}")
+    return lines
+
+
+def main() -> None:
+    sc = sorted(load(DIR / "sc8.jsonl"), key=lambda r: r["id"])
+    scored_all = {p.stem.split("-", 1)[1]: load(p) for p in sorted(DIR.glob("bon*-*.jsonl"))}
+    data: list[dict] = []
+    scs = sc_cells(sc)
+    lines = ["# Signals any model can give, on the embedded SmolLM2-135M (issue 25)", "",
+             f"{len(sc)} of the 150 problems of `benchmarks/results/local-baselines/arith150.jsonl` (the sc@8 run's "
+             "finished ones), seed 0; every cell decided from the recorded samples by the methods' own functions "
+             "(fot/search/baselines.py, fot/search/early.py). Accuracy of the returned answer (95% Wilson "
+             "interval); each paired, problem by problem, against sc at the largest sample count with no more "
+             "tokens (Newcombe 95% interval of the difference). Commands: README.md here.", ""]
+    lines += table(scs + cells_for(sc, {}), [c for _, c in scs], data)
+    scored = {}
+    for name, rows in scored_all.items():
+        ids = {r["id"] for r in rows} & {r["id"] for r in sc}
+        if not ids:
+            continue
+        sub = [r for r in sc if r["id"] in ids]
+        scored[name] = sorted((r for r in rows if r["id"] in ids), key=lambda r: r["id"])
+        sub_scs = sc_cells(sub)
+        lines += ["", f"With the `{name}` verifier: the same samples scored after the fact "
+                      f"(`benchmarks/signals_rescore.py`), on the {len(ids)} problems it scored:", ""]
+        lines += table(sub_scs + cells_for(sub, {name: scored[name]}), [c for _, c in sub_scs], data)
+    sig = signal_table(sc, scored)  # each signal over the samples its file has
     lines += ["", "Each signal against correctness, over every sample with an answer (AUROC 0.5: says nothing):", "",
               "| signal | candidates | parse rate | AUROC | ECE | tokens / problem |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for s in sig:

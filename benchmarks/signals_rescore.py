@@ -42,6 +42,7 @@ async def main() -> None:
     ap.add_argument("--eval-max-tokens", type=int, default=96)
     ap.add_argument("--constrain", default="json_schema")
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--limit", type=int, default=None, help="the run's first N problems only")
     a = ap.parse_args()
     out = Path(a.out)
     done = {json.loads(line)["id"] for line in out.open()} if out.exists() else set()
@@ -56,7 +57,7 @@ async def main() -> None:
         except ValueError:  # a line still being written by the run being scored
             break
     with out.open("a") as f:
-        for row in rows:
+        for row in rows[:a.limit]:
             if row["id"] in done:
                 continue
             task = get_task(row["task"])
