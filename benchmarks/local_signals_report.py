@@ -107,8 +107,8 @@ def cells_for(sc: list[dict], scored: dict[str, list[dict]]) -> list[tuple[str, 
             agree = len({s["answer"] for s in probes if s.get("answer") is not None}) <= 1
             return a, usage(spent), "sampling" if (why or agree) else "inexact:the forest would run"
         cell = measure(rows, TASK, adaptive, method="adaptive", samples=8)
-        out.append((f"adaptive, probe 2 ({name}; {cell.inexact} of {cell.graded} problems would run the forest)",
-                    cell))
+        out.append((f"adaptive@{most}, probe 2 ({name}; {cell.inexact} of {cell.graded} problems would run the "
+                     "forest, counted here as their majority)", cell))
     return out
 
 
