@@ -206,7 +206,13 @@ class ConfidenceVote(Weighted):
                               "confidence")
 
     def settled(self, finished: list[Vote], remaining: int, task: "Task", question: str) -> bool:
-        return False  # who is kept depends on the traces still to come
+        """With log-probs, never (who is kept depends on the traces still to come); without (the forest's
+        trees), as the plain majority it then is."""
+        answered = [v for v in finished if v.answer is not None]
+        if any(v.confidence is not None for v in answered):
+            return False
+        groups = group_answers([(v.tree, v.answer) for v in answered], task, question)
+        return bool(groups) and len(groups[0][1]) > (len(groups[1][1]) if len(groups) > 1 else 0) + remaining
 
 
 DECISION_RULES: dict[str, Callable[..., DecisionRule]] = {r.name: r for r in (MajorityFirst, ActivationFirst)}
