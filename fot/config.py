@@ -66,6 +66,14 @@ class SearchConfig:
     critique_max_tokens: int = setting(384, "completion cap of a critique")
     eval_max_tokens: int = setting(192, "completion cap of one self-evaluation, analysis and score line (default "
                                         "192; 96 on the embedded local model)")
+    keep_logprobs: int = setting(0, "samples ask for token log-probs with this many top alternatives per token and "
+                                    "record each token's log-prob and confidence (the confidence rule, deepconf and "
+                                    "the meter's signals read them); 0: not asked", minimum=0, maximum=20)
+    esc_window: int = setting(2, "esc: samples per window; sampling stops at the first window whose answers all agree",
+                              minimum=1)
+    deepconf_warmup: int = setting(4, "deepconf: traces run to the end to set the confidence threshold", minimum=1)
+    deepconf_keep: float = setting(90.0, "deepconf: the share (percent) of warm-up traces the threshold keeps: 90 is "
+                                         "DeepConf-high, 10 DeepConf-low", above=0, maximum=100)
     min_tokens: int = setting(16, "a call that cannot get this many completion tokens is not made")
 
     # Forest (Bi et al. 2025)
@@ -95,6 +103,11 @@ class SearchConfig:
                                  "default), win (it wins the vote, nothing stops), off (it votes like any other)")
     verifier: str = setting("auto", "how candidates are scored in search (fot/search/verifiers.py): auto, self, rule, "
                                     "reward_model")
+    constrain: str = setting("json_schema", "how the 'constrained' verifier forces a readable score: json_schema "
+                                            "(response_format: OpenAI, vLLM, SGLang, llama.cpp, Ollama) or grammar "
+                                            "(llama.cpp's GBNF)", choices=("json_schema", "grammar"))
+    prm_aggregate: str = setting("min", "how the 'prm' verifier folds its step scores: min, last, prod, mean",
+                                 choices=("min", "last", "prod", "mean"))
     expert_max_tokens: int = setting(256, "completion cap of the expert's comparison")
     decision_reserve: float = setting(0.05, "share of a problem budget kept for the expert decision")
     tree_budget: int | None = setting(None, "tokens per tree (hard cap), the same at any forest size, so smaller "

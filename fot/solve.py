@@ -191,6 +191,8 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
                   "(unreadable ones are dropped, not scored)")
     if s.token_share:
         t.add_row("token share by role", ", ".join(f"{k} {v:.1%}" for k, v in s.token_share.items()))
+    for sig in s.signals:  # fot.measure.signals: does the score (or the confidence) tell right from wrong?
+        t.add_row(f"signal {sig.name}", sig.line().split(": ", 1)[1])
     t.add_row("calls / errors", f"{s.calls:,} / {s.errors}")
     t.add_row("wall time (run / mean per problem)", f"{wall:.1f} s / {s.wall_s_mean:.1f} s")
     for e in endpoints if endpoints and len(endpoints) > 1 else []:  # this run's requests, by replica

@@ -190,6 +190,26 @@ def _num(c: Cell, text: str) -> str:
     return text if c.exact else f"~{text}"
 
 
+def _signals(run_path: Path) -> list[dict]:
+    """A run's signals (fot.measure.signals) from its summary: parse rate, AUROC, cost per verifier."""
+    p = run_path.with_suffix(".summary.json")
+    return json.loads(p.read_text()).get("signals", []) if p.exists() else []
+
+
+def signal_lines(signals: dict) -> list[str]:
+    """sweep.md's table of every signal the runs steered or decided on, measured after them."""
+    rows = [(run, s) for run, sigs in (signals or {}).items() for s in sigs]
+    if not rows:
+        return []
+    out = ["", "## Signals (fot.measure.signals: does a score tell right from wrong?)", "",
+           "| run | signal | asked | parse rate | AUROC | ECE | tokens / problem |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for run, s in rows:
+        f = lambda x, spec: "n/a" if x is None else format(x, spec)  # noqa: E731
+        out.append(f"| {run} | {s['name']} | {s['asked']:,} | {f(s.get('parse_rate'), '.0%')} | {f(s['auroc'], '.3f')} | "
+                   f"{f(s['ece'], '.3f')} | {f(s['tokens_per_problem'], ',.0f')} |")
+    return out
+
+
 def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, target_cell, target: "Target | None",
                    meta: dict, validation: list[dict] | None, baselines: dict[str, list[Cell]] | None = None,
                    asked: list[dict] | None = None) -> None:
@@ -261,6 +281,7 @@ def write_markdown(path: Path, cells: list[Cell], front: list[Cell], pairs, targ
                          f"{_pct(v['measured'])} | {v['replay_only']} / {v['measured_only']} | {v['answers_differ']} | "
                          f"{v['diff']:+.1%} | {v['ci95'][0]:+.1%} to {v['ci95'][1]:+.1%} | "
                          f"{v['predicted_tokens']:,.0f} | {v['measured_tokens']:,.0f} | {v['verdict']} |")
+    lines += signal_lines(meta.get("signals"))
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -418,6 +439,8 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
         if rc != 0:
             return rc
         baselines[method] = sample_curve(_load(path), task, args.samples, price)
+        meta.setdefault("signals", {})[method] = _signals(path)
+    meta.setdefault("signals", {})["run"] = _signals(run_path)
     measured = cells + [c for curve in baselines.values() for c in curve]
     front = pareto(measured)  # over everything measured: forest cells and every baseline
     target_cell = cheapest_reaching(measured, args.target.accuracy) if args.target is not None else None

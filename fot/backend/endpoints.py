@@ -277,6 +277,39 @@ class Endpoints:
                 self._failed(ep, failure, time.monotonic() - t0)
             raise failure from None
 
+    async def stream(self, ep: Endpoint, path: str, body: dict):
+        """POST a JSON body and yield the server-sent events' data, one parsed JSON object each, until
+        `[DONE]`; leaving the loop closes the connection (the server stops decoding). Raises HTTPFailure."""
+        kw: dict = {} if ep.proxy is None else {"proxy": ep.proxy}
+        t0 = time.monotonic()
+        try:
+            async with self._session(ep).post(ep.url + path, data=json.dumps(body).encode(), **kw) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    failure = HTTPFailure(status_kind(resp.status), f"HTTP {resp.status} from {ep.public}: "
+                                          f"{_error_message(raw)}", status=resp.status, headers=resp.headers, endpoint=ep)
+                    self._failed(ep, failure, time.monotonic() - t0)
+                    raise failure
+                if resp.content_type == "application/json":  # a server that does not stream: one whole reply
+                    yield json.loads(await resp.read())
+                    return
+                async for line in resp.content:
+                    line = line.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    yield json.loads(data)
+        except HTTPFailure:
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            failure = _failure(exc, ep)
+            self._failed(ep, failure, time.monotonic() - t0)
+            raise failure from exc
+
     def bad_reply(self, ep: Endpoint, what: str, seconds: float, charged: bool | None = None) -> HTTPFailure:
         """The endpoint answered 200 with JSON that is not a completion: a failure that takes it out at once."""
         failure = HTTPFailure("not_completion", f"the reply from {ep.public} is not a completion: {what}",

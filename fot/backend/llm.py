@@ -46,7 +46,7 @@ import random
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from asyncio_throttle import Throttler
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -71,12 +71,28 @@ class Choice:
     text: str
     finish_reason: str | None = None
     logprobs: list[float] | None = None  # per completion token, when asked for and given
+    top_logprobs: list[list[tuple[str, float]]] | None = None  # per token, its top alternatives (top_logprobs)
 
     @property
     def mean_logprob(self) -> float | None:
         if not self.logprobs:
             return None
         return sum(self.logprobs) / len(self.logprobs)
+
+    @property
+    def confidences(self) -> list[float] | None:
+        """DeepConf's token confidence (Fu et al. 2025): minus the mean log-prob of the top-k alternatives
+        at each token; high where the model was sure (its alternatives far below the pick). Where the
+        server sent no alternatives it is the sampled token's own log-prob (also higher when surer, on
+        another scale: do not mix the two in one threshold)."""
+        if not self.logprobs:
+            return None
+        tops = self.top_logprobs or []
+        out = []
+        for i, lp in enumerate(self.logprobs):
+            top = tops[i] if i < len(tops) else None
+            out.append(-sum(a for _, a in top) / len(top) if top else lp)
+        return out
 
 
 @dataclass
@@ -203,6 +219,7 @@ class LLMClient:
         self._prompt_ratio: float | None = None  # max observed server prompt tokens / our estimate
         self._completion_ratio: float = 1.0  # server completion tokens / our count, from n = 1 calls
         self._n1_calls = 0
+        self._stream_prompts: dict[int, int] = {}  # a prompt's server count, for streams cut before their usage
 
     async def aclose(self) -> None:
         await self.endpoints.aclose()
@@ -281,7 +298,141 @@ class LLMClient:
                 row.cost_usd = self.price.cost(row.prompt_tokens, row.completion_tokens, row.cached_tokens) + \
                     self.price.cost(row.charged_unknown, 0)
             self.ledger.add(row)
+        if logprobs and n == 1 and not row.estimated and row.requests == 1:  # a prompt a cut stream may need
+            self._stream_prompts[_prompt_key(messages)] = row.prompt_tokens
         return Completion(choices=choices, record=row)
+
+    async def chat_stream(self, messages: Sequence[dict], *, stop_if: "Callable[[list[float]], bool]",
+                          role: str = "answer", tag: CallTag | None = None, max_tokens: int = 512,
+                          temperature: float | None = None, seed: int | None = None, top_logprobs: int = 5,
+                          budget: Budget | None = None) -> Completion:
+        """One streamed completion with token log-probs, ended by the caller: after every token,
+        `stop_if(confidences so far)` (fot.backend.llm.Choice.confidences); when it says so the
+        connection is closed and llama.cpp / vLLM stop decoding. Tokens are counted as received: the
+        completion up to the stop, the prompt as the server counted this same prompt before (else our
+        estimate, marked `estimated`). The choice's finish_reason is "stopped" when cut. One attempt
+        (a stream cut by a failure cannot be resumed): a failure raises LLMError."""
+        tag = tag or CallTag()
+        budget = budget if budget is not None else self.budget
+        row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout, model=self.model, n=1,
+                         requests=1, attempts=1)
+        prompt_est, prompt_reserve = self._prompt_reservation(messages)
+        mt = self._fit_context(prompt_est, max_tokens)
+        res = await budget.reserve(prompt_reserve, mt, min_tokens=self.min_tokens) if budget is not None else None
+        mt = res.max_tokens if res is not None else mt
+        row.max_tokens = mt
+        body: dict[str, Any] = {"model": self.model, "messages": list(messages), "max_tokens": mt, "stream": True,
+                                "stream_options": {"include_usage": True}, "logprobs": True,
+                                "top_logprobs": top_logprobs}
+        if temperature is not None:
+            body["temperature"] = temperature
+        if seed is not None:
+            body["seed"] = seed
+        text, lps, tops, finish, usage, whole_cut = [], [], [], None, None, False
+        choice = Choice("")
+        t0 = time.monotonic()
+        ep = await self.endpoints.acquire(None, None)
+        try:
+            async for event in self.endpoints.stream(ep, "/chat/completions", body):
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                whole = False
+                for c in (event.get("choices") or [])[:1]:
+                    whole = isinstance(c.get("message"), dict)  # not streamed: the whole reply at once
+                    delta = c.get("message") if whole else (c.get("delta") or {})
+                    text.append(delta.get("content") or "")
+                    got, top = _logprobs(c.get("logprobs"))
+                    lps += got or []
+                    tops += top or [[] for _ in got or []]
+                    finish = c.get("finish_reason") or finish
+                choice = Choice("".join(text), finish, lps or None, tops if any(tops) else None)
+                if whole:
+                    # the server decoded it all and charges it all; the trace is cut where a stream would have
+                    # been, for the vote, and its tokens are the server's (no saving is claimed)
+                    conf = choice.confidences or []
+                    at = next((k for k in range(1, len(conf) + 1) if stop_if(conf[:k])), None)
+                    if at is not None:
+                        choice = Choice("", "stopped", lps[:at], tops[:at] if any(tops) else None)
+                        finish, whole_cut = "stopped", True
+                    break
+                if lps and finish is None and stop_if(choice.confidences or []):
+                    finish = "stopped"
+                    break
+        except BaseException as exc:
+            kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
+            row.outcome, row.error = kind, _short(exc, self._secret)
+            row.charged_unknown = prompt_reserve + mt
+            if res is not None:
+                budget.charge_unknown(res)
+            self.ledger.add(row)
+            if isinstance(exc, Exception):
+                raise LLMError(kind, row.error, row) from exc
+            raise
+        finally:
+            self.endpoints.release(ep)
+        key = _prompt_key(messages)
+        if (finish != "stopped" or whole_cut) and isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            prompt = usage["prompt_tokens"]
+            completion = usage.get("completion_tokens") or len(lps)
+            details = usage.get("prompt_tokens_details")
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+            self._stream_prompts[key] = prompt
+        else:
+            prompt, completion, cached = self._stream_prompts.get(key, prompt_est), len(lps), 0
+            row.estimated = key not in self._stream_prompts
+        self.endpoints.answered(ep, time.monotonic() - t0, completion)
+        if res is not None:
+            budget.settle(res, prompt, completion, cached)
+        row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.choices = prompt, completion, cached, 1
+        row.latency_s = time.monotonic() - t0
+        if self.price is not None:
+            row.cost_usd = self.price.cost(prompt, completion, cached)
+        self.ledger.add(row)
+        choice.finish_reason = finish
+        return Completion(choices=[choice], record=row)
+
+    async def pool(self, messages: Sequence[dict], *, role: str = "reward_model", tag: CallTag | None = None,
+                   budget: Budget | None = None, path: str = "/pooling") -> tuple[Any, int]:
+        """One call to a reward model's pooling endpoint (vLLM `/pooling`; fot.sim's): (its JSON reply, the
+        tokens it cost). Prompt tokens only, reserved before and settled to the reply's `usage` (our
+        estimate, marked, without one); a row in the ledger like any call. One attempt: a failure raises
+        LLMError."""
+        tag = tag or CallTag()
+        budget = budget if budget is not None else self.budget
+        row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout, model=self.model, n=1,
+                         requests=1, attempts=1, max_tokens=0)
+        est, reserve = self._prompt_reservation(messages)
+        res = await budget.reserve(reserve, 1, min_tokens=1) if budget is not None else None
+        t0 = time.monotonic()
+        ep = await self.endpoints.acquire(None, None)
+        try:
+            reply = await self.endpoints.post(ep, path, {"model": self.model, "messages": list(messages)})
+        except BaseException as exc:
+            kind = classify(exc) if isinstance(exc, Exception) else "cancelled"
+            row.outcome, row.error = kind, _short(exc, self._secret)
+            if res is not None:
+                if may_have_been_charged(exc, kind):
+                    row.charged_unknown = reserve + 1
+                    budget.charge_unknown(res)
+                else:
+                    budget.release(res)
+            self.ledger.add(row)
+            if isinstance(exc, Exception):
+                raise LLMError(kind, row.error, row) from exc
+            raise
+        finally:
+            self.endpoints.release(ep)
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        row.estimated = not isinstance(prompt, int)
+        row.prompt_tokens = prompt if isinstance(prompt, int) else est
+        if res is not None:
+            budget.settle(res, row.prompt_tokens, 0)
+        row.latency_s = time.monotonic() - t0
+        if self.price is not None:
+            row.cost_usd = self.price.cost(row.prompt_tokens, 0, 0)
+        self.ledger.add(row)
+        return reply, row.prompt_tokens
 
     async def _separate(self, messages, count, seed_offset, max_tokens, seed, params, budget, row,
                         per: int | None = 1) -> list[Choice]:
@@ -484,11 +635,8 @@ class LLMClient:
             text = msg.get("content") if isinstance(msg, dict) else None
             if not isinstance(text, str):
                 raise MalformedResponse("a choice has no text content")
-            lps = None
-            lp = c.get("logprobs")
-            if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
-                lps = [float(t["logprob"]) for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
-            choices.append(Choice(text=text, finish_reason=c.get("finish_reason"), logprobs=lps or None))
+            lps, tops = _logprobs(c.get("logprobs"))
+            choices.append(Choice(text=text, finish_reason=c.get("finish_reason"), logprobs=lps, top_logprobs=tops))
         usage = resp.get("usage")
         if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int) \
                 or not isinstance(usage.get("completion_tokens"), int):
@@ -522,6 +670,22 @@ class LLMClient:
                 completion = completion + round(completion / counted[0] * sum(counted[1:]))
                 estimated = True
         return choices, prompt, completion, cached, estimated
+
+
+def _prompt_key(messages: Sequence[dict]) -> int:
+    return zlib.crc32(json.dumps(list(messages), sort_keys=True).encode())
+
+
+def _logprobs(lp: Any) -> tuple[list[float] | None, list[list[tuple[str, float]]] | None]:
+    """(each token's log-prob, each token's top alternatives' log-probs) from an OpenAI `logprobs` object;
+    a server's -inf (a token it would never pick) is kept finite so the record stays JSON."""
+    if not (isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]):
+        return None, None
+    rows = [t for t in lp["content"] if isinstance(t, dict) and "logprob" in t]
+    lps = [max(float(t["logprob"]), -1e4) for t in rows]
+    tops = [[(str(a.get("token", "")), max(float(a["logprob"]), -1e4)) for a in (t.get("top_logprobs") or [])
+             if isinstance(a, dict) and "logprob" in a] for t in rows]
+    return lps or None, tops if any(tops) else None
 
 
 def _short(exc: BaseException | str, secret: str = "") -> str:

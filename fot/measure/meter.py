@@ -15,6 +15,7 @@ from typing import Callable
 from ..errors import UsageError
 from ..backend.budget import Price
 from .results import Record
+from .signals import measure_signals
 from .usage import Usage
 from ..search.decision import DECISION_RULES, DecisionRule, Vote, decision_rule, vote
 from .stats import wilson_ci
@@ -61,9 +62,10 @@ class Summary:
     # share of all tokens per role, over the problems that recorded it: evaluation, critique, refinement,
     # decision (the expert), and the rest (first answers, input preparation)
     token_share: dict = field(default_factory=dict)
+    signals: list = field(default_factory=list)  # fot.measure.signals: each signal's parse rate, AUROC, cost
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "signals": [s.to_dict() for s in self.signals]}
 
 
 def summarize(rows: list[dict], price: Price | None = None) -> Summary:
@@ -95,7 +97,8 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
         calls=sum(r.calls for r in recs), errors=sum(1 for r in recs if r.error),
         wall_s_mean=statistics.fmean(r.wall_s for r in recs) if recs else 0.0, decisions=decisions,
-        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None, token_share=role_shares(roles))
+        eval_samples=asked, eval_parse_rate=parsed / asked if asked else None, token_share=role_shares(roles),
+        signals=measure_signals(rows))
 
 
 SHARE_OF = {"evaluation": ("evaluate", "reward_model"), "critique": ("critique",), "refinement": ("refine",),
@@ -306,7 +309,8 @@ def replay_samples(row: dict, task: Task, n: int) -> tuple[str | None, dict, str
     rec = Record.from_row(row)
     first = rec.samples[:n]
     usage = sum((Usage.from_dict(s) for s in first), Usage())
-    answer, how, _ = decide_samples(rec.method if rec.method != "forest" else "sc", first, task, rec.question)
+    answer, how, _ = decide_samples(rec.method if rec.method != "forest" else "sc", first, task, rec.question,
+                                    rec.settings.get("decision"))
     if n < len(rec.samples) and any(s.get("error_kind") == "budget" for s in rec.samples):
         # the run's samples competed for one problem budget: fewer samples would each have had more room
         how = "inexact:the problem budget bound: a run of fewer samples would have had more room"

@@ -5,6 +5,9 @@
     cot      one chain-of-thought sample                           fot/methods/cot.py
     sc       self-consistency: the majority of N samples          fot/methods/sc.py
     bon      best-of-N: the sample the verifier scores highest    fot/methods/bon.py
+    esc      early-stopping sampling: stop when a window agrees   fot/methods/esc.py
+    deepconf samples cut when their log-prob confidence falls     fot/methods/deepconf.py
+    adaptive the forest, or sampling once its verifier says nothing fot/methods/adaptive.py
 
 Each is one class (`fot.methods.base.Method`): its runner, its minimum budget, the settings it
 records for a resume, its replay of smaller cells and its node record for the viewer. Everything
@@ -22,9 +25,12 @@ from .cot import ChainOfThought
 from .forest import Forest
 from .mctsr import OneTree
 from .sc import SelfConsistency
+from .esc import EarlyStopping
+from .deepconf import DeepConf
+from .adaptive import AdaptiveForest
 
 METHODS: dict[str, Method] = {m.name: m for m in (Forest(), OneTree(), ChainOfThought(), SelfConsistency(),
-                                                  BestOfN())}
+                                                  BestOfN(), EarlyStopping(), DeepConf(), AdaptiveForest())}
 SAMPLING_METHODS = tuple(name for name, m in METHODS.items() if not m.tree_search)
 
 

@@ -47,7 +47,7 @@ TREE_SETTINGS = ("trees", "rollouts", "c", "uct_scale", "eps", "max_children", "
                  "logprob_threshold", "max_corrections", "early_stop", "proof", "verifier", "expert_max_tokens",
                  "decision_reserve", "tree_budget", "max_consecutive_failures")
 # a sampling baseline's
-SAMPLE_SETTINGS = ("samples", "temperatures", "answer_max_tokens", "min_tokens")
+SAMPLE_SETTINGS = ("samples", "temperatures", "answer_max_tokens", "min_tokens", "keep_logprobs")
 
 
 class Method:

@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from .base import SAMPLE_SETTINGS, Method, MethodRun
+from ..search.decision import SAMPLE_RULES
 from .forest import distinct
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ class Sampling(Method):
 
     def settings(self, cfg: "SearchConfig", budget: int | None, names: dict, samples: int) -> dict:
         return {"samples": self.samples(samples), "seed": cfg.seed, "verifier": names["verifier"],
-                "temperature": cfg.temperatures[0]}
+                "temperature": cfg.temperatures[0], "keep_logprobs": cfg.keep_logprobs,
+                "decision": cfg.decision if cfg.decision in SAMPLE_RULES else None}
 
     async def run(self, run: MethodRun, result: "Result") -> "Result":
         from ..search.baselines import run_sampling
@@ -35,6 +37,10 @@ class Sampling(Method):
         sr = await run_sampling(run.question, run.task, run.llm, run.cfg, run.budget, run.problem_id,
                                 method=self.name, samples=self.samples(run.samples), verifier=run.verifier,
                                 reward_llm=run.reward_llm)
+        return self.fill(result, sr, run)
+
+    def fill(self, result: "Result", sr, run: MethodRun) -> "Result":
+        """The result of a problem from its samples (every sampling method's the same way)."""
         r = result
         r.answer, r.text, r.decision = sr.answer, sr.text, sr.how
         r.samples = [{f.name: getattr(s, f.name) for f in fields(s) if f.name != "failure"} for s in sr.samples]

@@ -30,6 +30,7 @@ class Vote:
     answer: str | None
     q: float | None  # None: no self-evaluation of the tree's answer could be read
     proven: bool = False  # a complete verifier proved this answer right (see `vote`)
+    confidence: float | None = None  # trace confidence from log-probs (fot/search/confidence.py), when kept
 
 
 @dataclass
@@ -151,7 +152,77 @@ class MajorityFirst(ActivationFirst):
         return self._unbeatable(answered, remaining, self.majority, task, question)
 
 
+class Weighted(ActivationFirst):
+    """Votes summed by score (search-and-learn's weighted best-of-N): each answer's weight is the sum
+    over its votes of (Q + 100) / 200, in [0, 1]; a vote with no readable score weighs 0.5 (what a
+    verifier that says nothing would give every vote, so with no scores at all this is the majority)."""
+
+    name = "weighted"
+
+    @staticmethod
+    def weight(v: Vote) -> float:
+        return 0.5 if v.q is None else min(1.0, max(0.0, (v.q + 100.0) / 200.0))
+
+    def _weighted(self, voters: list[Vote], weight: Callable[[Vote], float], task: "Task", question: str,
+                  how: str) -> Decision:
+        groups = group_answers([(v.tree, v.answer) for v in voters], task, question)
+        ids = [v.tree for v in voters]
+        if not groups:
+            return Decision(None, "", "none", ids, groups)
+        w = {v.tree: weight(v) for v in voters}
+        order = sorted(range(len(groups)), key=lambda i: (-sum(w[t] for t in groups[i][1]), i))  # ties: first seen
+        groups = [groups[i] for i in order]
+        if len(voters) == 1:
+            return Decision(groups[0][0], "", "single", ids, groups)
+        return Decision(groups[0][0], "", "unanimous" if len(groups) == 1 else how, ids, groups)
+
+    def decide(self, votes: list[Vote], task: "Task", question: str) -> Decision:
+        return self._weighted([v for v in votes if v.answer is not None], self.weight, task, question, "weighted")
+
+    def fallback(self, decision: Decision, votes: list[Vote]) -> Decision:
+        return decision  # the weighted vote always picks
+
+    def settled(self, finished: list[Vote], remaining: int, task: "Task", question: str) -> bool:
+        answered = [v for v in finished if v.answer is not None]
+        groups = group_answers([(v.tree, v.answer) for v in answered], task, question)
+        sums = sorted((sum(self.weight(v) for v in answered if v.tree in m) for _, m in groups), reverse=True)
+        return bool(sums) and sums[0] > (sums[1] if len(sums) > 1 else 0.0) + remaining  # a vote weighs <= 1
+
+
+class ConfidenceVote(Weighted):
+    """DeepConf's offline vote (Fu et al. 2025): keep the most confident `keep` share of the traces by
+    their confidence from log-probs, then sum their votes by that confidence. Votes without log-probs
+    (a backend that sends none, or the forest's trees) count as plain votes: with none, the majority."""
+
+    name = "confidence"
+    keep = 0.5  # DeepConf keeps the top 10% (low) or 90% (high) of hundreds of traces; of 8, half
+
+    def decide(self, votes: list[Vote], task: "Task", question: str) -> Decision:
+        answered = [v for v in votes if v.answer is not None]
+        known = [v for v in answered if v.confidence is not None]
+        if not known:
+            return self._weighted(answered, lambda v: 1.0, task, question, "majority")
+        import math
+
+        kept = sorted(known, key=lambda v: (-v.confidence, v.tree))[:max(1, math.ceil(self.keep * len(known)))]
+        kept += [v for v in answered if v.confidence is None]
+        kept.sort(key=lambda v: v.tree)
+        return self._weighted(kept, lambda v: v.confidence if v.confidence is not None else 1.0, task, question,
+                              "confidence")
+
+    def settled(self, finished: list[Vote], remaining: int, task: "Task", question: str) -> bool:
+        """With log-probs, never (who is kept depends on the traces still to come); without (the forest's
+        trees), as the plain majority it then is."""
+        answered = [v for v in finished if v.answer is not None]
+        if any(v.confidence is not None for v in answered):
+            return False
+        groups = group_answers([(v.tree, v.answer) for v in answered], task, question)
+        return bool(groups) and len(groups[0][1]) > (len(groups[1][1]) if len(groups) > 1 else 0) + remaining
+
+
 DECISION_RULES: dict[str, Callable[..., DecisionRule]] = {r.name: r for r in (MajorityFirst, ActivationFirst)}
+DECISION_RULES.update({r.name: r for r in (Weighted, ConfidenceVote)})
+SAMPLE_RULES = ("weighted", "confidence")  # the rules sc and bon decide by when --decision names one
 
 
 def decision_rule(name: str, threshold: float = 0.0, majority: float = 0.5) -> DecisionRule:

@@ -29,6 +29,8 @@ from typing import Callable
 
 from aiohttp import web
 
+from .reward import add_reward_routes
+
 from ..backend.appserver import AppServer
 from .solver import Request, ScriptedSolver, SimProfile, SimSolver, normalize_question, sim_tokens, stable_hash
 
@@ -111,6 +113,7 @@ class SimBackend:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/sim/stats", self.get_stats)
+        add_reward_routes(app, self)  # fot/sim/reward.py: a simulated process reward model at /v1/pooling
         return app
 
     async def models(self, request: web.Request) -> web.Response:
