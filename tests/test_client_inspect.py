@@ -7,7 +7,7 @@ import os
 os.environ.setdefault("INSPECT_DISPLAY", "none")  # no live console display inside the test run
 
 import pytest  # noqa: E402
-from inspect_ai import Task  # noqa: E402, eval_async
+from inspect_ai import Task, eval_async  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
 from inspect_ai.model import GenerateConfig, get_model  # noqa: E402
 from inspect_ai.scorer import includes  # noqa: E402
