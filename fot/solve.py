@@ -41,12 +41,12 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .errors import EnvironmentFailure, FotError
     from .methods import get_method
     from .measure.meter import grade, summarize
-    from .options import Parser, add_config_option, add_settings, build, read_settings
+    from .options import Parser, add_config_option, add_settings, build, program, read_settings
     from .tasks.problems import Problem, ProblemFileError, load_problems
     from .measure.results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
                           prune_trees, read_finished, run_settings, trees_path)
     from .runtime import tune_gc
-    from .tasks import detect_task, get_task
+    from .tasks import datasets, detect_task, get_task
     from .upstream import check_sim, default_method, kind_of, price_of, search_config, start_upstream
 except KeyboardInterrupt:
     print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr, flush=True)
@@ -59,12 +59,13 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def say(message: str) -> None:
     """Errors and notices go to stderr as plain, unwrapped lines (easy to grep, never reflowed)."""
-    print(f"fot.solve: {message}", file=sys.stderr, flush=True)
+    print(f"{program('fot.solve')}: {message}", file=sys.stderr, flush=True)
 
 
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="python -m fot.solve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("problems", help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer")
+    ap.add_argument("problems", nargs="?", default="",
+                    help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer (or --dataset NAME)")
     add_options(ap)
     return ap
 
@@ -137,7 +138,8 @@ def load_examples(path: str | None, problems_path: str, problems: list[Problem])
 def default_out(s: SolveSettings) -> Path:
     """fot-results/<problems>-<method>.jsonl: one default per method (the method the run will use: sc on the
     embedded model when none is given), so trying a second method does not run into the first's results."""
-    return Path("fot-results") / f"{Path(s.problems).stem}-{s.method}.jsonl"
+    name = s.run.dataset.replace(":", "-") if s.run.dataset else Path(s.problems).stem
+    return Path("fot-results") / f"{name}-{s.method}.jsonl"
 
 
 def free_out(out: Path) -> Path:
@@ -398,6 +400,23 @@ def _main(argv: list[str] | None) -> int:
     return execute(settings)
 
 
+def read_problems(s: SolveSettings) -> tuple[list[Problem], SolveSettings]:
+    """The problems, from the file or the named dataset (fot/tasks/datasets.py), and the settings with the
+    dataset's file and task filled in (its file is what provenance hashes, its task the one that grades it)."""
+    r = s.run
+    if not r.dataset:
+        if not s.problems:
+            raise ProblemFileError("PROBLEMS", None, None, "no problem file given (or --dataset NAME; fot datasets lists "
+                                   "them)")
+        return load_problems(s.problems), s
+    if s.problems:
+        raise ProblemFileError(s.problems, None, None, f"give a problem file or --dataset {r.dataset}, not both")
+    chosen = datasets.select(r.dataset, r.data_dir)
+    run = dataclasses.replace(r, dataset=f"{chosen.dataset.name}:{chosen.split}",
+                              task=chosen.dataset.task if r.task == "auto" else r.task)
+    return datasets.load(chosen), dataclasses.replace(s, problems=str(chosen.paths[0]), run=run)
+
+
 def execute(s: SolveSettings) -> int:
     """Run fot.solve with these settings (what `main` does after parsing; fot.sweep calls it for each run)."""
     tune_gc()
@@ -411,10 +430,11 @@ def execute(s: SolveSettings) -> int:
             say(str(e))
             return EXIT_FAIL
     try:
-        problems = load_problems(s.problems)
+        problems, s = read_problems(s)
     except ProblemFileError as e:
         say(str(e))
         return EXIT_USAGE
+    r = s.run
     if r.limit:
         problems = problems[: r.limit]
     task = r.task

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .measure.results import trees_path
+from .options import Parser
 
 # fields of a results line the page uses; the rest (settings, run, budget_bound ...) stays out of the page
 PROBLEM_FIELDS = ("id", "question", "task", "answer", "reference", "correct", "oracle_correct", "decision", "text",
@@ -204,8 +205,7 @@ def default_output(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fot.view", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m fot.view", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("path", help="a results .jsonl of fot.solve (its .trees.jsonl is read too) or a fot.sweep "
                     "directory")
     ap.add_argument("-o", "--output", default=None,

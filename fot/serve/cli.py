@@ -54,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
     add_settings(ap, BackendSettings, "upstream")
     add_settings(ap, SearchConfig, "search (defaults for the presets; a request's model name and extra_body override)")
     add_settings(ap, RunSettings, "requests", only=RUN_FIELDS)
+    for action in ap._actions:  # a server has a default request budget of its own (fot.solve has none)
+        if action.dest == "budget":
+            action.help = (f"tokens per request when the request names none (hard cap; default "
+                           f"{DEFAULT_REQUEST_BUDGET}; none: no cap)")
     return ap
 
 
