@@ -30,6 +30,58 @@ PROBLEM_FIELDS = ("id", "question", "task", "answer", "reference", "correct", "o
                   "expert_tokens", "early_stopped")
 
 
+# -- the live state of a running fot.solve (`fot view --watch`) ------------------------------------------
+
+def live_path(results: Path) -> Path:
+    """`<out>.live.json`: what a run is doing now, rewritten every second or so while it runs."""
+    return results.with_name(results.stem + ".live.json")
+
+
+class LiveState:
+    """What fot.solve is doing now, for `fot view --watch`: problems done, the trees of the problems in flight
+    (each tree's rollouts, current answer and Q, a line per rollout), calls, tokens and the vote as it stands.
+    Written whole to a temporary file and renamed, so a reader never sees half of it."""
+
+    def __init__(self, path: Path, total: int, method: str, backend: str):
+        self.path, self.total, self.method, self.backend = path, total, method, backend
+        self.inflight: dict[str, dict[int, dict]] = {}
+        self.recent: list[dict] = []
+
+    def rollout(self, problem_id: str, tree) -> None:
+        self.inflight.setdefault(problem_id, {})[tree.index] = {
+            "tree": tree.index, "input": tree.input_kind, "rollouts": tree.rollouts_done, "answer": tree.answer,
+            "q": tree.q, "nodes": tree.nodes, "depth": tree.depth, "tokens": tree.tokens,
+            "track": [{"rollout": s.rollout, "q": s.q, "answer": s.answer, "tokens": s.tokens} for s in tree.snapshots]}
+
+    def finished(self, row: dict) -> None:
+        self.inflight.pop(str(row.get("id")), None)
+        self.recent = [{k: row.get(k) for k in ("id", "answer", "correct", "decision")} |
+                       {"tokens": (row.get("tokens") or {}).get("total")}, *self.recent][:10]
+
+    def state(self, done: int, correct: int, graded: int, tokens: int, calls: int, elapsed_s: float,
+              finished: bool = False) -> dict:
+        flight = []
+        for pid, trees in self.inflight.items():
+            votes: dict[str, int] = {}
+            for t in trees.values():
+                if t["answer"] is not None:
+                    votes[t["answer"]] = votes.get(t["answer"], 0) + 1
+            leading = max(votes, key=votes.get) if votes else None
+            flight.append({"id": pid, "trees": sorted(trees.values(), key=lambda t: t["tree"]), "votes": votes,
+                           "leading": leading})
+        return {"method": self.method, "backend": self.backend, "total": self.total, "done": done,
+                "correct": correct, "graded": graded, "tokens": tokens, "calls": calls,
+                "elapsed_s": round(elapsed_s, 1), "finished": finished, "inflight": flight, "recent": self.recent}
+
+    def write(self, **counts) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.state(**counts), allow_nan=False, default=str), encoding="utf-8")
+            tmp.replace(self.path)
+        except (OSError, ValueError):
+            pass  # a live view is a convenience: it never stops the run
+
+
 class ViewError(ValueError):
     """What is wrong with which file (and where), said in one line instead of a traceback."""
 
