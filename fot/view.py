@@ -748,10 +748,13 @@ function renderLive(L, results) {
   if (L.graded) parts.push("accuracy " + pct(L.correct / L.graded) + " (" + L.correct + "/" + L.graded + ")");
   parts.push(int(L.calls) + " calls", int(L.tokens) + " tokens", fmt(L.elapsed_s) + " s", "method " + L.method);
   sec.replaceChildren(el("h2", {}, "Live"), el("div", {id: "live-counts"}, parts.join(" · ")));
-  for (const p of L.inflight) {
-    const n = p.trees.length, lead = p.leading;
-    const box = el("div", {"class": "panel live-problem", "data-id": p.id},
-      el("h3", {}, "In flight: " + p.id + " — " + (lead === null ? "no answer yet" : "current decision: " + lead + " leads, " + p.votes[lead] + " of " + n + " trees (not decided yet)")));
+  const written = new Set(D.problems.map(p => String(p.id)));  // the live file is up to a second behind the results
+  for (const p of L.inflight.filter(p => !written.has(String(p.id)))) {
+    const n = p.trees.length, lead = p.leading, counts = Object.values(p.votes);
+    const tied = lead !== null && counts.filter(c => c === p.votes[lead]).length > 1;
+    const state = lead === null ? "no answer yet" : tied ? "current decision: none leads yet (" + Object.entries(p.votes).map(([a, c]) => a + " ×" + c).join(", ") + ")"
+      : "current decision: " + lead + " leads, " + p.votes[lead] + " of " + n + " trees (not decided yet)";
+    const box = el("div", {"class": "panel live-problem", "data-id": p.id}, el("h3", {}, "In flight: " + p.id + " — " + state));
     const t = el("table", {}, el("tr", {}, ...["tree", "input", "rollouts", "best answer", "Q", "calls", "tokens", "best Q over rollouts"].map(h => el("th", {}, h))));
     for (const tr of p.trees) t.append(el("tr", {"class": "live-tree"}, el("td", {}, tr.tree), el("td", {}, tr.input), el("td", {}, tr.rollouts),
       el("td", {}, tr.answer === null ? "none" : tr.answer), el("td", {}, fmt(tr.q)), el("td", {}, int(tr.calls)), el("td", {}, int(tr.tokens)), el("td", {}, spark(tr.track))));
