@@ -434,8 +434,9 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
             files.insert(1, f"trees {trees_path(out)}")
         if r.trace:
             files.append(f"calls {r.trace}")
-        view = program("python -m fot.solve").rsplit(" ", 1)[0].replace("fot.solve", "fot")
-        say("files: " + "; ".join(files) + f". See them: {view} view {out}")
+        run_as = program("python -m fot.solve")  # `fot solve`, `python -m fot solve` or `python -m fot.solve`
+        fot = run_as[: -len(" solve")] if run_as.endswith(" solve") else "python -m fot"
+        say("files: " + "; ".join(files) + f". See them: {fot} view {out}")
     return EXIT_OK
 
 

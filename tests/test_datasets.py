@@ -62,6 +62,8 @@ def test_solve_runs_a_dataset_by_name_and_fot_datasets_lists_it(tmp_path, capsys
                      "--samples", "2", "--quiet"]) == 0
     out = tmp_path / "fot-results" / "gsm8k-test-sc.jsonl"  # named after the dataset, not its file
     rows = read_rows(out)
+    end = capsys.readouterr().err.strip().splitlines()[-1]  # the last line: where the files are, how to view them
+    assert f"results {out.relative_to(tmp_path)}" in end and end.endswith(f"See them: python -m fot view {out.relative_to(tmp_path)}")
     assert len(rows) == 3 and {r["task"] for r in rows} == {"gsm8k"} and all(r["correct"] is not None for r in rows)
     capsys.readouterr()
     assert fot_main(["solve", "--dataset", "math500", "--data-dir", str(root), "--sim"]) == 2

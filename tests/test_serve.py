@@ -468,6 +468,7 @@ def test_command_serves_until_sigterm(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "stopping: 1 requests served" in out and UPSTREAM_KEY not in out and "Traceback" not in out
+    assert "per-request budget: 4,000 tokens" in out and "passed through to the upstream" in out
 
 
 # -- stopping, hostile input, connections (issue 21) ---------------------------------------------
