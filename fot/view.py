@@ -77,6 +77,9 @@ class LiveState:
                 "elapsed_s": round(elapsed_s, 1), "finished": finished, "inflight": flight, "recent": self.recent}
 
     def write(self, **counts) -> None:
+        """Only for a run someone watches: `fot view --watch` makes the file, so an unwatched run leaves none."""
+        if not self.path.exists():
+            return
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(json.dumps(self.state(**counts), allow_nan=False, default=str), encoding="utf-8")
@@ -227,7 +230,7 @@ def page_data(path: Path, watch: bool = False) -> dict:
         return {"kind": "sweep", "title": f"fot sweep: {sweep.get('meta', {}).get('problems_file', path.name)}",
                 "source": str(path), "sweep": sweep, "problems": problems_of(path / "run.jsonl")}
     if not path.is_file():
-        if watch and path.suffix == ".jsonl" and path.parent.is_dir():  # the run has not written a result yet
+        if watch and path.suffix == ".jsonl":  # the run has not written a result yet
             return {"kind": "results", "title": f"fot: {path.name}", "source": str(path), "summary": None,
                     "sweep": None, "problems": [], "watch": True}
         raise FileNotFoundError(f"{path}: no such results file")
@@ -285,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--watch follows a results .jsonl of fot.solve (the run's --out), not a directory")
         try:
             page_data(path, watch=True)  # refused now, in one line, if it is not results
-        except (FileNotFoundError, ValueError) as e:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as e:
             print(f"{ap.prog}: {e}", file=sys.stderr)
             return 2
         return watch(path, args.port, ap.prog)
@@ -311,8 +315,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def watch(path: Path, port: int, prog: str = "fot view", ready=None) -> int:
     """Serve the page of `path` at http://127.0.0.1:PORT/ and its live state at /live until Ctrl-C; the page
-    polls /live every second and reloads itself when new results have been written (and no problem is open)."""
+    polls /live every second and reloads itself when new results have been written (and no problem is open).
+    It makes `<out>.live.json` (null until a run writes it): fot.solve keeps the file current only when it
+    exists, so a run nobody watches leaves no live file behind."""
     import asyncio
+
+    live_file = live_path(path)
+    if not live_file.exists():
+        try:
+            live_file.write_text("null", encoding="utf-8")
+        except OSError as e:
+            print(f"{prog}: cannot write {live_file}: {e.strerror or e}", file=sys.stderr)
+            return 1
 
     from aiohttp import web
 

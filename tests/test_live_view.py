@@ -126,6 +126,7 @@ def test_an_sc_run_names_its_method_and_shows_its_samples_votes(browser, sc_resu
     returned = [r for r in votes.values() if "returned" in r]
     assert len(returned) == 1 and returned[0].startswith(str(rows[0]["answer"]))
     assert page.locator("#samples tr").count() == 6
+    assert not view.live_path(sc_results).exists()  # nobody watched this run: it left no live file
 
 
 @pytest.fixture(scope="module")

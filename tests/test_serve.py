@@ -660,6 +660,9 @@ async def test_plain_names_are_ordinary_chat_and_presets_a_forest_each_billed_as
     assert s.sim.stats.requests - calls > 2 and fot_of(forest)["method"] == "forest"
     assert forest.usage.total_tokens == upstream_spend() - before  # the whole forest, as the upstream counted it
     assert fot_of(forest)["upstream_model"] == "fot-sim"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(s.server.base_url.removesuffix("/v1") + "/health") as h:
+            assert (await h.json())["passed_through"] == 2
     with pytest.raises(openai.NotFoundError):  # a plain name the upstream does not serve: its own 404, relayed
         await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}])
 

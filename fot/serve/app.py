@@ -142,7 +142,8 @@ class FotServer(AppServer):
             "status": "ok", "upstream": public_url(self.engine.base_url), "model": self.engine.model,
             "upstreams": llm.endpoints.stats() if llm is not None else [],
             "simulated": self.config.simulated, "active": self.admission.active, "waiting": self.admission.waiting,
-            "served": self.served, "run_budget": {"tokens": b.tokens, "spent": b.spent_tokens}})
+            "served": self.served, "passed_through": self.passed, "other_models": sorted(self._engines),
+            "run_budget": {"tokens": b.tokens, "spent": b.spent_tokens}})
 
     def _shutting_down(self) -> ApiError:
         return ApiError(503, "the server is shutting down: the request was cancelled before an answer; retry "
