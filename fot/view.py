@@ -48,7 +48,10 @@ class LiveState:
         self.recent: list[dict] = []
 
     def rollout(self, problem_id: str, tree) -> None:
-        """A tree's state after a rollout, from its snapshots (a tree fills in its other fields when it ends)."""
+        """A tree's state after a rollout, from its snapshots (a tree fills in its other fields when it ends). With
+        Ray the driver hears only that a rollout ended (tree None): the problem counts, its trees are not shown."""
+        if tree is None:
+            return
         last = tree.snapshots[-1] if tree.snapshots else None
         self.inflight.setdefault(problem_id, {})[tree.index] = {
             "tree": tree.index, "input": tree.input_kind, "rollouts": tree.rollouts_done,
@@ -559,6 +562,7 @@ function showProblem(i) {
     p.samples.forEach((s, k) => t.append(el("tr", {}, el("td", {}, k), el("td", {}, s.answer === null ? "none" : s.answer), el("td", {}, s.score === null || s.score === undefined ? "n/a" : fmt(s.score)))));
     box.append(t);
   }
+  if (!p.forest && p.samples && p.samples.length && !(p.trees || []).length) return;  // a sampling method: no forest
   box.append(el("h2", {}, "The forest"));
   if (!p.forest) {
     box.append(el("p", {"class": "muted", id: "no-forest"}, "No node record for this problem (no trees line: a sampling method, --no-trees, or results older than the record)."));
