@@ -234,6 +234,11 @@ class RunSettings:
     parallel: int = setting(4, "problems at once (with --ray: in total, spread over the workers)", minimum=1)
     examples: str | None = setting(None, "your own solved problems (question + worked answer), shown to 'example' "
                                          "trees; never the problem file itself", metavar="FILE")
+    dataset: str | None = setting(None, "a benchmark by name instead of PROBLEMS: gsm8k, math500, game24, aime, "
+                                        "strategyqa, with :SPLIT (aime:2025); read from --data-dir (fot datasets "
+                                        "lists them)", metavar="NAME[:SPLIT]")
+    data_dir: str | None = setting(None, "where --dataset's files are (default $FOT_DATA, else ../shared/data next to "
+                                         "the checkout)", metavar="DIR")
     out: str | None = setting(None, "results JSONL (default fot-results/<problems>-<method>.jsonl); resumable")
     limit: int | None = setting(None, "first N problems only", minimum=1)
     trace: str | None = setting(None, "write every call to this JSONL file")

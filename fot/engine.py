@@ -120,13 +120,16 @@ class Engine:
                     budget_usd: float | None = None, example_pool: list[tuple[str, str]] | None = None,
                     verifier: str | Verifier = UNSET, decision: str | DecisionRule = UNSET,
                     raise_errors: bool | None = None, on_tree: Callable[[TreeResult], None] | None = None,
-                    on_rollout: Callable[[str, TreeResult], None] | None = None, **settings) -> Result:
+                    on_rollout: Callable[[str, TreeResult], None] | None = None, context: str | None = None,
+                    **settings) -> Result:
         """Solve one problem with `method` (a forest by default; `mctsr` is one tree; `cot`, `sc`, `bon`
         sample `samples` answers, see fot/search/baselines.py). `budget` caps its tokens (never exceeded);
         settings override SearchConfig.
 
         `verifier` and `decision` take a registry key (fot.search.verifiers, fot.search.decision) or agent code's own object;
         `example_pool` is a list of solved (question, solution) pairs for the "example" tree input;
+        `context` (an agent's system prompt, earlier turns) is given to every call as a system message, never
+        made part of the question the task detects and a grader compares;
         `on_tree(tree_result)` is called as each tree finishes, `on_rollout(problem_id, tree_result)` as each
         rollout of a tree does (progress; forest methods only).
 
@@ -164,6 +167,8 @@ class Engine:
             r.error, r.error_kind = (f"budget {budget} is below the {least} tokens this {the_method.name} needs for "
                                      f"its first answer{'s' if the_method.trees(cfg) > 1 else ''}; nothing was sent"), \
                 "budget"
+        if context:
+            self.llm.contexts[problem.id] = context
         try:
             if not r.error_kind:
                 run = MethodRun(question, the_task, self.llm, cfg, pb, problem.id, samples=samples,
@@ -177,6 +182,8 @@ class Engine:
             raise
         except Exception as e:  # a fault we did not expect must not lose the other problems
             r.error, r.error_kind, cause = f"{type(e).__name__}: {e}", error_kind(e), e
+        finally:
+            self.llm.contexts.pop(problem.id, None)
         r.wall_s = time.monotonic() - t0
         r.calls = self.ledger.calls_by_problem.pop(problem.id, 0)  # done: nothing of it stays in memory
         r.tokens = {"prompt": pb.spent.prompt_tokens, "completion": pb.spent.completion_tokens,

@@ -14,6 +14,7 @@ at the top or under [search], [backend] and [run]; an unknown key is refused nam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import types
@@ -30,8 +31,31 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+_RUN_AS: list[str] = []  # how the command was run, when through `fot COMMAND` (fot/__main__.py)
+
+
+def program(default: str) -> str:
+    """The command's name as the user ran it (`fot serve`), else `default` (`python -m fot.serve`)."""
+    return _RUN_AS[-1] if _RUN_AS else default
+
+
+@contextlib.contextmanager
+def running_as(name: str):
+    _RUN_AS.append(name)
+    try:
+        yield
+    finally:
+        _RUN_AS.pop()
+
+
 class Parser(argparse.ArgumentParser):
-    """A usage error is one line: argparse's default puts the whole usage (dozens of lines here) before it."""
+    """A usage error is one line: argparse's default puts the whole usage (dozens of lines here) before it. The
+    program is named as it was run (`fot serve`, `python -m fot.serve`)."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        if "prog" in kw:
+            kw["prog"] = program(kw["prog"])
+        super().__init__(*args, **kw)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
@@ -118,9 +142,7 @@ def add_settings(ap: argparse.ArgumentParser, cls: type, title: str, *, skip: It
             continue
         hint, optional = _unwrap(hints[f.name])
         help_ = f.metadata.get("help", "")
-        if f.default not in (None, False, (), "") and "default" not in help_:
-            shown = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-            help_ += f" (default {shown})"
+        help_ += default_note(f.default, help_, hint is bool)
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
         if f.metadata.get("metavar"):
             kw["metavar"] = f.metadata["metavar"]
@@ -151,10 +173,22 @@ def add_settings(ap: argparse.ArgumentParser, cls: type, title: str, *, skip: It
     return added
 
 
+def default_note(default: Any, help_: str, flag: bool = False) -> str:
+    """' (default X)' for an option's help, unless the help already says its default."""
+    if "default" in help_:
+        return ""
+    if flag and not default:
+        return " (default off)"
+    if default in (None, (), ""):
+        return " (default none)"
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return f" (default {shown})"
+
+
 def add_config_option(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE.toml",
                     help="read settings from a TOML file (the same names as the options, with _ for -, at the top "
-                         "or under [search], [backend], [run]); the command line wins")
+                         "or under [search], [backend], [run]); the command line wins (default none)")
 
 
 SECTIONS = {"search": SearchConfig, "backend": BackendSettings, "run": RunSettings}

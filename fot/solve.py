@@ -41,13 +41,14 @@ try:  # Ctrl-C while the libraries load is an interrupt like any other: exit 130
     from .errors import EnvironmentFailure, FotError
     from .methods import get_method
     from .measure.meter import grade, summarize
-    from .options import Parser, add_config_option, add_settings, build, read_settings
+    from .options import Parser, add_config_option, add_settings, build, program, read_settings
     from .tasks.problems import Problem, ProblemFileError, load_problems
     from .measure.results import (append_line, changed_settings, close_lines, lock_output, open_lines, provenance,
                           prune_trees, read_finished, run_settings, trees_path)
     from .runtime import tune_gc
-    from .tasks import detect_task, get_task
+    from .tasks import datasets, detect_task, get_task
     from .upstream import check_sim, default_method, kind_of, price_of, search_config, start_upstream
+    from .view import LiveState, live_path
 except KeyboardInterrupt:
     print("fot.solve: interrupted while starting; nothing was run", file=sys.stderr, flush=True)
     # Not SystemExit: an interrupt that passed through some library's import leaves CPython set to die by
@@ -55,16 +56,32 @@ except KeyboardInterrupt:
     os._exit(130)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROGRESS_EVERY_S = 5.0  # without a terminal (a log, CI, nohup): one progress line on stderr this often
+LIVE_EVERY_S = 1.0  # <out>.live.json, for `fot view --watch`, is rewritten this often
+
+# what the summary's decision labels mean (fot/search/decision.py, fot/search/baselines.py)
+DECISION_LABELS = {
+    "unanimous": "every tree that voted gave the same answer",
+    "majority": "more than half of the votes for one answer",
+    "plurality": "the most common answer without a majority (sc)",
+    "expert": "no majority: an expert prompt chose among the trees' answers",
+    "fallback": "no majority and no expert choice: the largest group, then the best Q",
+    "single": "only one tree or sample gave an answer",
+    "best_q": "the sample with the best self-evaluation (bon)",
+    "best_q_unscored": "bon, but no sample's self-evaluation could be read: the first answer",
+    "none": "no answer at all (budget, errors, or nothing extractable)",
+}
 
 
 def say(message: str) -> None:
     """Errors and notices go to stderr as plain, unwrapped lines (easy to grep, never reflowed)."""
-    print(f"fot.solve: {message}", file=sys.stderr, flush=True)
+    print(f"{program('fot.solve')}: {message}", file=sys.stderr, flush=True)
 
 
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="python -m fot.solve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("problems", help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer")
+    ap.add_argument("problems", nargs="?", default="",
+                    help="JSONL, JSON list or CSV with id, question (or problem/Puzzles), answer (or --dataset NAME)")
     add_options(ap)
     return ap
 
@@ -137,7 +154,8 @@ def load_examples(path: str | None, problems_path: str, problems: list[Problem])
 def default_out(s: SolveSettings) -> Path:
     """fot-results/<problems>-<method>.jsonl: one default per method (the method the run will use: sc on the
     embedded model when none is given), so trying a second method does not run into the first's results."""
-    return Path("fot-results") / f"{Path(s.problems).stem}-{s.method}.jsonl"
+    name = s.run.dataset.replace(":", "-") if s.run.dataset else Path(s.problems).stem
+    return Path("fot-results") / f"{name}-{s.method}.jsonl"
 
 
 def free_out(out: Path) -> Path:
@@ -186,6 +204,9 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
         t.add_row("dollars (total / per solved)", f"${s.usd_total:.4f} / " + (
             "n/a" if s.usd_per_solved is None else f"${s.usd_per_solved:.4f}"))
     t.add_row("decisions", ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items())))
+    for k in sorted(s.decisions):
+        if k in DECISION_LABELS:
+            t.add_row(f"  {k}", DECISION_LABELS[k])
     if s.eval_parse_rate is not None:
         t.add_row("self-evaluation scores read", f"{s.eval_parse_rate:.1%} of {s.eval_samples:,} samples "
                   "(unreadable ones are dropped, not scored)")
@@ -297,11 +318,38 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
         per_problem = method.rollouts_per_problem(cfg)
         tokens_before = engine.ledger.total.total_tokens
 
-        def spent() -> str:
-            if pool is not None:
-                return f"{pool.spent_tokens:,} tokens"
-            return f"{engine.ledger.total.total_tokens - tokens_before:,} tokens"
+        calls_before = engine.ledger.total.calls
 
+        def spent_tokens() -> int:
+            return pool.spent_tokens if pool is not None else engine.ledger.total.total_tokens - tokens_before
+
+        def spent() -> str:
+            return f"{spent_tokens():,} tokens"
+
+        live = LiveState(live_path(out), len(todo), s.method, backend)
+
+        def counts(finished: bool = False) -> dict:
+            graded = [row for row in rows[len(done):] if row.get("correct") is not None]
+            return dict(done=len(rows) - len(done), correct=sum(bool(row["correct"]) for row in graded),
+                        graded=len(graded), tokens=spent_tokens(), calls=engine.ledger.total.calls - calls_before,
+                        elapsed_s=time.monotonic() - t0, finished=finished)
+
+        async def report() -> None:
+            """The live file every second; without a terminal, a progress line every few seconds (rich draws
+            nothing then, and a long run would be silent for minutes)."""
+            plain = not r.quiet and not Console(stderr=True).is_terminal
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(LIVE_EVERY_S)
+                c = counts()
+                live.write(**c)
+                if plain and time.monotonic() - last >= PROGRESS_EVERY_S:
+                    last = time.monotonic()
+                    acc = f", acc {c['correct'] / c['graded']:.0%}" if c["graded"] else ""
+                    say(f"{c['done']}/{len(todo)} problems{acc}, {c['calls']:,} calls, {c['tokens']:,} tokens, "
+                        f"{c['elapsed_s']:.0f} s")
+
+        reporter = asyncio.create_task(report()) if todo else None
         try:
             with progress:
                 bar = progress.add_task("problems", total=len(todo), note="")
@@ -314,6 +362,7 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
                 def on_rollout(problem_id: str, tree) -> None:
                     rollouts_of[problem_id] = rollouts_of.get(problem_id, 0) + 1
                     progress.update(steps, advance=1, note=spent())
+                    live.rollout(problem_id, tree)
 
                 # Results are held back until some call of this run has been answered: a backend that never
                 # answers (a wrong model or key, a server that is not OpenAI-compatible) must not leave its
@@ -343,6 +392,7 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
                                 append_line(trees_fh, trees_path(out), kept.trees_line())
                             append_line(fh, out, row)
                             rows.append(row)
+                            live.finished(row)
                             if per_problem:
                                 progress.update(steps, advance=per_problem - rollouts_of.pop(kept.id, 0))
                         held = []
@@ -356,6 +406,11 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
             say(f"the backend refuses every call ({e}); stopped. Finished results are in {out}; nothing failed by "
                 "the refusal is marked finished: fix the model, key or URL and run the same command to resume")
             return EXIT_FAIL
+        finally:
+            if reporter is not None:
+                reporter.cancel()
+                await asyncio.gather(reporter, return_exceptions=True)
+                live.write(**counts(finished=True))
         if held:
             first = next((r["error"] for _, r in held if r.get("error")), "")
             say(f"no call to the backend was answered in this run ({len(held)} problem(s) tried, {len(todo)} to do"
@@ -378,6 +433,14 @@ async def run(s: SolveSettings, problems: list[Problem], task_name: str, out: Pa
         except OSError as e:
             say(f"cannot write the summary {summary_path}: {e.strerror or e} (the results are in {out})")
             return EXIT_FAIL
+        files = [f"results {out}", f"summary {summary_path}"]
+        if not r.no_trees and trees_path(out).exists():
+            files.insert(1, f"trees {trees_path(out)}")
+        if r.trace:
+            files.append(f"calls {r.trace}")
+        run_as = program("python -m fot.solve")  # `fot solve`, `python -m fot solve` or `python -m fot.solve`
+        fot = run_as[: -len(" solve")] if run_as.endswith(" solve") else "python -m fot"
+        say("files: " + "; ".join(files) + f". See them: {fot} view {out}")
     return EXIT_OK
 
 
@@ -402,6 +465,23 @@ def _main(argv: list[str] | None) -> int:
     return execute(settings)
 
 
+def read_problems(s: SolveSettings) -> tuple[list[Problem], SolveSettings]:
+    """The problems, from the file or the named dataset (fot/tasks/datasets.py), and the settings with the
+    dataset's file and task filled in (its file is what provenance hashes, its task the one that grades it)."""
+    r = s.run
+    if not r.dataset:
+        if not s.problems:
+            raise ProblemFileError("PROBLEMS", None, None, "no problem file given (or --dataset NAME; fot datasets lists "
+                                   "them)")
+        return load_problems(s.problems), s
+    if s.problems:
+        raise ProblemFileError(s.problems, None, None, f"give a problem file or --dataset {r.dataset}, not both")
+    chosen = datasets.select(r.dataset, r.data_dir)
+    run = dataclasses.replace(r, dataset=f"{chosen.dataset.name}:{chosen.split}",
+                              task=chosen.dataset.task if r.task == "auto" else r.task)
+    return datasets.load(chosen), dataclasses.replace(s, problems=str(chosen.paths[0]), run=run)
+
+
 def execute(s: SolveSettings) -> int:
     """Run fot.solve with these settings (what `main` does after parsing; fot.sweep calls it for each run)."""
     tune_gc()
@@ -415,10 +495,11 @@ def execute(s: SolveSettings) -> int:
             say(str(e))
             return EXIT_FAIL
     try:
-        problems = load_problems(s.problems)
+        problems, s = read_problems(s)
     except ProblemFileError as e:
         say(str(e))
         return EXIT_USAGE
+    r = s.run
     if r.limit:
         problems = problems[: r.limit]
     task = r.task

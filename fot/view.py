@@ -22,11 +22,73 @@ import sys
 from pathlib import Path
 
 from .measure.results import trees_path
+from .options import Parser
 
 # fields of a results line the page uses; the rest (settings, run, budget_bound ...) stays out of the page
 PROBLEM_FIELDS = ("id", "question", "task", "answer", "reference", "correct", "oracle_correct", "decision", "text",
                   "tokens", "calls", "wall_s", "error", "error_kind", "method", "trees", "snapshots", "answers_seen",
                   "expert_tokens", "early_stopped")
+
+
+# -- the live state of a running fot.solve (`fot view --watch`) ------------------------------------------
+
+def live_path(results: Path) -> Path:
+    """`<out>.live.json`: what a run is doing now, rewritten every second or so while it runs."""
+    return results.with_name(results.stem + ".live.json")
+
+
+class LiveState:
+    """What fot.solve is doing now, for `fot view --watch`: problems done, the trees of the problems in flight
+    (each tree's rollouts, current answer and Q, a line per rollout), calls, tokens and the vote as it stands.
+    Written whole to a temporary file and renamed, so a reader never sees half of it."""
+
+    def __init__(self, path: Path, total: int, method: str, backend: str):
+        self.path, self.total, self.method, self.backend = path, total, method, backend
+        self.inflight: dict[str, dict[int, dict]] = {}
+        self.recent: list[dict] = []
+
+    def rollout(self, problem_id: str, tree) -> None:
+        """A tree's state after a rollout, from its snapshots (a tree fills in its other fields when it ends). With
+        Ray the driver hears only that a rollout ended (tree None): the problem counts, its trees are not shown."""
+        if tree is None:
+            return
+        last = tree.snapshots[-1] if tree.snapshots else None
+        self.inflight.setdefault(problem_id, {})[tree.index] = {
+            "tree": tree.index, "input": tree.input_kind, "rollouts": tree.rollouts_done,
+            "answer": last.answer if last else None, "q": last.q if last else None,
+            "calls": last.calls if last else 0, "tokens": last.tokens if last else 0,
+            "track": [{"rollout": s.rollout, "q": s.q, "answer": s.answer, "tokens": s.tokens} for s in tree.snapshots]}
+
+    def finished(self, row: dict) -> None:
+        self.inflight.pop(str(row.get("id")), None)
+        self.recent = [{k: row.get(k) for k in ("id", "answer", "correct", "decision")} |
+                       {"tokens": (row.get("tokens") or {}).get("total")}, *self.recent][:10]
+
+    def state(self, done: int, correct: int, graded: int, tokens: int, calls: int, elapsed_s: float,
+              finished: bool = False) -> dict:
+        flight = []
+        for pid, trees in self.inflight.items():
+            votes: dict[str, int] = {}
+            for t in trees.values():
+                if t["answer"] is not None:
+                    votes[t["answer"]] = votes.get(t["answer"], 0) + 1
+            leading = max(votes, key=votes.get) if votes else None
+            flight.append({"id": pid, "trees": sorted(trees.values(), key=lambda t: t["tree"]), "votes": votes,
+                           "leading": leading})
+        return {"method": self.method, "backend": self.backend, "total": self.total, "done": done,
+                "correct": correct, "graded": graded, "tokens": tokens, "calls": calls,
+                "elapsed_s": round(elapsed_s, 1), "finished": finished, "inflight": flight, "recent": self.recent}
+
+    def write(self, **counts) -> None:
+        """Only for a run someone watches: `fot view --watch` makes the file, so an unwatched run leaves none."""
+        if not self.path.exists():
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.state(**counts), allow_nan=False, default=str), encoding="utf-8")
+            tmp.replace(self.path)
+        except (OSError, ValueError):
+            pass  # a live view is a convenience: it never stops the run
 
 
 class ViewError(ValueError):
@@ -163,7 +225,7 @@ def sweep_of(directory: Path) -> dict:
     return sweep
 
 
-def page_data(path: Path) -> dict:
+def page_data(path: Path, watch: bool = False) -> dict:
     if path.is_dir():
         if not (path / "sweep.json").is_file():
             raise FileNotFoundError(f"{path} has no sweep.json (give a results .jsonl or a fot.sweep directory)")
@@ -171,13 +233,21 @@ def page_data(path: Path) -> dict:
         return {"kind": "sweep", "title": f"fot sweep: {sweep.get('meta', {}).get('problems_file', path.name)}",
                 "source": str(path), "sweep": sweep, "problems": problems_of(path / "run.jsonl")}
     if not path.is_file():
+        if watch and path.suffix == ".jsonl":  # the run has not written a result yet
+            return {"kind": "results", "title": f"fot: {path.name}", "source": str(path), "summary": None,
+                    "sweep": None, "problems": [], "watch": True}
         raise FileNotFoundError(f"{path}: no such results file")
+    problems = problems_of(path)
+    raw = read_jsonl(path)
+    if raw and not any(k in row for row in raw for k in ("decision", "tokens", "trees", "samples")):
+        raise ViewError(f"{path} is a problem file, not results (no line has a decision or tokens): run "
+                        f"`fot solve {path}` and view the results it writes")
     summary_path = path.with_name(path.stem + ".summary.json")
     summary = read_json(summary_path) if summary_path.is_file() else None
     if summary is not None and not isinstance(summary, dict):
         raise ViewError(f"{summary_path}: must be an object, got {type(summary).__name__}")
     return {"kind": "results", "title": f"fot: {path.name}", "source": str(path), "summary": summary,
-            "sweep": None, "problems": problems_of(path)}
+            "sweep": None, "problems": problems, "watch": watch}
 
 
 def embed(data: dict) -> str:
@@ -204,21 +274,35 @@ def default_output(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fot.view", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="python -m fot.view", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("path", help="a results .jsonl of fot.solve (its .trees.jsonl is read too) or a fot.sweep "
                     "directory")
     ap.add_argument("-o", "--output", default=None,
                     help="the HTML file (default: RESULTS.html next to it, or SWEEPDIR/sweep.html)")
+    ap.add_argument("--watch", action="store_true",
+                    help="serve the page on 127.0.0.1 and keep it current while fot.solve writes RESULTS: problems "
+                         "done, the trees of the problems in flight, calls, tokens, the vote as it stands "
+                         "(default off: write the HTML file once)")
+    ap.add_argument("--port", type=int, default=8102, help="with --watch: the port (default 8102; 0: any free one)")
     args = ap.parse_args(argv)
     path = Path(args.path)
+    if args.watch:
+        if path.is_dir():
+            ap.error("--watch follows a results .jsonl of fot.solve (the run's --out), not a directory")
+        try:
+            page_data(path, watch=True)  # refused now, in one line, if it is not results
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as e:
+            print(f"{ap.prog}: {e}", file=sys.stderr)
+            return 2
+        return watch(path, args.port, ap.prog)
     try:
         data = page_data(path)
     except (FileNotFoundError, ValueError) as e:
-        print(f"fot.view: {e}", file=sys.stderr)
+        print(f"{ap.prog}: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # unreadable: a directory where a file should be, no permission
-        print(f"fot.view: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
+        print(f"{ap.prog}: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
         return 2
     out = Path(args.output) if args.output else default_output(path)
     try:
@@ -232,11 +316,72 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def watch(path: Path, port: int, prog: str = "fot view", ready=None) -> int:
+    """Serve the page of `path` at http://127.0.0.1:PORT/ and its live state at /live until Ctrl-C; the page
+    polls /live every second and reloads itself when new results have been written (and no problem is open).
+    It makes `<out>.live.json` (null until a run writes it): fot.solve keeps the file current only when it
+    exists, so a run nobody watches leaves no live file behind."""
+    import asyncio
+
+    live_file = live_path(path)
+    if not live_file.exists():
+        try:
+            live_file.write_text("null", encoding="utf-8")
+        except OSError as e:
+            print(f"{prog}: cannot write {live_file}: {e.strerror or e}", file=sys.stderr)
+            return 1
+
+    from aiohttp import web
+
+    async def page(request: web.Request) -> web.Response:
+        try:
+            return web.Response(text=render(page_data(path, watch=True)), content_type="text/html")
+        except (OSError, ValueError) as e:
+            return web.Response(text=f"{prog}: {e}", status=500)
+
+    async def live(request: web.Request) -> web.Response:
+        state = None
+        try:
+            state = loads(live_path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        return web.json_response({"live": state, "results": len(read_jsonl(path))},
+                                 headers={"Cache-Control": "no-store"})
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_get("/", page)
+        app.router.add_get("/live", live)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise SystemExit(f"{prog}: cannot listen on 127.0.0.1:{port}: {e.strerror or e}")
+        bound = site._server.sockets[0].getsockname()[1]
+        print(f"{prog}: watching {path} at http://127.0.0.1:{bound}/ (Ctrl-C to stop)", flush=True)
+        if ready is not None:
+            ready(bound)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>%%TITLE%%</title>
 <style>%%CSS%%</style></head>
 <body>
 <header><h1 id="title"></h1><div id="summary"></div></header>
+<section id="live" hidden></section>
 <section id="sweep" hidden><h2>Accuracy against tokens</h2><div id="chart"></div><div id="cell" class="panel"></div></section>
 <section id="list">
 <div class="filters">
@@ -246,8 +391,10 @@ PAGE = """<!doctype html>
  <label>search <input id="f-text" type="search" placeholder="id or question"></label>
  <span id="shown"></span>
 </div>
-<table id="problems"><thead><tr><th>#</th><th>id</th><th>result</th><th>answer</th><th>reference</th>
-<th>decision</th><th>tokens</th><th>trees</th><th>question</th></tr></thead><tbody></tbody></table>
+<table id="problems"><thead><tr><th data-key="i">#</th><th data-key="id">id</th><th data-key="status">result</th>
+<th data-key="answer">answer</th><th data-key="reference">reference</th><th data-key="decision">decision</th>
+<th data-key="tokens">tokens</th><th data-key="method">method</th><th data-key="count">trees / samples</th>
+<th data-key="question">question</th></tr></thead><tbody></tbody></table>
 </section>
 <section id="detail" hidden></section>
 <script id="data" type="application/json">%%DATA%%</script>
@@ -275,6 +422,8 @@ pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;margin:.2em 0;max-heigh
 #sweep-svg polyline,#sweep-svg line,.pareto-ring{pointer-events:none}
 .axis text{font-size:11px}.axis line,.axis path{stroke:#888}
 #detail{margin-top:1em}.cols{display:flex;gap:2em;flex-wrap:wrap}
+#problems th[data-key]{cursor:pointer;user-select:none}#problems th.asc::after{content:" ▲"}#problems th.desc::after{content:" ▼"}
+#live{border:2px solid #1f5bff;padding:.3em 1em .6em;margin:.5em 0;background:#f6f8ff}.live-problem table td{padding:1px 6px}
 """
 
 JS = r"""
@@ -318,12 +467,33 @@ document.getElementById("title").textContent = D.title;
   const parts = [ps.length + " problems", graded.length ? "accuracy " + pct(right / graded.length) + " (" + right + "/" + graded.length + ")" : "not graded",
                  "mean tokens/problem " + int(mean)];
   if (D.sweep && !ps.length) parts.splice(0, 3, "the run's problems are not here (no run.jsonl next to sweep.json)");
+  const methods = [...new Set(ps.map(p => p.method).filter(Boolean))];
+  if (methods.length) parts.splice(1, 0, "method " + methods.join(", "));
   if (D.summary && D.summary.backend) parts.push("backend: " + D.summary.backend);
   if (D.sweep && D.sweep.meta) parts.push("backend: " + D.sweep.meta.backend);
   document.getElementById("summary").textContent = parts.join(" · ");
 })();
 
 // ---- the problem table ----------------------------------------------------------------------------
+function count(p) {  // a forest's trees, or a sampling method's samples (sc / bon / cot have no trees)
+  const trees = p.forest ? p.forest.length : (p.trees || []).length;
+  return trees ? trees + " trees" : (p.samples || []).length ? p.samples.length + " samples" : "0";
+}
+const SORT = {i: p => p._i, id: p => String(p.id), status: p => status(p), answer: p => p.answer === null ? "" : String(p.answer),
+  reference: p => p.reference === null ? "" : String(p.reference), decision: p => String(p.decision),
+  tokens: p => (p.tokens || {}).total || 0, method: p => p.method || "forest", count: p => parseInt(count(p)) || 0,
+  question: p => String(p.question)};
+D.problems.forEach((p, i) => { p._i = i; });
+function sortBy(th) {
+  const key = th.dataset.key, asc = !th.classList.contains("asc");
+  document.querySelectorAll("#problems th").forEach(h => h.classList.remove("asc", "desc"));
+  th.classList.add(asc ? "asc" : "desc");
+  const f = SORT[key], rows = [...tbody.children];
+  rows.sort((a, b) => { const x = f(D.problems[+a.dataset.i]), y = f(D.problems[+b.dataset.i]);
+    return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); });
+  tbody.append(...rows);
+}
+document.querySelectorAll("#problems th[data-key]").forEach(th => th.addEventListener("click", () => sortBy(th)));
 const tbody = document.querySelector("#problems tbody");
 const decisions = [...new Set(D.problems.map(p => p.decision))].sort();
 for (const d of decisions) document.getElementById("f-decision").append(el("option", {value: d}, d));
@@ -334,8 +504,8 @@ D.problems.forEach((p, i) => {
     el("td", {"class": st}, st === "right" ? "✓ right" : st === "wrong" ? "✗ wrong" : st),
     el("td", {"class": "ans"}, p.answer === null ? "—" : p.answer),
     el("td", {"class": "ans", title: p.reference === null ? "" : p.reference}, p.reference === null ? "—" : p.reference),
-    el("td", {}, p.decision), el("td", {}, int((p.tokens || {}).total)),
-    el("td", {}, p.forest ? p.forest.length : (p.trees || []).length), el("td", {"class": "q"}, p.question));
+    el("td", {}, p.decision), el("td", {}, int((p.tokens || {}).total)), el("td", {}, p.method || "forest"),
+    el("td", {}, count(p)), el("td", {"class": "q"}, p.question));
   tr.addEventListener("click", () => showProblem(i));
   tbody.append(tr);
 });
@@ -377,15 +547,22 @@ function showProblem(i) {
   if (p.error) row("error", (p.error_kind ? p.error_kind + ": " : "") + p.error);
   box.append(facts);
   const cols = el("div", {"class": "cols"});
-  cols.append(vote(p));
+  if ((p.trees || []).length) cols.append(vote(p));
   if (p.snapshots && p.snapshots.length) cols.append(tokenChart(p));
   box.append(cols);
   if (p.samples && p.samples.length) {
-    box.append(el("h2", {}, "Samples (" + p.method + ")"));
-    const t = el("table", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "answer"), el("th", {}, "score")));
-    p.samples.forEach((s, k) => t.append(el("tr", {}, el("td", {}, k), el("td", {}, s.answer), el("td", {}, fmt(s.score)))));
+    box.append(el("h2", {}, "Samples (" + p.method + ", " + p.samples.length + ")"));
+    const votes = new Map();
+    for (const s of p.samples) { const k = s.answer === null ? "(no answer)" : s.answer; votes.set(k, (votes.get(k) || 0) + 1); }
+    const vt = el("table", {id: "sample-votes"}, el("tr", {}, el("th", {}, "answer"), el("th", {}, "votes"), el("th", {}, "")));
+    for (const [ans, n] of [...votes.entries()].sort((a, b) => b[1] - a[1]))
+      vt.append(el("tr", {}, el("td", {}, ans), el("td", {}, n + " of " + p.samples.length), el("td", {}, ans === p.answer ? "◀ returned (" + p.decision + ")" : "")));
+    box.append(vt);
+    const t = el("table", {id: "samples"}, el("tr", {}, el("th", {}, "#"), el("th", {}, "answer"), el("th", {}, "self-evaluation score")));
+    p.samples.forEach((s, k) => t.append(el("tr", {}, el("td", {}, k), el("td", {}, s.answer === null ? "none" : s.answer), el("td", {}, s.score === null || s.score === undefined ? "n/a" : fmt(s.score)))));
     box.append(t);
   }
+  if (!p.forest && p.samples && p.samples.length && !(p.trees || []).length) return;  // a sampling method: no forest
   box.append(el("h2", {}, "The forest"));
   if (!p.forest) {
     box.append(el("p", {"class": "muted", id: "no-forest"}, "No node record for this problem (no trees line: a sampling method, --no-trees, or results older than the record)."));
@@ -429,7 +606,7 @@ function ticks(lo, hi, n) {
   const span = hi - lo || 1, step0 = span / n, mag = Math.pow(10, Math.floor(Math.log10(step0)));
   const step = [1, 2, 5, 10].map(s => s * mag).find(s => span / s <= n) || mag * 10;
   const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(v);
+  for (let k = Math.ceil(lo / step); k * step <= hi + 1e-9; k++) out.push(+(k * step).toPrecision(12));  // 0.6, not 0.6000000000000001
   return out;
 }
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -571,6 +748,53 @@ function sweepChart(S) {
   if (!D.problems.length) document.getElementById("list").hidden = true;
 }
 if (D.sweep) sweepChart(D.sweep);
+
+// ---- fot view --watch: the run as it goes -------------------------------------------------------------
+function spark(track) {  // Q after each rollout of one tree
+  const W = 160, H = 28, qs = track.map(s => s.q).filter(q => q !== null);
+  const s = sv("svg", {width: W, height: H, "class": "spark"});
+  if (track.length < 2 || !qs.length) return s;
+  const X = k => 2 + (W - 4) * k / (track.length - 1), Y = q => H - 2 - (H - 4) * (q + 100) / 200;
+  s.append(sv("polyline", {points: track.map((t, k) => t.q === null ? null : X(k) + "," + Y(t.q)).filter(Boolean).join(" "), fill: "none", stroke: "#1f5bff", "stroke-width": 1.5}));
+  return s;
+}
+function renderLive(L, results) {
+  const sec = document.getElementById("live");
+  sec.hidden = false;
+  if (!L) { sec.replaceChildren(el("h2", {}, "Live"), el("p", {"class": "muted", id: "live-counts"}, "waiting for the run to start (no live file yet)")); return; }
+  const parts = [(L.finished ? "run finished" : "running"), L.done + " of " + L.total + " problems done"];
+  if (L.graded) parts.push("accuracy " + pct(L.correct / L.graded) + " (" + L.correct + "/" + L.graded + ")");
+  parts.push(int(L.calls) + " calls", int(L.tokens) + " tokens", fmt(L.elapsed_s) + " s", "method " + L.method);
+  sec.replaceChildren(el("h2", {}, "Live"), el("div", {id: "live-counts"}, parts.join(" · ")));
+  const written = new Set(D.problems.map(p => String(p.id)));  // the live file is up to a second behind the results
+  for (const p of L.inflight.filter(p => !written.has(String(p.id)))) {
+    const n = p.trees.length, lead = p.leading, counts = Object.values(p.votes);
+    const tied = lead !== null && counts.filter(c => c === p.votes[lead]).length > 1;
+    const state = lead === null ? "no answer yet" : tied ? "current decision: none leads yet (" + Object.entries(p.votes).map(([a, c]) => a + " ×" + c).join(", ") + ")"
+      : "current decision: " + lead + " leads, " + p.votes[lead] + " of " + n + " trees (not decided yet)";
+    const box = el("div", {"class": "panel live-problem", "data-id": p.id}, el("h3", {}, "In flight: " + p.id + " — " + state));
+    const t = el("table", {}, el("tr", {}, ...["tree", "input", "rollouts", "best answer", "Q", "calls", "tokens", "best Q over rollouts"].map(h => el("th", {}, h))));
+    for (const tr of p.trees) t.append(el("tr", {"class": "live-tree"}, el("td", {}, tr.tree), el("td", {}, tr.input), el("td", {}, tr.rollouts),
+      el("td", {}, tr.answer === null ? "none" : tr.answer), el("td", {}, fmt(tr.q)), el("td", {}, int(tr.calls)), el("td", {}, int(tr.tokens)), el("td", {}, spark(tr.track))));
+    box.append(t);
+    sec.append(box);
+  }
+  if (L.recent && L.recent.length) {
+    const t = el("table", {id: "live-recent"}, el("tr", {}, ...["just finished", "answer", "result", "decision", "tokens"].map(h => el("th", {}, h))));
+    for (const r of L.recent) t.append(el("tr", {}, el("td", {}, r.id), el("td", {}, r.answer === null ? "none" : r.answer),
+      el("td", {"class": r.correct === true ? "right" : r.correct === false ? "wrong" : ""}, r.correct === true ? "right" : r.correct === false ? "wrong" : "ungraded"), el("td", {}, r.decision), el("td", {}, int(r.tokens))));
+    sec.append(t);
+  }
+  if (results > D.problems.length) {
+    if (document.getElementById("detail").hidden) location.reload();
+    else sec.append(el("p", {id: "live-new"}, (results - D.problems.length) + " new results: ", el("a", {href: "#", onclick: "location.reload()"}, "reload the page")));
+  }
+}
+if (D.watch) {
+  const poll = () => fetch("/live", {cache: "no-store"}).then(r => r.json()).then(x => renderLive(x.live, x.results)).catch(() => {});
+  poll();
+  setInterval(poll, 1000);
+}
 """
 
 

@@ -13,7 +13,7 @@ import pytest
 from fot.config import SearchConfig
 from fot.engine import Engine, minimum_budget
 from fot.backend.ledger import Ledger
-from fot.serve import FotServer, ServeConfig, plan_of, question_of
+from fot.serve import FotServer, ServeConfig, plan_of, question_of, split_messages
 from fot.sim import SimConfig, SimProfile, SimServer
 from fot.tasks import detect_task
 
@@ -214,7 +214,7 @@ async def test_async_stream_without_usage(serve):
 async def test_models_and_health(serve):
     s = await serve()
     ids = [m.id for m in (await s.aclient().models.list()).data]
-    assert {"fot", "fot-2x1", "fot-2x1-fot-sim", "sc-4", "bon-4", "cot", "mctsr-1"} <= set(ids)
+    assert {"fot", "fot-2x1", "fot-2x1/fot-sim", "sc-4", "bon-4", "cot", "mctsr-1", "fot-sim"} <= set(ids)
     async with aiohttp.ClientSession() as http:
         async with http.get(s.server.base_url.replace("/v1", "/health")) as r:
             h = await r.json()
@@ -316,10 +316,13 @@ async def test_server_api_key_401(serve):
 
 async def test_unknown_model_404_and_out_of_range_sizes_400(serve):
     s = await serve()
-    for model in ("gpt-4o", "fot-4x8-some-other-model", "cot-3", "sc-2x2", "fot-"):
+    for model in ("cot-3", "sc-2x2"):  # a preset's shape with the wrong sizes: fot's own 404
         status, body, _ = await post(s, {"model": model, "messages": [{"role": "user", "content": Q}]})
         assert status == 404, model
         assert assert_openai_error(body, "model_not_found")["param"] == "model"
+    for model in ("gpt-4o", "fot-4x8-some-other-model", "fot-"):  # not a preset: passed through, the upstream's 404
+        status, body, _ = await post(s, {"model": model, "messages": [{"role": "user", "content": Q}]})
+        assert status == 404 and "not found" in body["error"]["message"], model
     with pytest.raises(openai.NotFoundError):
         await s.aclient().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}])
     for model, param in (("fot-0x8", "trees"), ("sc-0", "samples"), ("fot-65x1", "trees")):
@@ -465,6 +468,7 @@ def test_command_serves_until_sigterm(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "stopping: 1 requests served" in out and UPSTREAM_KEY not in out and "Traceback" not in out
+    assert "per-request budget: 4,000 tokens" in out and "passed through to the upstream" in out
 
 
 # -- stopping, hostile input, connections (issue 21) ---------------------------------------------
@@ -625,3 +629,72 @@ async def test_stopping_the_server_ends_a_stream_with_an_error_event_and_refuses
     await asyncio.wait_for(stopping, 60)
     await client.close()
     assert s.sim.stats.in_flight == 0 and s.engine.budget.reserved_tokens == 0
+
+
+# -- a proxy a user can leave in place (issue 27) ------------------------------------------------
+
+async def test_plain_names_are_ordinary_chat_and_presets_a_forest_each_billed_as_the_upstream_counted(serve):
+    s = await serve(sim=SimConfig(profile=SURE, record=True))
+    client = s.aclient()
+
+    def upstream_spend() -> int:  # what fot.sim itself reported serving
+        return s.sim.stats.reported_prompt + s.sim.stats.reported_completion
+
+    before, calls = upstream_spend(), s.sim.stats.requests
+    plain = await client.chat.completions.create(model="fot-sim", messages=[{"role": "user", "content": Q}],
+                                                 max_tokens=77, temperature=0.2, seed=5)
+    assert s.sim.stats.requests == calls + 1  # ordinary chat: one upstream call, the body as the client sent it
+    sent = json.loads(s.sim.backend.bodies[-1])
+    assert (sent["model"], sent["max_tokens"], sent["temperature"], sent["seed"]) == ("fot-sim", 77, 0.2, 5)
+    assert plain.usage.total_tokens == upstream_spend() - before and plain.id.startswith("simcmpl-")
+    assert "fot" not in plain.to_dict()
+    before = upstream_spend()
+    stream = await client.chat.completions.create(model="fot-sim", messages=[{"role": "user", "content": Q}],
+                                                  stream=True, stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    assert "391" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.total_tokens == upstream_spend() - before
+
+    before, calls = upstream_spend(), s.sim.stats.requests
+    forest = await client.chat.completions.create(model="fot-2x1/fot-sim", messages=[{"role": "user", "content": Q}])
+    assert s.sim.stats.requests - calls > 2 and fot_of(forest)["method"] == "forest"
+    assert forest.usage.total_tokens == upstream_spend() - before  # the whole forest, as the upstream counted it
+    assert fot_of(forest)["upstream_model"] == "fot-sim"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(s.server.base_url.removesuffix("/v1") + "/health") as h:
+            assert (await h.json())["passed_through"] == 2
+    with pytest.raises(openai.NotFoundError):  # a plain name the upstream does not serve: its own 404, relayed
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q}])
+
+
+async def test_a_system_prompt_is_context_for_every_call_not_the_graded_question(serve):
+    s = await serve(sim=SimConfig(profile=SURE, record=True))
+    system = "You are a pirate. Answer every question in pirate speak, matey."
+    r = await s.aclient().chat.completions.create(model="fot-2x1", messages=[
+        {"role": "system", "content": system}, {"role": "user", "content": Q}])
+    f = fot_of(r)
+    assert f["answer"] == "391" and f["task"] == "arith"  # the question alone was detected and solved
+    bodies = [json.loads(b) for b in s.sim.backend.bodies]
+    assert len(bodies) > 2
+    for b in bodies:  # every call carries it, once, at the start, as a system message
+        assert b["messages"][0]["role"] == "system" and b["messages"][0]["content"].startswith(system)
+        assert sum(system in str(m["content"]) for m in b["messages"]) == 1
+    assert split_messages([{"role": "system", "content": system}, {"role": "user", "content": Q}]) == (Q, system)
+
+
+async def test_temperature_and_max_tokens_have_their_meaning_and_what_cannot_be_honoured_is_400(serve):
+    s = await serve(sim=SimConfig(profile=SURE, record=True))
+    r = await s.aclient().chat.completions.create(model="sc-3", messages=[{"role": "user", "content": Q}],
+                                                  temperature=0.3, max_tokens=150)
+    assert fot_of(r)["answer"] == "391"
+    bodies = [json.loads(b) for b in s.sim.backend.bodies]
+    assert {b.get("temperature") for b in bodies} == {0.3}  # every sample at the asked temperature
+    assert max(b["max_tokens"] for b in bodies) <= 150  # each answer, so the reply, within max_tokens
+    n = len(bodies)
+    await s.aclient().chat.completions.create(model="sc-3", messages=[{"role": "user", "content": Q}])
+    later = [json.loads(b) for b in s.sim.backend.bodies[n:]]
+    assert max(b["max_tokens"] for b in later) > 150 and {b.get("temperature") for b in later} != {0.3}  # binding
+    for field, value in (("stop", ["\n"]), ("logprobs", True), ("logit_bias", {"1": 2}), ("temperature", 3),
+                         ("max_tokens", 0), ("max_tokens", 4), ("seed", "x")):
+        status, body, _ = await post(s, {"model": "fot", "messages": [{"role": "user", "content": Q}], field: value})
+        assert status == 400 and assert_openai_error(body)["param"] == field, (field, value)

@@ -200,6 +200,8 @@ class LLMClient:
         self.timeout = timeout
         self.model = model
         self.base_url = urls[0]
+        # a problem's context (an agent's system prompt, earlier turns: fot serve), given to each of its calls
+        self.contexts: dict[str, str] = {}
         self.affinity = affinity and len(urls) > 1  # a tree's calls prefer one endpoint (its prefix cache)
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -254,6 +256,8 @@ class LLMClient:
         (`grammar`, `json_schema` on llama.cpp; `response_format`), `top_logprobs`, ..."""
         tag = tag or CallTag()
         budget = budget if budget is not None else self.budget
+        if tag.problem is not None and (context := self.contexts.get(tag.problem)):
+            messages = with_context(messages, context)
         row = CallRecord(role=role, problem=tag.problem, tree=tag.tree, rollout=tag.rollout,
                          model=self.model, n=n)
         if (refusal := self.endpoints.refusal()) is not None:
@@ -695,3 +699,13 @@ def _short(exc: BaseException | str, secret: str = "") -> str:
     if secret and secret in s:
         s = s.replace(secret, "***") if len(secret) >= 4 else "(the error message is withheld: it holds the API key)"
     return s[:300]
+
+
+def with_context(messages: Sequence[dict], context: str) -> list[dict]:
+    """The call's messages with the problem's context first, as one system message (merged into the search's
+    own system prompt when it has one: some chat templates take a single system message, and only first)."""
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
+        out[0]["content"] = f"{context}\n\n{out[0]['content']}"
+        return out
+    return [{"role": "system", "content": context}, *out]

@@ -20,8 +20,9 @@ from __future__ import annotations
 from .admission import Admission, RequestMeter
 from .app import FotServer
 from .cli import ServerSettings, ServeSettings, main, parser, serve, settings_from
-from .protocol import ApiError, Plan, ServeConfig, plan_of, question_of, usage_of
+from .protocol import ApiError, Plan, ServeConfig, is_preset, plan_of, question_of, split_messages, usage_of
 
 __all__ = ["Admission", "ApiError", "FotServer", "Plan", "RequestMeter", "ServeConfig", "ServeSettings",
-           "ServerSettings", "main", "parser", "plan_of", "question_of", "serve", "settings_from", "usage_of"]
+           "ServerSettings", "is_preset", "main", "parser", "plan_of", "question_of", "serve", "settings_from",
+           "split_messages", "usage_of"]
 

@@ -21,7 +21,7 @@ from ..options import Parser, add_config_option, add_settings, build, given, rea
 from ..runtime import tune_gc
 from ..upstream import check_sim, price_of, search_config, start_upstream
 from .app import FotServer
-from .protocol import LIMITS, ServeConfig
+from .protocol import DEFAULT_REQUEST_BUDGET, LIMITS, ServeConfig
 
 log = logging.getLogger("fot.serve")
 
@@ -54,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
     add_settings(ap, BackendSettings, "upstream")
     add_settings(ap, SearchConfig, "search (defaults for the presets; a request's model name and extra_body override)")
     add_settings(ap, RunSettings, "requests", only=RUN_FIELDS)
+    for action in ap._actions:  # a server has a default request budget of its own (fot.solve has none)
+        if action.dest == "budget":
+            action.help = (f"tokens per request when the request names none (hard cap; default "
+                           f"{DEFAULT_REQUEST_BUDGET}; none: no cap)")
     return ap
 
 
@@ -73,7 +77,9 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
     server = build(ServerSettings, given(args, ServerSettings, file_values))
     if server.server_api_key is None and os.environ.get("FOT_SERVE_API_KEY"):
         server = dataclasses.replace(server, server_api_key=os.environ["FOT_SERVE_API_KEY"])
-    return ServeSettings(server, backend, search, build(RunSettings, {k: v for k, v in run.items() if k in RUN_FIELDS}))
+    run = {k: v for k, v in run.items() if k in RUN_FIELDS}
+    run.setdefault("budget", DEFAULT_REQUEST_BUDGET)  # `--budget none`: no cap (the request's own still holds)
+    return ServeSettings(server, backend, search, build(RunSettings, run))
 
 
 async def serve(s: ServeSettings, ready: Callable[[FotServer], None] | None = None) -> int:
@@ -101,8 +107,11 @@ async def serve(s: ServeSettings, ready: Callable[[FotServer], None] | None = No
         except OSError as e:  # the port is taken, or the host is not one of ours: the environment, one line
             log.error("cannot listen on %s:%s: %s", srv.host, srv.port, e.strerror or e)
             return 1
-        log.info("fot.serve: %s on %s [%s]; presets: %s", server.base_url, up.label, engine.model,
-                 ", ".join(server.presets()))
+        log.info("fot.serve: %s on %s [%s]; presets: %s; any other model name is passed through to the upstream",
+                 server.base_url, up.label, engine.model, ", ".join(server.presets()))
+        log.info("per-request budget: %s (a request's extra_body {\"fot\": {\"budget\": N}} overrides it; "
+                 "--budget N or --budget none to change it)",
+                 f"{r.budget:,} tokens" if r.budget is not None else "none (no cap)")
         if ready is not None:
             ready(server)
         stop = asyncio.Event()

@@ -15,6 +15,11 @@ from ..tasks import TASKS
 LIMITS = {"trees": 64, "rollouts": 64, "samples": 256, "budget": MAX_TOKENS}
 EXTRA_KEYS = ("method", "trees", "rollouts", "samples", "budget", "task", "seed")
 UNSUPPORTED = ("tools", "functions", "tool_choice", "response_format")  # a forest answers in text only
+# sampling fields a forest cannot honour (it decides among whole answers): refused rather than dropped silently
+UNHONOURED = ("stop", "logprobs", "top_logprobs", "logit_bias")
+# a request budget when neither the request nor `--budget` names one: enough for a 4x8 forest's first answers and
+# some search on a short question, not the 37,762 tokens an uncapped 4x8 forest spent on "What is 17 * 23?"
+DEFAULT_REQUEST_BUDGET = 20_000
 
 
 class ApiError(Exception):
@@ -61,6 +66,9 @@ class Plan:
     budget: int | None
     task: str
     seed: int | None = None
+    model: str | None = None  # the upstream model the preset runs on (None: the server's own, --model)
+    temperature: float | None = None  # the request's `temperature`: every tree and sample samples at it
+    max_tokens: int | None = None  # the request's `max_tokens`: the cap of each answer (so of the reply's text)
 
 
 def usage_of(roles: dict[str, Totals]) -> dict:
@@ -93,8 +101,16 @@ def _text(content: object, where: str) -> str:
 
 
 def question_of(messages: object) -> str:
-    """The last user message is the problem; everything before it (system prompt included) is written
-    ahead of it as context, since every call of the search starts from this one question text."""
+    """The problem and its context in one text (what `split_messages` keeps apart), for a log or a test."""
+    question, context = split_messages(messages)
+    return question if not context else f"{context}\n\nQuestion: {question}"
+
+
+def split_messages(messages: object) -> tuple[str, str]:
+    """(the question, the context). The last user message is the problem: it is what the task detects, what
+    the search solves and what a grader would compare. Everything before it (the system prompt, earlier
+    turns) is context, given to every call of the search as a system message (fot.backend.llm), never
+    folded into the question: an agent's "You are a helpful assistant" is not part of the problem."""
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list", param="messages")
     turns = []
@@ -105,11 +121,13 @@ def question_of(messages: object) -> str:
     last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=None)
     if last is None or not turns[last][1].strip():
         raise ApiError(400, "no user message with text: the last user message is the problem", param="messages")
-    context = [f"{role}: {text}" for role, text in turns[:last] if text.strip()]
+    earlier = [(role, text) for role, text in turns[:last] if text.strip()]
     question = turns[last][1].strip()
-    if not context:
-        return question
-    return "Context (earlier messages):\n" + "\n".join(context) + f"\n\nQuestion: {question}"
+    if not earlier:
+        return question, ""
+    if all(role in ("system", "developer") for role, _ in earlier):  # the common case: a system prompt alone
+        return question, "\n\n".join(text for _, text in earlier)
+    return question, "Earlier messages of the conversation:\n" + "\n".join(f"{role}: {text}" for role, text in earlier)
 
 
 def _shown(value: object) -> str:
@@ -139,9 +157,22 @@ def _size(digits: str | None, name: str) -> int | None:
 
 
 def preset_pattern() -> re.Pattern:
-    """`<preset>[-A[xB]][-<upstream model>]`, with a preset name for each registered method."""
+    """`<preset>[-A[xB]][/<upstream model>]` (or the older `-<upstream model>`), a preset name for each method."""
     names = "|".join(sorted((re.escape(m.preset_name) for m in METHODS.values()), key=len, reverse=True))
-    return re.compile(rf"^(?P<method>{names})(?:-(?P<a>\d+)(?:x(?P<b>\d+))?)?(?:-(?P<upstream>.+))?$")
+    return re.compile(rf"^(?P<method>{names})(?:-(?P<a>\d+)(?:x(?P<b>\d+))?)?"
+                      rf"(?:(?P<sep>[-/])(?P<upstream>.+))?$")
+
+
+def is_preset(model: object, upstream_model: str) -> bool:
+    """Whether the model name asks for a fot method; any other name is passed through to the upstream as it is,
+    so `fot serve` can stay between an agent and its model. `fot-4x8/<model>` names the upstream model; the older
+    `fot-4x8-<model>` only when <model> is the server's own (else a model called e.g. `sc-lora` would be lost)."""
+    if not isinstance(model, str) or not model:
+        return True  # refused by plan_of, naming the field
+    m = preset_pattern().match(model)
+    if m is None:
+        return False
+    return m["sep"] != "-" or m["upstream"] == upstream_model
 
 
 def preset_names(config: ServeConfig, upstream_model: str) -> list[str]:
@@ -152,7 +183,7 @@ def preset_names(config: ServeConfig, upstream_model: str) -> list[str]:
         names.append(m.preset_name if not m.preset_sizes else
                      f"{m.preset_name}-" + "x".join(str(sizes[s]) for s in m.preset_sizes))
     forest = METHODS["forest"].preset_name
-    extra = [forest, f"{forest}-2x4", f"{forest}-4x8", f"{forest}-{config.trees}x{config.rollouts}-{upstream_model}",
+    extra = [forest, f"{forest}-2x4", f"{forest}-4x8", f"{forest}-{config.trees}x{config.rollouts}/{upstream_model}",
              f"{METHODS['sc'].preset_name}-16"]
     return list(dict.fromkeys([extra[0], names[0], *extra[1:4], *names[1:], extra[4]]))
 
@@ -163,10 +194,10 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' must name a preset, e.g. 'fot' or 'fot-4x8' (GET /v1/models)", param="model")
     m = preset_pattern().match(model)
-    not_found = ApiError(404, f"the model '{model}' does not exist on this server: use fot, fot-TxR, mctsr-R, sc-N, "
-                         f"bon-N or cot, optionally followed by -{upstream_model} (GET /v1/models)",
+    not_found = ApiError(404, f"the model '{model}' is not a fot preset: use fot, fot-TxR, mctsr-R, sc-N, bon-N or "
+                         f"cot, optionally followed by /<upstream model> (GET /v1/models)",
                          "invalid_request_error", param="model", code="model_not_found")
-    if m is None or (m["upstream"] is not None and m["upstream"] != upstream_model):
+    if m is None or (m["sep"] == "-" and m["upstream"] != upstream_model):
         raise not_found
     chosen = next(x for x in METHODS.values() if x.preset_name == m["method"])
     digits = [d for d in (m["a"], m["b"]) if d is not None]
@@ -199,9 +230,43 @@ def plan_of(body: dict, config: ServeConfig, upstream_model: str) -> Plan:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**31 <= seed < 2**31):
         raise ApiError(400, f"'fot.seed' must be an integer from -2**31 to 2**31 - 1, got {_shown(seed)}",
                        param="fot.seed")
+    if seed is None and body.get("seed") is not None:  # OpenAI's own `seed`: the same meaning, fot.seed wins
+        seed = body["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -2**31 <= seed < 2**31:
+            raise ApiError(400, f"'seed' must be an integer from -2**31 to 2**31 - 1, got {_shown(seed)}", param="seed")
+    upstream = m["upstream"] if m["sep"] == "/" else None
     return Plan(method=method, trees=_int(fot.get("trees", trees), "fot.trees", 1),
                 rollouts=_int(fot.get("rollouts", rollouts), "fot.rollouts", 0),
                 samples=_int(fot.get("samples", samples), "fot.samples", 1),
-                budget=budget, task=task, seed=seed)
+                budget=budget, task=task, seed=seed, model=None if upstream == upstream_model else upstream,
+                temperature=_temperature(body.get("temperature")), max_tokens=_max_tokens(body))
+
+
+def _temperature(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2:
+        raise ApiError(400, f"'temperature' must be a number from 0 to 2, got {_shown(value)}", param="temperature")
+    return float(value)
+
+
+def _max_tokens(body: dict) -> int | None:
+    """`max_completion_tokens` (OpenAI's newer name) or `max_tokens`: the cap of one answer, which is the reply."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        if body.get(name) is not None:
+            return _int(body[name], name, 1)
+    return None
+
+
+def refuse_unhonoured(body: dict) -> None:
+    """The fields a forest cannot honour, refused with 400 naming the field (OpenAI's own defaults pass)."""
+    for key in UNSUPPORTED:
+        if body.get(key):
+            raise ApiError(400, f"'{key}' is not supported by the fot presets: the forest answers in plain text (use "
+                           "a plain model name to pass the request through to the upstream)", param=key)
+    for key in UNHONOURED:
+        if body.get(key) not in (None, False, [], 0):
+            raise ApiError(400, f"'{key}' cannot be honoured by a fot preset: the forest decides among whole "
+                           "answers it samples itself (use a plain model name to pass the request through)", param=key)
 
 
