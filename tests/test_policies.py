@@ -103,7 +103,7 @@ async def test_early_stop_respects_activation(make_sim, name, expected):
 async def test_on_a_noise_verifier_the_forest_is_no_worse_than_a_plain_majority(make_sim):
     noise = SimProfile(p_first=0.45, eval_right=(20.0, 40.0), eval_wrong=(20.0, 40.0), p_fix=0.2)
     sim = await make_sim(profile=noise)
-    cfg = SearchConfig(trees=5, rollouts=2, inputs=("raw",), logprob_threshold=None)
+    cfg = SearchConfig(trees=5, rollouts=2, inputs=("raw",), logprob_threshold=None, sparse_stop=None)
     forest_right = majority_right = 0
     async with LLMClient(sim.base_url, "fot-sim", concurrency=64) as llm:
         for i in range(60):
