@@ -314,5 +314,21 @@ async def test_eight_trees_get_eight_distinct_inputs_where_the_kinds_can_supply_
     async with Engine(sim.base_url) as engine:
         r = await engine.solve("4 7 8 8", task="game24", trees=8, rollouts=0, proof="win")
     assert len({(t["question"], t["hint"]) for t in r.trees}) == 8
-    # (fot.sim's rephrasing ignores its seed, so the second rephrase tree repeated the first: replaced, and said so)
-    assert any("the same input as tree" in t["input_note"] for t in r.trees)
+
+
+def test_a_repeated_input_is_replaced_by_an_unused_variant_or_kept_and_said_so():
+    """Two trees prepared the same input (a model that rephrases identically): the later one takes a
+    reordering no tree has; with nothing left to give, the repeat stays and its note says so."""
+    from fot.search.forest import distinct_inputs
+    from fot.search.policies import TreeInput
+
+    q = "2 6 8 13"
+    same = [(TreeInput("Use 2, 6, 8 and 13 to make 24.", kind="rephrase"), t) for t in (0.7, 1.0)]
+    got = distinct_inputs(same, lambda i, r: _ctx(q, Game24()), q, [])
+    assert got[0][0].question == "Use 2, 6, 8 and 13 to make 24." and not got[0][0].note
+    assert got[1][0].kind == "shuffle" and sorted(got[1][0].question.split()) == ["13", "2", "6", "8"]
+    assert got[1][0].note == "rephrase: the same input as tree 0, so shuffle instead" and got[1][1] == 1.0
+    q = "What is 6 + 6?"  # commuting gives the same text: nothing to reorder, and no examples
+    same = [(TreeInput(q, kind="raw"), 0.7), (TreeInput(q, kind="raw"), 1.0)]
+    got = distinct_inputs(same, lambda i, r: _ctx(q, Arith()), q, [])
+    assert got[1][0].question == q and got[1][0].note.endswith("the same input as tree 0: no other variant")

@@ -81,7 +81,8 @@ def test_weighted_votes_follow_the_scores_and_confidence_votes_the_confident():
     assert decision_rule("weighted").decide(votes, ARITH, "q").answer == "2"  # 0.975 against 0.05 + 0.1
     unscored = [Vote(0, "1", None), Vote(1, "1", None), Vote(2, "2", None)]
     assert decision_rule("weighted").decide(unscored, ARITH, "q").answer == "1"  # no scores: the majority
-    confident = [Vote(0, "1", None, 1.0), Vote(1, "1", None, 1.1), Vote(2, "2", None, 5.0), Vote(3, "3", None, 0.9)]
+    confident = [Vote(0, "1", None, confidence=1.0), Vote(1, "1", None, confidence=1.1), Vote(2, "2", None, confidence=5.0),
+                 Vote(3, "3", None, confidence=0.9)]
     assert decision_rule("confidence").decide(confident, ARITH, "q").answer == "2"  # top half: 5.0 and 1.1
     assert decision_rule("confidence").decide(unscored, ARITH, "q").answer == "1"  # no log-probs: the majority
 
@@ -276,6 +277,20 @@ async def test_constrained_sends_the_schema_and_falls_back_plainly_when_refused(
     assert "response_format" in seen[0] and "response_format" not in seen[1]
     assert first.values == [30.0] and second.values == [30.0]
     assert v.unconstrained == 2 and len(seen) == 3  # refused once, then never asked again
+
+
+def test_the_adaptive_verdict_reads_the_run_not_the_reference():
+    from fot.methods.adaptive import verdict
+
+    def s(i, a, q):
+        return {"index": i, "answer": a, "q": q}
+
+    assert verdict([s(0, "1", 20.0), s(1, "2", None), s(2, "3", None)], ARITH, "q").startswith("uninformative: 1 of 3")
+    assert verdict([s(0, "1", 15.0), s(1, "2", 15.0), s(2, "3", 15.4)], ARITH, "q").startswith(
+        "uninformative: every score within 1 point")
+    assert verdict([s(0, "1", -100.0), s(1, "2", -100.0)], ARITH, "q") == ""  # two floor scores: no evidence
+    assert verdict([s(0, "1", 90.0), s(1, "1", 80.0), s(2, "2", -40.0)], ARITH, "q") == ""  # favours the consensus
+    assert "AUROC 0.00" in verdict([s(0, "1", -90.0), s(1, "1", -80.0), s(2, "2", 40.0)], ARITH, "q")
 
 
 async def test_the_adaptive_forest_stops_paying_for_a_verifier_that_says_nothing(make_sim):

@@ -239,7 +239,7 @@ def replay(row: dict, task: Task, t: int, r: int, rule: "DecisionRule | None" = 
         if s is None:
             votes.append(Vote(i, None, None))
             continue
-        votes.append(Vote(i, s["answer"], s["q"], bool(s.get("proven"))))
+        votes.append(Vote(i, s["answer"], s["q"], proven=bool(s.get("proven"))))
         usage += Usage.from_dict(s)
     decision = vote(rule, votes, task, rec.question, rec.settings.get("tie_break") or "expert",
                     proof_wins=rec.settings.get("proof", "off") != "off")  # runs before the setting: off

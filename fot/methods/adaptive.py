@@ -7,7 +7,8 @@ them: sample i is sc's and bon's sample i) and judges the verifier from the run 
 reference:
 
 - parse rate: under half of the scores could be read;
-- spread: the readable scores (at least two) all within 1 point of each other;
+- spread: the readable scores (at least three) all within 1 point of each other (two are not enough:
+  a good verifier gives two wrong answers the same floor score, -100, as often as not);
 - agreement: where the answers disagree, scores that do not rank the answers that agree with the
   consensus (the most common answer) above the others (AUROC <= 0.5 against that label).
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 MIN_PARSE = 0.5
 MIN_SPREAD = 1.0
+MIN_SPREAD_SCORES = 3
 POOL_ASKED, POOL_LABELLED = 8, 16
 
 
@@ -102,7 +104,7 @@ def verdict(samples: list[dict], task: "Task", question: str, asked: int | None 
     if not read:
         return ""
     qs = [s["q"] for s in read]
-    if len(qs) >= 2 and max(qs) - min(qs) < MIN_SPREAD:
+    if len(qs) >= MIN_SPREAD_SCORES and max(qs) - min(qs) < MIN_SPREAD:
         return f"uninformative: every score within {MIN_SPREAD:g} point (spread {statistics.pstdev(qs):.2f})"
     groups = group_answers([(s["index"], s["answer"]) for s in read], task, question)
     if len(groups) > 1 and len(groups[0][1]) > len(groups[1][1]):  # a consensus to agree with

@@ -83,7 +83,7 @@ def decide_samples(method: str, samples: list[dict] | list[Sample], task: Task,
     if not answered:
         return None, "none", None
     if rule in SAMPLE_RULES:
-        votes = [Vote(r["index"], r["answer"], r.get("q"), trace_confidence(r.get("confidence"))) for r in answered]
+        votes = [Vote(r["index"], r["answer"], r.get("q"), confidence=trace_confidence(r.get("confidence"))) for r in answered]
         d = decision_rule(rule).decide(votes, task, question)
         return d.answer, d.how, d.groups[0][1][0] if d.groups else None
     if method == "bon":

@@ -15,7 +15,7 @@ no count of unproven votes can outvote it. Rules themselves never see the differ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..errors import UsageError
@@ -29,6 +29,7 @@ class Vote:
     tree: int
     answer: str | None
     q: float | None  # None: no self-evaluation of the tree's answer could be read
+    _: KW_ONLY  # by name only: a confidence passed by position once landed in `proven`
     proven: bool = False  # a complete verifier proved this answer right (see `vote`)
     confidence: float | None = None  # trace confidence from log-probs (fot/search/confidence.py), when kept
 

@@ -99,7 +99,7 @@ def decide_deepconf(samples: list[dict], task: "Task", question: str, n: int, wa
             if at is not None:
                 cut[s["index"]] = at
     voters = [s for s in traces if s["index"] not in cut and s.get("answer") is not None]
-    votes = [Vote(s["index"], s["answer"], None, trace_confidence(s.get("confidence"), window)) for s in voters]
+    votes = [Vote(s["index"], s["answer"], None, confidence=trace_confidence(s.get("confidence"), window)) for s in voters]
     d = Weighted()._weighted(votes, lambda v: v.confidence if v.confidence is not None else 1.0, task, question,
                              "confidence")
     usage = _usage(traces, lambda s: min(s.get("completion", 0), cut.get(s["index"], 10**9)))

@@ -46,7 +46,7 @@ BEST = re.compile(r"best\s*(?:[:=]\s*)?(?:candidate\s*)?(\d+)", re.I)  # not `\s
 
 
 def votes_of(trees: list[TreeResult]) -> list[Vote]:
-    return [Vote(r.index, r.answer, r.q, r.proven) for r in trees]
+    return [Vote(r.index, r.answer, r.q, proven=r.proven) for r in trees]
 
 
 @dataclass
