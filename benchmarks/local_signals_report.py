@@ -4,7 +4,8 @@ fewer tokens.
 Reads benchmarks/results/local-signals/: sc8.jsonl (one real sc@8 run that kept every sample's token
 log-probs and top-5 confidences) and, where present, the same samples scored after the fact by a
 verifier (bon8-<verifier>.jsonl, benchmarks/signals_rescore.py) and real runs of the online methods
-(<method>*.jsonl). On the problems every file has, every cell is decided from the recorded samples by
+(<method>*-live.jsonl, `run_live.sh`: each measured as it ran, its own samples, paired by problem against
+sc@n of sc8.jsonl). On the problems every file has, every cell is decided from the recorded samples by
 the same functions the methods run (fot/search/baselines.py, fot/search/early.py): sc@1..8, the
 confidence vote, DeepConf online (warm-up 4, keep 90 and 10), ESC (windows 2 and 4), bon and weighted
 votes by each verifier, the adaptive forest's verdict. Each is paired problem by problem (Newcombe
@@ -140,6 +141,25 @@ def signal_table(sc: list[dict], scored: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+LIVE = {"deepconf": "DeepConf online (warm-up 4, keep 90%)", "esc": "Early-stopping sampling (window 2)",
+        "adaptive": "The adaptive forest (yesno, 2 trees x 1 rollout, probe 2, up to 8 samples)",
+        "bon-yesno": "bon@8 by yesno", "forest-yesno": "The forest (yesno, 2 trees x 1 rollout)",
+        "forest-constrained": "The forest (constrained: llama.cpp grammar, 2 trees x 1 rollout)"}
+
+
+def live_runs() -> list[tuple[str, str, list[dict]]]:
+    """The finished rows of each live run (run_live.sh), keyed as run_live.sh names them."""
+    files = {"deepconf": "deepconf-live", "esc": "esc-live", "adaptive": "adaptive-yesno-live",
+             "bon-yesno": "bon8-yesno-live", "forest-yesno": "forest-yesno-live",
+             "forest-constrained": "forest-constrained-live"}
+    out = []
+    for name, stem in files.items():
+        path = DIR / f"{stem}.jsonl"
+        if path.exists() and (rows := sorted(load(path), key=lambda r: r["id"])):
+            out.append((name, LIVE[name], rows))
+    return out
+
+
 def table(cells: list[tuple[str, Cell]], scs: list[Cell], data: list[dict]) -> list[str]:
     lines = ["| cell | accuracy | 95% CI | tokens / problem | against | difference | 95% CI | verdict | minus sc@8 "
              "(95% CI) |", "| --- | ---: | :---: | ---: | --- | ---: | :---: | --- | :---: |"]
@@ -167,7 +187,8 @@ def table(cells: list[tuple[str, Cell]], scs: list[Cell], data: list[dict]) -> l
 
 def main() -> None:
     sc = sorted(load(DIR / "sc8.jsonl"), key=lambda r: r["id"])
-    scored_all = {p.stem.split("-", 1)[1]: load(p) for p in sorted(DIR.glob("bon*-*.jsonl"))}
+    scored_all = {p.stem.split("-", 1)[1]: load(p) for p in sorted(DIR.glob("bon*-*.jsonl"))
+                  if not p.stem.endswith("-live")}
     data: list[dict] = []
     scs = sc_cells(sc)
     lines = ["# Signals any model can give, on the embedded SmolLM2-135M (issue 25)", "",
@@ -188,6 +209,18 @@ def main() -> None:
         lines += ["", f"With the `{name}` verifier: the same samples scored after the fact "
                       f"(`benchmarks/signals_rescore.py`), on the {len(ids)} problems it scored:", ""]
         lines += table(sub_scs + cells_for(sub, {name: scored[name]}), [c for _, c in sub_scs], data)
+    for name, title, rows in live_runs():
+        ids = {r["id"] for r in rows} & {r["id"] for r in sc}
+        sub = [r for r in sc if r["id"] in ids]
+        sub_scs = sc_cells(sub)
+        tok = {r["id"]: r["tokens"] for r in rows}
+        cell = measure([r for r in rows if r["id"] in ids], TASK, lambda rec: (rec.answer, tok[rec.id], rec.decision),
+                       method=name, samples=8)
+        lines += ["", f"**{title}**, run for real (`run_live.sh {name}`: its own samples, not sc8.jsonl's; paired by "
+                      f"problem against sc@n of sc8.jsonl), {len(ids)} problems:", ""]
+        lines += table(sub_scs[-1:] + [(f"{name} (live)", cell)], [c for _, c in sub_scs], data)
+        if any(x.get("q") is not None for r in rows for x in r.get("samples") or []):  # a scored run's signal
+            scored[f"{name} (live)"] = [r for r in rows if r["id"] in ids]
     sig = signal_table(sc, scored)  # each signal over the samples its file has
     lines += ["", "Each signal against correctness, over every sample with an answer (AUROC 0.5: says nothing):", "",
               "| signal | candidates | parse rate | AUROC | ECE | tokens / problem |", "| --- | ---: | ---: | ---: | ---: | ---: |"]

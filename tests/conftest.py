@@ -34,3 +34,25 @@ async def make_sim():
     yield start
     for s in servers:
         await s.stop()
+
+
+# `fot serve --sim` as a user starts it, for the client tests (tests/test_client_*.py): one per test module
+
+
+@pytest.fixture(scope="module")
+def served():
+    from serving import start_serving
+
+    s = start_serving()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def spent_server():
+    """A server whose run budget (1 token) is spent before any request: every preset request is a 429."""
+    from serving import start_serving
+
+    s = start_serving("--run-budget", "1")
+    yield s
+    s.stop()

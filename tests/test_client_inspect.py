@@ -13,23 +13,10 @@ from inspect_ai.model import GenerateConfig, get_model  # noqa: E402
 from inspect_ai.scorer import includes  # noqa: E402
 from inspect_ai.solver import generate, system_message  # noqa: E402
 
-from serving import start_serving  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def served():
-    s = start_serving()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def spent_server():
-    s = start_serving("--run-budget", "1")
-    yield s
-    s.stop()
 
 
 def arithmetic() -> Task:

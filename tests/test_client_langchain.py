@@ -6,22 +6,9 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
-from serving import Q, start_serving
+from serving import Q
 
 
-@pytest.fixture(scope="module")
-def served():
-    s = start_serving()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def spent_server():
-    """A server whose run budget (1 token) is spent before any request: every preset request is a 429."""
-    s = start_serving("--run-budget", "1")
-    yield s
-    s.stop()
 
 
 def chat(s, model="fot-2x1", **kw) -> ChatOpenAI:

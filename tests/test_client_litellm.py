@@ -9,23 +9,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else LiteLLM fe
 import litellm  # noqa: E402
 import pytest  # noqa: E402
 
-from serving import Q, start_serving  # noqa: E402
+from serving import Q  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")  # pydantic's, on LiteLLM
 
 
-@pytest.fixture(scope="module")
-def served():
-    s = start_serving()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def spent_server():
-    s = start_serving("--run-budget", "1")
-    yield s
-    s.stop()
 
 
 def kw(s, model="fot-2x1", **extra) -> dict:
