@@ -220,6 +220,9 @@ def sweep_of(directory: Path) -> dict:
     if not (isinstance(pareto, list) and all(isinstance(x, list) and len(x) == 2 for x in pareto)):
         raise ViewError(f"{path}: 'pareto' must be a list of [trees, rollouts]")
     sweep["pareto"] = pareto
+    frontier = sweep.get("frontier")  # labels over every cell measured (forest "TxR", baselines "method@n")
+    if frontier is not None and not (isinstance(frontier, list) and all(isinstance(x, str) for x in frontier)):
+        raise ViewError(f"{path}: 'frontier' must be a list of cell labels")
     if not isinstance(sweep.get("meta") or {}, dict):
         raise ViewError(f"{path}: 'meta' must be an object")
     return sweep
@@ -687,9 +690,11 @@ function sweepChart(S) {
   const sec = document.getElementById("sweep");
   sec.hidden = false;
   const W = 760, H = 420, m = {l: 60, r: 170, t: 14, b: 40};
-  const forest = S.cells.filter(c => c.accuracy !== null && !c.inexact && (c.method || "forest") === "forest");
+  const all = S.cells.filter(c => c.accuracy !== null && (c.method || "forest") === "forest");
+  const forest = all.filter(c => !c.inexact);
+  const rough = all.filter(c => c.inexact);  // replayed approximately: drawn hollow and grey, on no line
   const base = Object.entries(S.baselines || {}).map(([k, cs]) => [k, cs.filter(c => c.accuracy !== null)]);
-  const pts = forest.concat(...base.map(b => b[1]));
+  const pts = all.concat(...base.map(b => b[1]));
   if (!pts.length) { sec.append(el("p", {}, "No cell has an accuracy.")); return; }
   const lx = pts.map(c => Math.log10(Math.max(1, c.tokens_mean)));
   const lo = Math.floor(Math.min(...lx) * 10) / 10 - 0.05, hi = Math.ceil(Math.max(...lx) * 10) / 10 + 0.05;
@@ -720,7 +725,18 @@ function sweepChart(S) {
     }
     legend.push([col, tc + " tree" + (tc > 1 ? "s" : ""), "solid"]);
   });
-  const front = (S.pareto || []).map(([t, r]) => forest.find(c => c.trees === t && c.rollouts === r)).filter(Boolean).sort((a, b) => a.tokens_mean - b.tokens_mean);
+  for (const c of rough) {
+    const label = c.trees + " tree" + (c.trees > 1 ? "s" : "") + " × " + c.rollouts + " rollouts, replayed approximately (" + c.inexact + " of " + c.problems + ")";
+    const dot = sv("circle", {cx: X(c.tokens_mean), cy: Y(c.accuracy), r: 5, fill: "none", stroke: "#888", "pointer-events": "visible", "class": "point cell approx", "data-label": c.trees + "x" + c.rollouts}, sv("title", {}, label + ": ~" + pct(c.accuracy)));
+    dot.addEventListener("click", () => show(c, label));
+    dot.addEventListener("mouseenter", () => show(c, label));
+    s.append(dot);
+  }
+  if (rough.length) legend.push(["#888", "replayed approximately (~)", "solid"]);
+  // the frontier over every measured cell, baselines too (sweep.json's `frontier`); older files: `pareto`
+  const labelled = new Map(forest.map(c => [c.trees + "x" + c.rollouts, c]));
+  for (const [method, curve] of base) for (const c of curve) labelled.set(method + "@" + c.samples, c);
+  const front = (S.frontier ? S.frontier.map(l => labelled.get(l)) : (S.pareto || []).map(([t, r]) => labelled.get(t + "x" + r))).filter(Boolean).sort((a, b) => a.tokens_mean - b.tokens_mean);
   if (front.length) {
     s.append(sv("polyline", {points: front.map(c => X(c.tokens_mean) + "," + Y(c.accuracy)).join(" "), fill: "none", stroke: "#000", "stroke-dasharray": "6 4", id: "pareto"}));
     for (const c of front) s.append(sv("circle", {cx: X(c.tokens_mean), cy: Y(c.accuracy), r: 10, fill: "none", stroke: "#000", "class": "pareto-ring"}));

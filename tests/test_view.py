@@ -243,6 +243,24 @@ def test_a_sweep_directory_is_drawn_with_its_frontier_and_baselines(browser, tmp
     assert errors == []
 
 
+def test_approximate_cells_are_drawn_apart_and_the_frontier_can_hold_a_baseline(browser, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    data = json.loads((ROOT / "benchmarks/results/sim-arith-baselines/sweep.json").read_text())
+    data["cells"][1]["inexact"] = 3  # 1x1: replayed approximately on 3 problems
+    data["frontier"] = ["1x0", "sc@2", "1x1", "4x4"]  # a baseline on it; an approximate cell never is
+    (sweep / "sweep.json").write_text(json.dumps(data))
+    assert view.main([str(sweep)]) == 0
+    page, errors = _open(browser, sweep / "sweep.html")
+    assert page.locator("#sweep-svg circle.approx").count() == 1
+    assert page.locator('#sweep-svg circle.approx[data-label="1x1"]').get_attribute("fill") == "none"
+    assert page.locator("#sweep-svg circle.cell").count() == len([c for c in data["cells"] if c["accuracy"] is not None])
+    assert page.locator("#sweep-svg .pareto-ring").count() == 3  # 1x0, sc@2, 4x4: the approximate 1x1 is left off
+    page.locator('#sweep-svg circle.approx[data-label="1x1"]').hover()
+    assert "replayed approximately (3 of" in page.locator("#cell").text_content()
+    assert errors == []
+
+
 # ---- fot.sweep: its options, its progress, no matplotlib ---------------------------------------------
 
 from fot.sweep import main as sweep_main  # noqa: E402
@@ -386,6 +404,7 @@ def test_hostile_results_open_in_the_browser(browser, tmp_path):
     ('{"cells": [{"accuracy": "high"}]}', "cells[0].accuracy must be a number"),
     ('{"cells": [], "baselines": {"sc": [{"ci95": [1]}]}}', "baselines.sc[0].ci95"),
     ('{"cells": [], "pareto": [1, 2]}', "'pareto' must be"),
+    ('{"cells": [], "frontier": [[1, 2]]}', "'frontier' must be"),
     ("[1, 2]", "must be an object"),
     ("[" * 100_000, "sweep.json: not JSON"),
 ])
