@@ -276,7 +276,7 @@ def cmd_report(ns: argparse.Namespace) -> None:
                                                           "before_only": d.b_only,
                                                           "tokens_ratio": m["tokens_per_problem"] / b["tokens_per_problem"]}
         for method in ("sc", "bon"):
-            for lab in ("after", "before"):
+            for lab in dict.fromkeys((label, "after", "before")):  # its own run's baselines first
                 base = record["baselines"].get(f"{lab}/{rest.split('/')[0]}/{method}")
                 if base is None:
                     continue
