@@ -163,7 +163,7 @@ def _accuracy(s: str) -> Target:
 
 def _parser() -> tuple[argparse.ArgumentParser, list[str]]:
     ap = Parser(prog="python -m fot.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("problems")
+    ap.add_argument("problems", nargs="?", default="", help="a problem file (or --dataset NAME)")
     ap.add_argument("--trees", type=_int_list, default=[1, 2, 4, 8])
     ap.add_argument("--rollouts", type=_int_list, default=[1, 2, 4, 8])
     ap.add_argument("--out", required=True, help="directory for the run, sweep.json, sweep.md, sweep.png")
@@ -379,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         base = solve.settings_from(args, skip=SWEEP_OWNS)  # the fot.solve settings given, the same for every run
     except ValueError as e:
         ap.error(str(e))
+    if not args.problems and not base.run.dataset:
+        ap.error("give a problem file or --dataset NAME (fot datasets lists them)")
     command = "python -m fot.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
     if base.run.ray is None:
         return _sweep(args, base, command)
@@ -427,7 +429,7 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
     cells = grid(rows, task, args.trees, args.rollouts, price)
     pairs = diversity_pairs([c for c in cells if c.exact])
     summary = json.loads(run_path.with_suffix(".summary.json").read_text())
-    meta = {"problems_file": args.problems, "backend": summary.get("backend"), "task": task.name, "n": len(rows),
+    meta = {"problems_file": args.problems or f"--dataset {base.run.dataset}", "backend": summary.get("backend"), "task": task.name, "n": len(rows),
             "run_trees": T, "run_rollouts": R, "command": command, "simulated": summary.get("simulated")}
     if args.target is not None:
         print(f"fot.sweep: {args.target.describe()}", file=sys.stderr)

@@ -90,3 +90,18 @@ def test_version_defaults_in_help_and_the_program_named_as_run(capsys):
     assert done.returncode == 2 and done.stderr.startswith("python -m fot serve: error: argument --port")
     done = subprocess.run([sys.executable, "-m", "fot.serve", "--port", "x"], capture_output=True, text=True)
     assert done.stderr.startswith("python -m fot.serve: error")
+
+
+def test_a_sweep_runs_a_dataset_by_name_and_refuses_neither(tmp_path, capsys):
+    from fot.sweep import main as sweep_main
+
+    root = tiny_data(tmp_path / "data")
+    out = tmp_path / "sweep"
+    assert sweep_main(["--dataset", "gsm8k", "--data-dir", str(root), "--sim", "--trees", "1,2", "--rollouts", "0",
+                       "--quiet", "--out", str(out)]) == 0
+    meta = json.loads((out / "sweep.json").read_text())["meta"]
+    assert meta["problems_file"] == "--dataset gsm8k" and meta["n"] == 3 and meta["task"] == "gsm8k"
+    with pytest.raises(SystemExit) as e:
+        sweep_main(["--sim", "--out", str(tmp_path / "none")])
+    assert e.value.code == 2 and "--dataset NAME" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()  # nothing written
