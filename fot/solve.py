@@ -199,6 +199,9 @@ def print_summary(console: Console, rows: list[dict], price: Price | None, backe
     t.add_row("tokens per problem (mean / median)", f"{s.tokens_mean:,.0f} / {s.tokens_median:,.0f}")
     t.add_row("  prompt / completion / cached (mean)",
               f"{s.prompt_tokens_mean:,.0f} / {s.completion_tokens_mean:,.0f} / {s.cached_tokens_mean:,.0f}")
+    if s.unknown_tokens_mean:
+        t.add_row("  of them unreported (mean)", f"{s.unknown_tokens_mean:,.0f}: calls cut off or timed out, charged at "
+                  "their whole reservation (an upper bound)")
     t.add_row("tokens per solved problem", _fmt(s.tokens_per_solved))
     if price is not None:
         t.add_row("dollars (total / per solved)", f"${s.usd_total:.4f} / " + (

@@ -214,3 +214,27 @@ def test_a_new_row_says_its_schema_and_provenance(tmp_path):
     assert row["provenance"]["fot"] and ("commit" in row["provenance"]) == (ROOT / ".git").exists()
     rec = Record.from_row(row)
     assert rec.schema == 2 and rec.tokens.total == row["tokens"]["total"] and rec.method == "forest"
+
+
+def test_the_summary_says_how_much_of_the_charge_no_server_reported(tmp_path):
+    """Calls cut off in flight (a proof's stop, a timeout) are charged their whole reservation: the summary
+    shows that part apart, so a stop that saved tokens does not read as if it spent them all."""
+    from rich.console import Console
+
+    from fot.solve import print_summary
+
+    probs, out = write_problems(tmp_path, 2, seed=4, name="p.jsonl"), tmp_path / "o.jsonl"
+    assert solve_main([str(probs), "--sim", "--method", "sc", "--samples", "2", "--quiet", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summarize(rows).unknown_tokens_mean == 0
+    console = Console(record=True, width=200)
+    print_summary(console, rows, None, "fot.sim", 1.0)
+    assert "unreported" not in console.export_text()
+    rows[0]["tokens"] = {**rows[0]["tokens"], "unknown": 300, "total": rows[0]["tokens"]["total"] + 300}
+    s = summarize(rows)
+    assert s.unknown_tokens_mean == 150 and s.tokens_mean == pytest.approx(summarize(rows[1:]).tokens_mean / 2
+                                                                            + rows[0]["tokens"]["total"] / 2)
+    print_summary(console, rows, None, "fot.sim", 1.0)
+    import re
+
+    assert re.search(r"of them unreported \(mean\)\s*│\s*150: calls cut off", console.export_text())

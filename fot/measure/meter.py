@@ -57,6 +57,9 @@ class Summary:
     errors: int
     wall_s_mean: float
     decisions: dict
+    # charged at their reservation, usage never reported (cut off in flight by a stop, timed out): an upper
+    # bound on what the server spent, inside tokens_mean
+    unknown_tokens_mean: float = 0.0
     eval_samples: int = 0  # self-evaluation samples asked for ...
     eval_parse_rate: float | None = None  # ... and the share whose score line could be read
     # share of all tokens per role, over the problems that recorded it: evaluation, critique, refinement,
@@ -93,7 +96,7 @@ def summarize(rows: list[dict], price: Price | None = None) -> Summary:
         problems=n, graded=len(graded), correct=correct, accuracy=acc, accuracy_ci95=ci, oracle_pass_at_k=oracle,
         tokens_mean=statistics.fmean(totals), tokens_median=statistics.median(totals),
         prompt_tokens_mean=mean("prompt"), completion_tokens_mean=mean("completion"), cached_tokens_mean=mean("cached"),
-        tokens_per_solved=spent / correct if correct else None, usd_total=usd,
+        unknown_tokens_mean=mean("unknown"), tokens_per_solved=spent / correct if correct else None, usd_total=usd,
         usd_per_solved=(usd / correct if correct else None) if price is not None else None,
         calls=sum(r.calls for r in recs), errors=sum(1 for r in recs if r.error),
         wall_s_mean=statistics.fmean(r.wall_s for r in recs) if recs else 0.0, decisions=decisions,
