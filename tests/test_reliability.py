@@ -73,7 +73,11 @@ async def test_a_backend_that_goes_away_for_seconds_and_comes_back():
         server.port = port
         await server.start()  # ... until here
 
-    async with Engine(f"http://127.0.0.1:{port}/v1", "fot-sim") as engine:
+    # a retry horizon far longer than the outage however slowly a busy machine stops and restarts the server
+    # (with the default 6 attempts, the waits sum to about 8 s, and a loaded CI machine once made the outage
+    # outlast that for 35 calls): what is tested is that an outage inside the horizon loses nothing
+    async with Engine(f"http://127.0.0.1:{port}/v1", "fot-sim", max_attempts=30) as engine:
+        engine.llm.backoff_max = 2.0  # waits of up to 2 s: back within seconds of the server, and 30 of them > 30 s
         flap = asyncio.create_task(outage())
         results = [r async for r in engine.solve_many(problems, trees=2, rollouts=3, parallel=8)]
         await flap
@@ -83,8 +87,8 @@ async def test_a_backend_that_goes_away_for_seconds_and_comes_back():
     assert len(results) == 8
     assert all(r.answer is not None or r.error for r in results)
     assert retried, "the outage must have been met with retries"
-    assert sum(r.answer is not None for r in results) >= 7
-    assert len(failed) <= 2
+    assert all(r.answer is not None for r in results)
+    assert len(failed) == 0, failed
 
 
 
