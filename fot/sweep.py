@@ -429,8 +429,8 @@ def _sweep(args: argparse.Namespace, base: "solve.SolveSettings", command: str) 
     cells = grid(rows, task, args.trees, args.rollouts, price)
     pairs = diversity_pairs([c for c in cells if c.exact])
     summary = json.loads(run_path.with_suffix(".summary.json").read_text())
-    meta = {"problems_file": args.problems or f"--dataset {base.run.dataset}", "backend": summary.get("backend"), "task": task.name, "n": len(rows),
-            "run_trees": T, "run_rollouts": R, "command": command, "simulated": summary.get("simulated")}
+    meta = {"problems_file": args.problems or f"--dataset {base.run.dataset}", "backend": summary.get("backend"),
+            "task": task.name, "n": len(rows), "run_trees": T, "run_rollouts": R, "command": command, "simulated": summary.get("simulated")}
     if args.target is not None:
         print(f"fot.sweep: {args.target.describe()}", file=sys.stderr)
 
