@@ -42,6 +42,19 @@ def wait_until(condition, what: str, deadline_s: float = 120.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def evaluate(page, script: str):
+    """`page.evaluate`, or None while the page reloads itself (it does when a result lands: on a busy machine
+    that can be mid-poll, and the evaluation's context is gone); the caller polls again."""
+    from playwright.sync_api import Error
+
+    try:
+        return page.evaluate(script)
+    except Error as e:
+        if "context was destroyed" in str(e) or "navigat" in str(e):
+            return None
+        raise
+
+
 def started(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=ENV)
@@ -66,7 +79,7 @@ def test_watch_keeps_the_page_current_while_a_run_goes(browser, tmp_path):  # no
                          "--parallel", "1", "--out", str(out)])
         procs.append(solve)
         # a problem in flight: its trees, their rollouts and answers, and the vote as it stands
-        head = wait_until(lambda: page.evaluate("""() => { const b = document.querySelector('.live-problem');
+        head = wait_until(lambda: evaluate(page, """() => { const b = document.querySelector('.live-problem');
             return b && b.querySelectorAll('.live-tree').length === 3 && b.querySelector('h3').textContent.includes(
               'decision') ? b.querySelector('h3').textContent : null; }"""), "a problem in flight with an answer")
         assert head.startswith("In flight: ") and ("not decided yet" in head or "none leads yet" in head)
